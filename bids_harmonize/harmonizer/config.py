@@ -1,0 +1,127 @@
+"""Configuration of the three-stage harmonizer (nets and training), as plain dataclasses.
+
+Every field has a default sized for CPU (tests, the demo model); scale ``hidden_size``,
+``num_layers``, ``roi_size`` and the step counts up on a GPU. The configuration is
+stored in the model card (``model.json``) so that a model rebuilds its nets from it.
+
+>>> cfg = HarmonizerConfig()
+>>> cfg.anatomy.token_grid
+(4, 4, 4)
+>>> HarmonizerConfig.from_dict(cfg.to_dict()) == cfg
+True
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+
+@dataclass(frozen=True)
+class AnatomyConfig:
+    """Shared shape of the CT autoencoder (stage 1) and the MRI encoder (stage 2)."""
+
+    roi_size: int = 32  #: cubic patch edge in voxels (2 mm voxels)
+    patch_size: int = 8  #: token edge in voxels: the token grid is roi_size // patch_size
+    hidden_size: int = 96
+    mlp_dim: int = 192
+    num_layers: int = 2
+    num_heads: int = 4
+    decoder_channels: int = 16
+
+    @property
+    def token_grid(self) -> tuple[int, int, int]:
+        side = self.roi_size // self.patch_size
+        return (side, side, side)
+
+
+@dataclass(frozen=True)
+class CorrectionConfig:
+    """Stage 3, the residual log-ratio network."""
+
+    channels: tuple[int, ...] = (16, 32)  #: feature channels per resolution level
+    anatomy_channels: int = 8  #: token features are projected to this many channels
+    use_anatomy: bool = True  #: False gives the image-to-image ablation (PET only)
+    max_abs_log_ratio: float = 1.0  #: r is bounded by tanh to +-this value
+
+
+@dataclass(frozen=True)
+class StageTraining:
+    """Optimisation settings of one stage."""
+
+    epochs: int = 2
+    steps_per_epoch: int = 8
+    batch_size: int = 2
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Loss weights (see :mod:`bids_harmonize.harmonizer.losses`)."""
+
+    temperature: float = 0.1  #: InfoNCE temperature (stage 2)
+    cosine_weight: float = 1.0  #: stage 2: 1 - cos(MRI token, CT token)
+    pseudo_ct_weight: float = 1.0  #: stage 2: L1 of pseudo-mu through the frozen CT decoder
+    voxel_weight: float = 1.0  #: stage 3: L1 in the log domain inside the brain mask
+    regional_weight: float = 1.0  #: stage 3: |log ratio| of regional means
+    smooth_weight: float = 0.1  #: stage 3: squared gradient of r (smoothness prior)
+
+
+def _stage_default(epochs: int, steps: int, lr: float) -> StageTraining:
+    return StageTraining(epochs=epochs, steps_per_epoch=steps, lr=lr)
+
+
+@dataclass(frozen=True)
+class HarmonizerConfig:
+    """Everything needed to rebuild and retrain a model."""
+
+    anatomy: AnatomyConfig = field(default_factory=AnatomyConfig)
+    correction: CorrectionConfig = field(default_factory=CorrectionConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    stage1: StageTraining = field(default_factory=lambda: _stage_default(2, 8, 1e-3))
+    stage2: StageTraining = field(default_factory=lambda: _stage_default(2, 8, 1e-3))
+    stage3: StageTraining = field(default_factory=lambda: _stage_default(2, 8, 1e-3))
+    seed: int = 0
+    mixed_precision: bool = True  #: autocast + GradScaler on CUDA (ignored on CPU)
+    mask_dilation: int = 2  #: voxels added around the brain mask for the voxel loss
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> HarmonizerConfig:
+        kinds = {
+            "anatomy": AnatomyConfig,
+            "correction": CorrectionConfig,
+            "loss": LossConfig,
+            "stage1": StageTraining,
+            "stage2": StageTraining,
+            "stage3": StageTraining,
+        }
+        kwargs = {}
+        known = {f.name for f in fields(cls)}
+        for key, value in data.items():
+            if key not in known:
+                raise ValueError(f"unknown harmonizer configuration key {key!r}")
+            if key in kinds:
+                sub = dict(value)
+                if "channels" in sub:
+                    sub["channels"] = tuple(sub["channels"])
+                kwargs[key] = kinds[key](**sub)
+            else:
+                kwargs[key] = value
+        return cls(**kwargs)
+
+    def replace(self, **changes) -> HarmonizerConfig:
+        """A copy with top-level fields changed; nested ones as dicts of changes.
+
+        >>> HarmonizerConfig().replace(stage1={"epochs": 5}).stage1.epochs
+        5
+        """
+        data = self.to_dict()
+        for key, value in changes.items():
+            if isinstance(value, dict):
+                data[key] = {**data[key], **value}
+            else:
+                data[key] = value
+        return HarmonizerConfig.from_dict(data)

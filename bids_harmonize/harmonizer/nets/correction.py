@@ -1,0 +1,104 @@
+"""Stage 3 net: PET-MR + anatomy features -> residual log-ratio map ``r``.
+
+``harmonized = PET-MR * exp(r)``: the correction is multiplicative, so it does not depend
+on the tracer's uptake level, and the subject's own uptake pattern is kept. The net never
+sees the tracer identity.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from monai.networks.blocks import UnetResBlock
+from torch import nn
+
+NORM = ("instance", {"affine": True})
+
+
+class ResidualCorrectionNet(nn.Module):
+    """A two-level 3-D residual U-Net with anatomy gating.
+
+    Args:
+        spatial_dims: 3.
+        in_channels: PET channels (1: the brain-mean normalised PET-MR).
+        out_channels: 1 (the log-ratio map).
+        anatomy_in: width of the anatomy token features (the encoders' hidden size);
+            0 turns the anatomy branch off (the image-to-image ablation).
+        anatomy_channels: token features are projected to this many channels, upsampled to
+            the voxel grid and concatenated with the pseudo attenuation map.
+        channels: feature channels at full and half resolution.
+        max_abs_log_ratio: ``r = m * tanh(raw / m)`` bounds the correction to ``exp(+-m)``.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int = 3,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        anatomy_in: int = 96,
+        anatomy_channels: int = 8,
+        channels: tuple[int, int] = (16, 32),
+        max_abs_log_ratio: float = 1.0,
+    ) -> None:
+        super().__init__()
+        c0, c1 = channels
+        self.use_anatomy = anatomy_in > 0
+        self.max_abs = float(max_abs_log_ratio)
+        self.pet_in = UnetResBlock(spatial_dims, in_channels, c0, 3, 1, NORM)
+        if self.use_anatomy:
+            self.anat_proj = nn.Conv3d(anatomy_in, anatomy_channels, kernel_size=1)
+            self.anat_in = UnetResBlock(spatial_dims, anatomy_channels + 1, c0, 3, 1, NORM)
+            self.gate = nn.Conv3d(c0, c0, kernel_size=3, padding=1)
+            self.fuse = UnetResBlock(spatial_dims, 2 * c0, c0, 3, 1, NORM)
+        else:
+            self.fuse = UnetResBlock(spatial_dims, c0, c0, 3, 1, NORM)
+        self.down = UnetResBlock(spatial_dims, c0, c1, 3, 2, NORM)
+        self.bottom = UnetResBlock(spatial_dims, c1, c1, 3, 1, NORM)
+        self.up = nn.Conv3d(c1, c0, kernel_size=1)
+        self.decode = UnetResBlock(spatial_dims, 2 * c0, c0, 3, 1, NORM)
+        self.head = nn.Conv3d(c0, out_channels, kernel_size=1)
+        nn.init.zeros_(self.head.weight)  # starts as the identity correction (r = 0)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(
+        self,
+        pet: torch.Tensor,
+        tokens: torch.Tensor | None = None,
+        pseudo_mu: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Log-ratio map.
+
+        Args:
+            pet: ``(B, 1, S, S, S)`` PET-MR divided by its brain mean.
+            tokens: ``(B, hidden, g, g, g)`` MRI token features (needed when the anatomy
+                branch is on).
+            pseudo_mu: ``(B, 1, S, S, S)`` pseudo attenuation (normalised mu).
+
+        Returns:
+            ``(B, 1, S, S, S)`` log ratio ``r``.
+        """
+        x = self.pet_in(pet)
+        if self.use_anatomy:
+            if tokens is None or pseudo_mu is None:
+                raise ValueError("this correction net needs anatomy tokens and pseudo-mu")
+            anat = F.interpolate(
+                self.anat_proj(tokens), size=pet.shape[2:], mode="trilinear", align_corners=False
+            )
+            anat = self.anat_in(torch.cat([anat, pseudo_mu], dim=1))
+            x = self.fuse(torch.cat([x * torch.sigmoid(self.gate(anat)), anat], dim=1))
+        else:
+            x = self.fuse(x)
+        low = self.bottom(self.down(x))
+        low = F.interpolate(self.up(low), size=x.shape[2:], mode="trilinear", align_corners=False)
+        raw = self.head(self.decode(torch.cat([x, low], dim=1)))
+        return self.max_abs * torch.tanh(raw / self.max_abs)
+
+
+def build_correction_net(anatomy_cfg, correction_cfg) -> ResidualCorrectionNet:
+    """The stage-3 net of a configuration."""
+    return ResidualCorrectionNet(
+        anatomy_in=anatomy_cfg.hidden_size if correction_cfg.use_anatomy else 0,
+        anatomy_channels=correction_cfg.anatomy_channels,
+        channels=tuple(correction_cfg.channels),
+        max_abs_log_ratio=correction_cfg.max_abs_log_ratio,
+    )

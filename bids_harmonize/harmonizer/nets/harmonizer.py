@@ -1,0 +1,40 @@
+"""The three stages put together for stage-3 training and inference."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .anatomy import build_ct_autoencoder, build_mri_encoder
+from .correction import build_correction_net
+
+
+class ThreeStageHarmonizer(nn.Module):
+    """CT autoencoder (stage 1), MRI encoder (stage 2), residual correction (stage 3).
+
+    ``forward(pet, t1w)`` takes two ``(B, 1, S, S, S)`` patches (brain-mean normalised
+    PET-MR and T1w) and returns ``(B, 2, S, S, S)``: channel 0 the log ratio ``r``,
+    channel 1 the pseudo attenuation (mu / mu_water) decoded from MRI tokens by the CT
+    decoder.
+    """
+
+    def __init__(self, config) -> None:
+        super().__init__()
+        self.config = config
+        self.ct_autoencoder = build_ct_autoencoder(config.anatomy)
+        self.mri_encoder = build_mri_encoder(config.anatomy)
+        self.correction = build_correction_net(config.anatomy, config.correction)
+
+    def anatomy(self, t1w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """MRI tokens ``(B, hidden, g, g, g)`` and pseudo-mu ``(B, 1, S, S, S)``."""
+        tokens = self.mri_encoder(t1w)
+        return tokens, self.ct_autoencoder.decode(tokens)
+
+    def forward(self, pet: torch.Tensor, t1w: torch.Tensor) -> torch.Tensor:
+        if self.config.correction.use_anatomy:
+            tokens, pseudo_mu = self.anatomy(t1w)
+            r = self.correction(pet, tokens, pseudo_mu)
+        else:
+            pseudo_mu = torch.zeros_like(pet)
+            r = self.correction(pet)
+        return torch.cat([r, pseudo_mu], dim=1)

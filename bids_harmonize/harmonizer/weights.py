@@ -1,0 +1,197 @@
+"""Model directories: safetensors weights plus a ``model.json`` card (MONAI-bundle-like).
+
+A model directory holds::
+
+    model.json                   the card (format version, config, training data, hashes...)
+    ct_autoencoder.safetensors   stage 1
+    mri_encoder.safetensors      stage 2
+    correction.safetensors       stage 3
+
+:func:`load_model` checks the card, its format version and the sha256 of every weight file
+before building any net, and raises :class:`ModelError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import platform
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+LOGGER = logging.getLogger(__name__)
+
+FORMAT_VERSION = "1.0"
+CARD_NAME = "model.json"
+STAGE_FILES = {
+    "ct_autoencoder": "ct_autoencoder.safetensors",
+    "mri_encoder": "mri_encoder.safetensors",
+    "correction": "correction.safetensors",
+}
+
+
+class ModelError(RuntimeError):
+    """A model directory that cannot be used (missing, corrupt, wrong version, bad hash)."""
+
+
+def sha256_file(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that shape a model's numbers."""
+    out = {"python": platform.python_version()}
+    for dist in ("bids_harmonize", "torch", "monai", "numpy", "safetensors", "einops"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            try:
+                module = __import__(dist)
+                out[dist] = getattr(module, "__version__", "unknown")
+            except ImportError:
+                out[dist] = "not installed"
+    return out
+
+
+def save_state(path, state_dict) -> str:
+    """Write a state dict as safetensors (contiguous CPU copies); returns its sha256."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+    save_file(tensors, str(path))
+    return sha256_file(path)
+
+
+def save_model(model_dir, net, card: dict) -> Path:
+    """Write the three stages of ``net`` (a ``ThreeStageHarmonizer``) and the card.
+
+    ``card`` gets ``format_version``, ``config`` and ``files`` (sha256 per weight file)
+    filled in; everything else (name, version, training data, ...) is the caller's.
+    """
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for attr, fname in STAGE_FILES.items():
+        files[fname] = save_state(model_dir / fname, getattr(net, attr).state_dict())
+    card = {
+        "format_version": FORMAT_VERSION,
+        **{k: v for k, v in card.items() if k not in ("format_version", "files")},
+        "config": net.config.to_dict(),
+        "files": files,
+    }
+    (model_dir / CARD_NAME).write_text(json.dumps(card, indent=2, sort_keys=False) + "\n")
+    return model_dir
+
+
+@dataclass
+class HarmonizerModel:
+    """A verified, loaded model."""
+
+    path: Path
+    card: dict
+    card_sha256: str
+    net: object  # ThreeStageHarmonizer, eval mode, on CPU
+
+    @property
+    def config(self):
+        return self.net.config
+
+    @property
+    def name(self) -> str:
+        return self.card.get("name", self.path.name)
+
+    @property
+    def version(self) -> str:
+        return str(self.card.get("version", "unknown"))
+
+    @property
+    def trained_tracers(self) -> list[str]:
+        return list(self.card.get("training_data", {}).get("tracers", []))
+
+    @property
+    def trained_families(self) -> list[str]:
+        return list(self.card.get("training_data", {}).get("tracer_families", []))
+
+    def info(self) -> dict:
+        """Name, version and card hash, for provenance sidecars."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "sha256": self.card_sha256,
+            "path": str(self.path),
+        }
+
+
+def read_card(model_dir) -> tuple[dict, str]:
+    """The verified card of a model directory and its sha256 (no weights loaded)."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise ModelError(f"model directory {model_dir} does not exist")
+    card_path = model_dir / CARD_NAME
+    if not card_path.is_file():
+        raise ModelError(f"model directory {model_dir} has no {CARD_NAME} card")
+    try:
+        card = json.loads(card_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ModelError(f"model card {card_path} is not valid JSON ({err})") from None
+    if not isinstance(card, dict):
+        raise ModelError(f"model card {card_path} is not a JSON object")
+    version = card.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ModelError(
+            f"model {model_dir} has format version {version!r}; this bids_harmonize reads "
+            f"{FORMAT_VERSION!r} (retrain with: {card.get('retrain_command', 'the train level')})"
+        )
+    for key in ("config", "files"):
+        if not isinstance(card.get(key), dict):
+            raise ModelError(f"model card {card_path} lacks {key!r}")
+    for fname in STAGE_FILES.values():
+        if fname not in card["files"]:
+            raise ModelError(f"model card {card_path} lists no sha256 for {fname}")
+        path = model_dir / fname
+        if not path.is_file():
+            raise ModelError(f"model {model_dir} is missing weight file {fname}")
+        digest = sha256_file(path)
+        if digest != card["files"][fname]:
+            raise ModelError(
+                f"weight file {path} has sha256 {digest[:12]}..., the card says "
+                f"{str(card['files'][fname])[:12]}...: corrupt or modified model"
+            )
+    return card, sha256_file(card_path)
+
+
+def load_model(model_dir) -> HarmonizerModel:
+    """Verify then load a model directory (CPU, eval mode). Raises :class:`ModelError`."""
+    from safetensors.torch import load_file
+
+    from .config import HarmonizerConfig
+    from .nets.harmonizer import ThreeStageHarmonizer
+
+    model_dir = Path(model_dir)
+    card, card_sha = read_card(model_dir)
+    try:
+        config = HarmonizerConfig.from_dict(card["config"])
+    except (TypeError, ValueError) as err:
+        raise ModelError(f"model card {model_dir / CARD_NAME} has a bad config: {err}") from None
+    net = ThreeStageHarmonizer(config)
+    for attr, fname in STAGE_FILES.items():
+        try:
+            getattr(net, attr).load_state_dict(load_file(str(model_dir / fname)))
+        except (RuntimeError, OSError) as err:
+            first = str(err).strip().splitlines()[0]
+            raise ModelError(f"weight file {model_dir / fname} does not fit: {first}") from None
+    net.eval()
+    LOGGER.info(
+        "loaded model %s %s from %s (card sha256 %s)",
+        card.get("name"),
+        card.get("version"),
+        model_dir,
+        card_sha[:12],
+    )
+    return HarmonizerModel(path=model_dir, card=card, card_sha256=card_sha, net=net)
