@@ -1,0 +1,206 @@
+"""The BIDS App's command line, built in one function.
+
+Validators run through ``type=`` so that a bad argument exits with status 2
+and a one-line message; nothing here touches the network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from bids_harmonize.__about__ import __version__
+from bids_harmonize.config import ANALYSIS_LEVELS, DEFAULT_OUTPUT_SPACES
+
+
+def _existing_dir(value: str) -> Path:
+    path = Path(value).expanduser().absolute()
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"not an existing directory: {value}")
+    return path
+
+
+def _existing_file(value: str) -> Path:
+    path = Path(value).expanduser().absolute()
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"not an existing file: {value}")
+    return path
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {value}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
+    return number
+
+
+def _positive_float(value: str) -> float:
+    try:
+        number = float(value.lower().removesuffix("gb").removesuffix("g"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of GB: {value}") from None
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {value}")
+    return number
+
+
+def _label(value: str) -> str:
+    label = value.removeprefix("sub-").removeprefix("ses-").removeprefix("trc-")
+    if not label or not label.isalnum():
+        raise argparse.ArgumentTypeError(f"a BIDS label is alphanumeric: {value}")
+    return label
+
+
+def _uptake_window(value: str) -> tuple[str, list[float]]:
+    """``TRACER=START-END`` in minutes after injection."""
+    try:
+        tracer, span = value.split("=")
+        start, end = (float(v) for v in span.split("-"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected TRACER=START-END in minutes (e.g. PiB=50-70): {value}"
+        ) from None
+    if not 0 <= start < end:
+        raise argparse.ArgumentTypeError(f"window start must be before its end: {value}")
+    return tracer, [start, end]
+
+
+def _cutoff(value: str) -> tuple[str, float]:
+    try:
+        tracer, number = value.split("=")
+        return tracer, float(number)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected TRACER=VALUE (e.g. PiB=24.1): {value}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``bids_harmonize``."""
+    parser = argparse.ArgumentParser(
+        prog="bids_harmonize",
+        description=(
+            "Harmonize PET-MR brain PET towards PET-CT for any tracer: a BIDS App. "
+            "Run 'participant' on every subject, then 'group'; 'train' fits a site's own model "
+            "on paired PET-CT/PET-MR sessions that 'participant' has processed."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("bids_dir", type=_existing_dir, help="the root of the BIDS dataset")
+    parser.add_argument(
+        "output_dir", type=lambda v: Path(v).expanduser().absolute(),
+        help="where the BIDS-Derivatives go (created when missing)",
+    )
+    parser.add_argument("analysis_level", choices=ANALYSIS_LEVELS, help="processing stage")
+    parser.add_argument("--version", action="version", version=f"bids_harmonize {__version__}")
+
+    bids = parser.add_argument_group("Selecting data")
+    bids.add_argument(
+        "--participant-label", "--participant_label", nargs="+", type=_label, default=[],
+        metavar="LABEL", help="subjects to process, with or without 'sub-' (default: all)",
+    )
+    bids.add_argument(
+        "--session-label", nargs="+", type=_label, default=[], metavar="LABEL",
+        help="PET sessions to process, with or without 'ses-' (default: all)",
+    )
+    bids.add_argument(
+        "--tracer-label", nargs="+", type=_label, default=[], metavar="LABEL",
+        help="tracers (BIDS trc- labels) to process (default: all)",
+    )
+    bids.add_argument(
+        "--bids-filter-file", type=_existing_file, metavar="JSON",
+        help="a JSON of pybids filters per query ('t1w', 'pet', 'ct'), as in fMRIPrep",
+    )
+    bids.add_argument(
+        "--skip-bids-validation", action="store_true",
+        help="do not run the BIDS validator on the input dataset",
+    )
+    bids.add_argument(
+        "--platform-map", type=_existing_file, metavar="TSV",
+        help="TSV with columns 'key' and 'platform' (PET-MR or PET-CT); key is a session "
+        "('ses-petmr'), a subject and session ('sub-01_ses-petmr') or a scanner model name. "
+        "Wins over inference from the sidecars",
+    )
+
+    proc = parser.add_argument_group("Processing")
+    proc.add_argument(
+        "--output-spaces", nargs="+", default=list(DEFAULT_OUTPUT_SPACES), metavar="SPACE",
+        help="T1w and/or TemplateFlow templates (read from TEMPLATEFLOW_HOME, never downloaded)",
+    )
+    proc.add_argument(
+        "--uptake-window", action="append", type=_uptake_window, default=[],
+        metavar="TRACER=START-END",
+        help="override a tracer's uptake window in minutes after injection (repeatable)",
+    )
+    proc.add_argument(
+        "--model-dir", type=lambda v: Path(v).expanduser().absolute(), metavar="DIR",
+        help="participant: harmonization model to use (default: the demo model shipped in the "
+        "package); train: where the new model is written (default: <output_dir>/models/site)",
+    )
+    proc.add_argument(
+        "--no-harmonization", action="store_true",
+        help="preprocess and quantify only; do not run the harmonizer",
+    )
+    proc.add_argument(
+        "--device", choices=("auto", "cpu", "cuda"), default="auto",
+        help="where the harmonizer runs; 'auto' uses CUDA when present",
+    )
+    proc.add_argument(
+        "--sloppy", action="store_true",
+        help="fast, low-accuracy registration settings (for tests and demos only)",
+    )
+    proc.add_argument("--seed", type=int, default=0, help="random seed for registration and training")
+
+    quant = parser.add_argument_group("Quantification")
+    quant.add_argument(
+        "--atlas", default="synth", metavar="NAME|NIFTI",
+        help="regional atlas in template space: 'synth' (the simulator's labels), or a NIfTI "
+        "with --atlas-labels",
+    )
+    quant.add_argument(
+        "--atlas-labels", type=_existing_file, metavar="TSV",
+        help="label table (columns 'index', 'name') of an --atlas NIfTI",
+    )
+    quant.add_argument(
+        "--centiloid-vois", type=_existing_dir, metavar="DIR",
+        help="folder with the GAAIN Centiloid VOIs (voi_ctx_2mm.nii.gz, voi_WhlCbl_2mm.nii.gz, ...)",
+    )
+    quant.add_argument(
+        "--cutoff", action="append", type=_cutoff, default=[], metavar="TRACER=VALUE",
+        help="positivity cut-off for the group level (e.g. PiB=24.1 Centiloid; repeatable)",
+    )
+
+    train = parser.add_argument_group("Training (analysis level 'train')")
+    train.add_argument(
+        "--train-epochs", action="append", default=[], metavar="STAGE=N",
+        help="epochs per stage: ct, mri, residual (e.g. ct=200)",
+    )
+    train.add_argument(
+        "--train-min-subjects", type=_positive_int, default=2,
+        help="fewest paired subjects that 'train' accepts",
+    )
+
+    perf = parser.add_argument_group("Resources")
+    perf.add_argument(
+        "--nprocs", "--n-cpus", type=_positive_int, default=os.cpu_count() or 1,
+        help="processes Nipype may run at once",
+    )
+    perf.add_argument("--omp-nthreads", type=_positive_int, default=None, help="threads per process")
+    perf.add_argument("--mem", "--mem-gb", dest="mem_gb", type=_positive_float, help="memory cap (GB)")
+    perf.add_argument(
+        "-w", "--work-dir", type=lambda v: Path(v).expanduser().absolute(),
+        help="Nipype working directory; reuse it to resume (default: <output_dir>/../work)",
+    )
+    perf.add_argument(
+        "--stop-on-first-crash", action="store_true",
+        help="stop at the first failing node instead of running the other subjects",
+    )
+    perf.add_argument("--write-graph", action="store_true", help="write the workflow graph (SVG)")
+    perf.add_argument(
+        "--config-file", type=_existing_file, metavar="TOML",
+        help="replay a run from the TOML it wrote to <output_dir>/logs/",
+    )
+    perf.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv)")
+    return parser
