@@ -180,3 +180,28 @@ def load_pairs_from_derivatives(
             f"need at least {min_pairs}; excluded {len(excluded)}: {reasons}"
         )
     return pairs, excluded
+
+
+def pairs_from_simulation(subject, tracers=None) -> list[TrainingPair]:
+    """Training pairs of a :class:`bids_harmonize.synth.SimulatedSubject` (in memory)."""
+    sessions = getattr(subject, "sessions", {}) or {}
+    petct = sessions.get("petct")
+    petmr = sessions.get("petmr")
+    pairs = []
+    for tracer in tracers or subject.tracers:
+        pairs.append(
+            TrainingPair(
+                subject=subject.subject,
+                tracer=tracer,
+                t1w=subject.t1w,
+                ct_hu=subject.ct_hu,
+                pet_ct=subject.pet_ct[tracer],
+                pet_mr=subject.pet_mr[tracer],
+                brain_mask=subject.brain_mask,
+                labels=subject.labels,
+                petct_model=getattr(petct, "model", "unknown"),
+                petmr_model=getattr(petmr, "model", "unknown"),
+                extra={"mrac": getattr(petmr, "attenuation_correction", "unknown")},
+            )
+        )
+    return pairs

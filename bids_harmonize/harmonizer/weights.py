@@ -32,6 +32,13 @@ STAGE_FILES = {
 }
 
 
+def default_model_dir() -> Path:
+    """The shipped demo model (``bids_harmonize/data/models/demo``)."""
+    from importlib import resources
+
+    return Path(str(resources.files("bids_harmonize.data").joinpath("models", "demo")))
+
+
 class ModelError(RuntimeError):
     """A model directory that cannot be used (missing, corrupt, wrong version, bad hash)."""
 
