@@ -1,0 +1,1 @@
+"""Group level: collect participant tables, PET-MR vs PET-CT agreement, group report."""

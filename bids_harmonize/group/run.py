@@ -1,0 +1,413 @@
+"""The group level: tables and PET-MR vs PET-CT agreement from participant outputs only.
+
+:func:`run_group` reads the participant tables (:mod:`bids_harmonize.group.collect`),
+never images, and writes under ``<output_dir>/group/``:
+
+==================================  ===================================================
+``measures.tsv``                    one row per subject, session, tracer, platform,
+                                    version (raw/harmonized) and atlas: all measures
+``regions_suvr.tsv``                same rows, one column per region: SUVR
+``pairs.tsv``                       per subject, tracer, atlas, measure: PET-CT,
+                                    PET-MR raw and PET-MR harmonized values
+``agreement_measures.tsv``          PET-MR (raw, harmonized) vs PET-CT per measure
+``agreement_regions.tsv``           the same per region (regional SUVR)
+``cutoff_agreement.tsv``            classification agreement at the PET-CT cut-off
+``cutoff_changes.tsv``              subjects whose class changes
+``correlation_similarity.tsv``      inter-regional correlation structure vs PET-CT
+``correlations/*_corr.tsv``         the regional SUVR correlation matrices
+``group_summary.json``              counts, settings, skipped participants, notes
+``group_report.html``               (:mod:`bids_harmonize.reports.group`)
+==================================  ===================================================
+
+Every TSV has a JSON data dictionary next to it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bids_harmonize.group import agreement as ag
+from bids_harmonize.group.collect import KEYS, Collection, collect_participant_tables
+
+LOGGER = logging.getLogger(__name__)
+
+#: Paired conditions: PET-CT (the reference), PET-MR before and after harmonization.
+CONDITIONS = {("PET-CT", "raw"): "petct", ("PET-MR", "raw"): "petmr_raw",
+              ("PET-MR", "harmonized"): "petmr_harmonized"}
+COMPARISONS = ("petmr_raw", "petmr_harmonized")
+#: Measures that are flags, not quantities: left out of the agreement statistics.
+FLAGS = ("positive", "centiloid_standard_vois")
+
+STAT_DICTIONARY = {
+    "comparison": {"Description": "PET-MR image compared with PET-CT",
+                   "Levels": {"petmr_raw": "PET-MR before harmonization",
+                              "petmr_harmonized": "PET-MR after harmonization"}},
+    "n": {"Description": "Subjects with both values (PET-CT and this PET-MR version)"},
+    "mean_diff": {"Description": "Mean of PET-MR - PET-CT (the Bland-Altman bias)",
+                  "Units": "units of the measure"},
+    "sd_diff": {"Description": "Sample SD (ddof=1) of PET-MR - PET-CT",
+                "Units": "units of the measure"},
+    "mean_abs_diff": {"Description": "Mean of |PET-MR - PET-CT| (for centiloid: mean "
+                                     "absolute Centiloid difference)",
+                      "Units": "units of the measure"},
+    "percent_bias": {"Description": "Mean over subjects of 100 * (PET-MR - PET-CT) / PET-CT",
+                     "Units": "%"},
+    "loa_lower": {"Description": "Bland-Altman lower 95% limit of agreement: "
+                                 "mean_diff - 1.96 sd_diff", "Units": "units of the measure"},
+    "loa_upper": {"Description": "Bland-Altman upper 95% limit of agreement: "
+                                 "mean_diff + 1.96 sd_diff", "Units": "units of the measure"},
+    "icc_2_1": {"Description": "ICC(2,1): two-way random effects, absolute agreement, single "
+                               "measurement (Shrout & Fleiss 1979; McGraw & Wong ICC(A,1)). "
+                               "Penalises a constant bias."},
+    "icc_3_1": {"Description": "ICC(3,1): two-way mixed effects, consistency, single "
+                               "measurement (ICC(C,1)). Blind to a constant bias."},
+    "pearson_r": {"Description": "Pearson correlation of PET-MR with PET-CT"},
+    "spearman_rho": {"Description": "Spearman rank correlation of PET-MR with PET-CT"},
+}
+KEY_DICTIONARY = {
+    "subject": {"Description": "Participant label (sub-)"},
+    "session": {"Description": "Session label (ses-)"},
+    "tracer": {"Description": "Tracer label (trc-)"},
+    "platform": {"Description": "PET-CT or PET-MR (PET sidecar 'Platform')"},
+    "version": {"Description": "Image version",
+                "Levels": {"raw": "desc-preproc image", "harmonized": "desc-harmonized image"}},
+    "seg": {"Description": "Atlas (seg-) the tables were computed with"},
+    "tracer_name": {"Description": "PET sidecar 'TracerName'"},
+    "model": {"Description": "PET sidecar 'ManufacturersModelName'"},
+    "measure": {"Description": "Summary measure (see the participant *_measures.json)"},
+    "region": {"Description": "Atlas region or composite"},
+    "petct": {"Description": "Value on PET-CT (reference)"},
+    "petmr_raw": {"Description": "Value on PET-MR before harmonization"},
+    "petmr_harmonized": {"Description": "Value on PET-MR after harmonization"},
+}
+
+
+def _write(df: pd.DataFrame, path: Path, extra: dict | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(path, sep="\t", index=False, na_rep="n/a", lineterminator="\n")
+    dictionary = {**KEY_DICTIONARY, **STAT_DICTIONARY, **(extra or {})}
+    described = {c: dictionary[c] for c in df.columns if c in dictionary}
+    path.with_suffix(".json").write_text(json.dumps(described, indent=2) + "\n")
+    return path
+
+
+def measures_table(col: Collection) -> pd.DataFrame:
+    """One row per image (and atlas) with every summary measure as a column."""
+    wide = col.measures.pivot_table(index="image", columns="measure", values="value",
+                                    aggfunc="first", observed=True, dropna=False)
+    wide = wide.reindex(range(len(col.images)))
+    wide.columns = [str(c) for c in wide.columns]
+    return pd.concat([col.images.reset_index(drop=True), wide.reset_index(drop=True)], axis=1)
+
+
+def regional_table(col: Collection) -> pd.DataFrame:
+    """One row per image (and atlas) with each region's SUVR as a column."""
+    reg = col.regions
+    codes, names = pd.factorize(reg["region"].astype(str), sort=False)
+    out = np.full((len(col.images), len(names)), np.nan)
+    out[reg["image"].to_numpy(), codes] = reg["suvr"].to_numpy()
+    wide = pd.DataFrame(out, columns=[str(n) for n in names])
+    return pd.concat([col.images.reset_index(drop=True), wide], axis=1)
+
+
+def _conditions(images: pd.DataFrame) -> pd.DataFrame:
+    """Images that take part in pairing, with their condition; one per subject/tracer/seg."""
+    cond = [CONDITIONS.get(k) for k in zip(images["platform"], images["version"], strict=True)]
+    img = images.assign(image=np.arange(len(images)), condition=cond)
+    img = img.loc[img["condition"].notna()]
+    dup = img.duplicated(["subject", "tracer", "seg", "condition"], keep="first")
+    if dup.any():
+        LOGGER.warning("%d images share subject/tracer/platform/version with an earlier "
+                       "session; the first session (sorted) is used for pairing", dup.sum())
+    return img.loc[~dup, ["image", "subject", "tracer", "seg", "condition"]]
+
+
+def paired(col: Collection, long: pd.DataFrame, item: str, value: str) -> pd.DataFrame:
+    """Per subject, tracer, seg and ``item``: the PET-CT and PET-MR values side by side."""
+    img = _conditions(col.images)
+    cond_of = np.full(len(col.images), -1)
+    names = list(CONDITIONS.values())
+    cond_of[img["image"].to_numpy()] = [names.index(c) for c in img["condition"]]
+    keep = cond_of[long["image"].to_numpy()] >= 0
+    sub = long.loc[keep, ["image", item, value]]
+    meta = col.images.loc[sub["image"].to_numpy(), ["subject", "tracer", "seg"]]
+    frame = pd.DataFrame({
+        "subject": meta["subject"].to_numpy(), "tracer": meta["tracer"].to_numpy(),
+        "seg": meta["seg"].to_numpy(), item: sub[item].astype(str).to_numpy(),
+        "condition": np.asarray(names, dtype=object)[cond_of[sub["image"].to_numpy()]],
+        "value": sub[value].to_numpy(),
+    })
+    wide = frame.pivot_table(index=["tracer", "seg", item, "subject"], columns="condition",
+                             values="value", aggfunc="first", dropna=False)
+    wide = wide.reindex(columns=[c for c in names if c in wide.columns])
+    wide.columns.name = None
+    return wide.reset_index()
+
+
+def agreement_table(pairs: pd.DataFrame, item: str) -> pd.DataFrame:
+    """Agreement statistics of each PET-MR version vs PET-CT, per tracer, seg and item."""
+    rows = []
+    if "petct" not in pairs.columns:
+        return pd.DataFrame(columns=["tracer", "seg", item, "comparison",
+                                     *ag.agreement_summary([], []).keys()])
+    for (tracer, seg, name), grp in pairs.groupby(["tracer", "seg", item], sort=True):
+        for comp in COMPARISONS:
+            if comp not in grp.columns:
+                continue
+            stats = ag.agreement_summary(grp["petct"].to_numpy(), grp[comp].to_numpy())
+            if stats["n"]:
+                rows.append({"tracer": tracer, "seg": seg, item: name, "comparison": comp,
+                             **stats})
+    cols = ["tracer", "seg", item, "comparison", *ag.agreement_summary([], []).keys()]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _lookup(name: str):
+    from bids_harmonize.tracers import UnknownTracerError, get_tracer
+
+    try:
+        return get_tracer(name)
+    except UnknownTracerError:
+        return None
+
+
+def cutoff_for(tracer: str, cutoffs: dict | None = None) -> tuple[str, float] | None:
+    """(measure, value) of a tracer's cut-off: tracers.yaml, overridden by ``cutoffs``.
+
+    >>> cutoff_for("PiB"), cutoff_for("PiB", {"pib": 20}), cutoff_for("FDG")
+    (('centiloid', 24.1), ('centiloid', 20.0), None)
+    """
+    tr = _lookup(tracer)
+    base = dict(tr.cutoff) if tr is not None and tr.cutoff else {}
+    given = None
+    for key, val in (cutoffs or {}).items():
+        other = _lookup(key)
+        if key == tracer or (tr is not None and other is not None and other.name == tr.name):
+            given = val
+    if isinstance(given, dict):
+        base.update(given)
+    elif given is not None:
+        base["value"] = float(given)
+    if "measure" not in base or "value" not in base:
+        return None
+    return str(base["measure"]), float(base["value"])
+
+
+def cutoff_transfer(pairs: pd.DataFrame, cutoffs: dict | None = None):
+    """Classification agreement at each tracer's PET-CT cut-off, and the changed subjects."""
+    rows, changes = [], []
+    if "petct" not in pairs.columns:
+        return pd.DataFrame(), pd.DataFrame()
+    for (tracer, seg), grp in pairs.groupby(["tracer", "seg"], sort=True):
+        cut = cutoff_for(str(tracer), cutoffs)
+        if cut is None:
+            continue
+        measure, value = cut
+        sel = grp.loc[grp["measure"] == measure]
+        below = measure.startswith("sbr")
+        for comp in COMPARISONS:
+            if comp not in sel.columns or sel.empty:
+                continue
+            ok = sel["petct"].notna() & sel[comp].notna()
+            if not ok.any():
+                continue
+            res = ag.classification_agreement(sel.loc[ok, "petct"], sel.loc[ok, comp], value,
+                                              below=below)
+            changed = res.pop("changed")
+            rows.append({"tracer": tracer, "seg": seg, "measure": measure, "cutoff": value,
+                         "positive_if": "below" if below else "at or above",
+                         "comparison": comp, **res, "n_changed": int(changed.sum())})
+            for _, r in sel.loc[ok].loc[changed].iterrows():
+                pos_ct = r["petct"] < value if below else r["petct"] >= value
+                changes.append({"subject": r["subject"], "tracer": tracer, "seg": seg,
+                                "comparison": comp, "measure": measure, "cutoff": value,
+                                "petct": r["petct"], "petmr": r[comp],
+                                "petct_class": "positive" if pos_ct else "negative",
+                                "petmr_class": "negative" if pos_ct else "positive"})
+    return pd.DataFrame(rows), pd.DataFrame(changes)
+
+
+def correlation_structure(region_pairs: pd.DataFrame, kinds: dict[str, str]):
+    """Inter-regional correlation matrices per condition and their similarity to PET-CT.
+
+    Uses atlas regions (not composites) and the subjects that have every condition
+    present for the tracer; regions without variance (e.g. the reference) are left out.
+    """
+    sims, matrices = [], {}
+    for (tracer, seg), grp in region_pairs.groupby(["tracer", "seg"], sort=True):
+        grp = grp.loc[grp["region"].map(kinds).eq("region")]
+        conds = [c for c in CONDITIONS.values() if c in grp.columns and grp[c].notna().any()]
+        if not conds:
+            continue
+        cube = grp.pivot_table(index="subject", columns="region", values=conds,
+                               aggfunc="first", dropna=False)
+        cube = cube.dropna(axis=0, how="any")
+        if len(cube) < 3:
+            continue
+        regions = [r for r in cube[conds[0]].columns
+                   if all(cube[c][r].std() > 1e-12 for c in conds)]
+        if len(regions) < 3:
+            continue
+        for c in conds:
+            matrices[(tracer, seg, c)] = pd.DataFrame(
+                ag.correlation_matrix(cube[c][regions].to_numpy()), index=regions,
+                columns=regions)
+        if "petct" in conds:
+            for c in COMPARISONS:
+                if c in conds:
+                    sims.append({"tracer": tracer, "seg": seg, "comparison": c,
+                                 "n": len(cube), "n_regions": len(regions),
+                                 "similarity": ag.matrix_similarity(
+                                     matrices[(tracer, seg, "petct")],
+                                     matrices[(tracer, seg, c)])})
+    return pd.DataFrame(sims, columns=["tracer", "seg", "comparison", "n", "n_regions",
+                                       "similarity"]), matrices
+
+
+def run_group(output_dir: str | Path, *, cutoffs: dict | None = None, atlas: str | None = None,
+              report: bool = True) -> dict[str, Path]:
+    """Group tables, PET-MR vs PET-CT agreement and (optionally) the HTML report.
+
+    Parameters
+    ----------
+    output_dir : path
+        The participant-level output folder (BIDS-Derivatives).
+    cutoffs : dict, optional
+        Per tracer (label or alias), a cut-off value (same measure as tracers.yaml) or a
+        ``{"measure": ..., "value": ...}`` dict; default: tracers.yaml ``cutoff``
+        (amyloid 24.1 CL).
+    atlas : str, optional
+        Only use tables of this ``seg-`` atlas (default: all atlases found).
+    report : bool
+        Also write ``group/group_report.html`` and its figures.
+
+    Returns
+    -------
+    dict
+        Written paths by name (``measures``, ``regions``, ``pairs``, ``agreement_measures``,
+        ``agreement_regions``, ``cutoff_agreement``, ``cutoff_changes``,
+        ``correlation_similarity``, ``summary``, ``report`` ...).
+    """
+    output_dir = Path(output_dir)
+    group_dir = output_dir / "group"
+    col = collect_participant_tables(output_dir)
+    if atlas is not None:
+        keep = (col.images["seg"] == atlas).to_numpy()
+        if not keep.any():
+            raise ValueError(f"no participant tables with seg-{atlas}; found "
+                             f"{sorted(col.images['seg'].unique())}")
+        col = _subset(col, keep)
+
+    written: dict[str, Path] = {}
+    measures = measures_table(col)
+    written["measures"] = _write(measures, group_dir / "measures.tsv",
+                                 {m: {"Description": f"summary measure {m}",
+                                      "Units": col.units.get(m, "n/a")}
+                                  for m in measures.columns if m not in KEYS})
+    regions = regional_table(col)
+    written["regions"] = _write(regions, group_dir / "regions_suvr.tsv",
+                                {r: {"Description": f"SUVR of {r}", "Units": "unitless"}
+                                 for r in regions.columns if r not in KEY_DICTIONARY})
+
+    flags = col.measures["measure"].isin(FLAGS)
+    mpairs = paired(col, col.measures.loc[~flags], "measure", "value")
+    mpairs_all = paired(col, col.measures, "measure", "value")
+    rpairs = paired(col, col.regions, "region", "suvr")
+    has_pairs = {"petct"} <= set(mpairs.columns) and bool(
+        set(COMPARISONS) & set(mpairs.columns)) and mpairs[
+        [c for c in COMPARISONS if c in mpairs.columns]].notna().any().any() and mpairs[
+        "petct"].notna().any()
+    written["pairs"] = _write(mpairs_all, group_dir / "pairs.tsv")
+
+    agree_m = agreement_table(mpairs, "measure")
+    agree_r = agreement_table(rpairs, "region")
+    written["agreement_measures"] = _write(agree_m, group_dir / "agreement_measures.tsv")
+    written["agreement_regions"] = _write(agree_r, group_dir / "agreement_regions.tsv")
+
+    cut, changes = cutoff_transfer(mpairs_all, cutoffs)
+    cut_cols = ["tracer", "seg", "measure", "cutoff", "positive_if", "comparison", "n",
+                "n_agree", "percent_agreement", "kappa", "ref_positive", "test_positive",
+                "pos_to_neg", "neg_to_pos", "n_changed"]
+    cut = cut.reindex(columns=cut_cols)
+    change_cols = ["subject", "tracer", "seg", "comparison", "measure", "cutoff", "petct",
+                   "petmr", "petct_class", "petmr_class"]
+    changes = changes.reindex(columns=change_cols)
+    written["cutoff_agreement"] = _write(cut, group_dir / "cutoff_agreement.tsv", {
+        "cutoff": {"Description": "PET-CT cut-off (tracers.yaml or the cutoffs argument)"},
+        "percent_agreement": {"Description": "Subjects classified alike", "Units": "%"},
+        "kappa": {"Description": "Cohen's kappa of the positive/negative calls"},
+        "ref_positive": {"Description": "Positive on PET-CT"},
+        "test_positive": {"Description": "Positive on PET-MR"},
+        "n_changed": {"Description": "Subjects whose class differs from PET-CT"}})
+    written["cutoff_changes"] = _write(changes, group_dir / "cutoff_changes.tsv", {
+        "petmr": {"Description": "PET-MR value (version in 'comparison')"}})
+
+    kinds = dict(zip(col.regions["region"].astype(str), col.regions["kind"].astype(str),
+                     strict=False))
+    sims, matrices = correlation_structure(rpairs, kinds)
+    written["correlation_similarity"] = _write(sims, group_dir / "correlation_similarity.tsv", {
+        "similarity": {"Description": "Pearson correlation of the upper triangles of the "
+                                      "PET-MR and PET-CT inter-regional SUVR correlation "
+                                      "matrices (1 = same structure)"},
+        "n_regions": {"Description": "Atlas regions in the matrices"}})
+    for (tracer, seg, cond), mat in matrices.items():
+        name = f"trc-{tracer}_seg-{seg}_desc-{cond.replace('_', '')}_corr.tsv"
+        path = group_dir / "correlations" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        mat.rename_axis("region").reset_index().to_csv(path, sep="\t", index=False,
+                                                       na_rep="n/a", lineterminator="\n")
+        written[f"corr_{tracer}_{seg}_{cond}"] = path
+
+    notes = []
+    if not has_pairs:
+        notes.append("No subject has both a PET-CT and a PET-MR image of the same tracer: "
+                     "agreement tables are empty; only the group tables are filled.")
+    if "harmonized" not in set(col.images["version"]):
+        notes.append("No harmonized (desc-harmonized) tables found: raw images only.")
+    summary = {
+        "OutputDir": str(output_dir),
+        "Participants": int(col.images["subject"].nunique()),
+        "Images": len(col.images),
+        "Tracers": sorted(col.images["tracer"].unique().tolist()),
+        "Atlases": sorted(col.images["seg"].unique().tolist()),
+        "PairedSubjects": {str(t): int(g["subject"].nunique()) for t, g in
+                           mpairs.dropna(subset=["petct"]).groupby("tracer")}
+        if "petct" in mpairs.columns else {},
+        "Settings": {"cutoffs": cutoffs or "tracers.yaml", "atlas": atlas or "all",
+                     "ICC": "ICC(2,1) absolute agreement (icc_2_1) and ICC(3,1) consistency "
+                            "(icc_3_1), Shrout & Fleiss 1979",
+                     "LimitsOfAgreement": "mean_diff +/- 1.96 SD (ddof=1)",
+                     "Differences": "PET-MR - PET-CT"},
+        "SkippedParticipants": sorted({p["participant"] for p in col.problems}),
+        "Problems": col.problems,
+        "Notes": notes,
+    }
+    for note in notes:
+        LOGGER.info(note)
+    summary_path = group_dir / "group_summary.json"
+    written["summary"] = summary_path
+    files = {k: str(v.relative_to(group_dir)) for k, v in written.items()}
+    if report:
+        files["report"] = "group_report.html"
+    summary["Files"] = files
+    summary_path.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    if report:
+        from bids_harmonize.reports.group import write_group_report
+
+        written["report"] = write_group_report(group_dir)
+    return written
+
+
+def _subset(col: Collection, keep: np.ndarray) -> Collection:
+    new_index = np.cumsum(keep) - 1
+    m = col.measures.loc[keep[col.measures["image"].to_numpy()]].copy()
+    r = col.regions.loc[keep[col.regions["image"].to_numpy()]].copy()
+    m["image"] = new_index[m["image"].to_numpy()]
+    r["image"] = new_index[r["image"].to_numpy()]
+    return Collection(images=col.images.loc[keep].reset_index(drop=True), measures=m,
+                      regions=r, problems=col.problems, units=col.units)

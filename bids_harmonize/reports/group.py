@@ -1,0 +1,308 @@
+"""The group HTML report: PET-MR vs PET-CT agreement before and after harmonization.
+
+:func:`write_group_report` reads only the tables that
+:func:`bids_harmonize.group.run.run_group` wrote under ``<out>/group/`` and writes
+``<out>/group/group_report.html`` with its SVG figures in ``<out>/group/figures/``
+(also inlined, so the HTML file stands alone). It works with raw images only (no
+harmonized tables) and without pairs (then it shows the group tables and a note).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+LOGGER = logging.getLogger(__name__)
+
+#: The headline measure of each tracer family, in order of preference.
+KEY_MEASURES = ("centiloid", "suvr_cortical", "suvr_braak_III_IV", "sbr_putamen_min",
+                "suvr_pons_cortical_composite", "suvr_global_cortical_composite")
+COLOURS = {"petmr_raw": "#d95f02", "petmr_harmonized": "#1b9e77"}
+LABELS = {"petct": "PET-CT", "petmr_raw": "PET-MR raw", "petmr_harmonized": "PET-MR harmonized"}
+#: Above this many points, scatter markers are rasterised inside the SVG.
+RASTER_ABOVE = 2000
+MAX_BARS = 40
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;
+margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
+h1{border-bottom:2px solid #444}h2{margin-top:2em;border-bottom:1px solid #aaa}
+table{border-collapse:collapse;font-size:0.85em;margin:0.5em 0}
+td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}th{background:#f0f0f0}
+.note{background:#fff8e1;border-left:4px solid #f0b400;padding:0.5em 1em}
+.explain{color:#444;font-size:0.95em}figure{margin:1em 0}svg{max-width:100%;height:auto}
+"""
+
+
+def _read(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        return pd.DataFrame()
+    try:
+        return pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+
+
+def _svg(fig, path: Path) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="svg", bbox_inches="tight")
+    plt.close(fig)
+    text = path.read_text()
+    return text[text.index("<svg"):]
+
+
+def _table(df: pd.DataFrame, digits: int = 3) -> str:
+    if df.empty:
+        return "<p><em>(empty)</em></p>"
+    return df.to_html(index=False, na_rep="n/a", float_format=lambda v: f"{v:.{digits}f}",
+                      border=0, escape=True)
+
+
+def _key_measure(measures: list[str]) -> str | None:
+    return next((m for m in KEY_MEASURES if m in measures), measures[0] if measures else None)
+
+
+def _comparisons(df: pd.DataFrame) -> list[str]:
+    return [c for c in ("petmr_raw", "petmr_harmonized") if c in df.columns
+            and df[c].notna().any()]
+
+
+def plot_scatter(pairs: pd.DataFrame, measure: str, title: str, path: Path) -> str:
+    """PET-MR vs PET-CT per subject, raw and harmonized, with the identity line."""
+    fig, ax = plt.subplots(figsize=(5, 5))
+    many = len(pairs) > RASTER_ABOVE
+    lo, hi = np.inf, -np.inf
+    for comp in _comparisons(pairs):
+        ok = pairs["petct"].notna() & pairs[comp].notna()
+        x, y = pairs.loc[ok, "petct"], pairs.loc[ok, comp]
+        ax.scatter(x, y, s=6 if many else 18, alpha=0.5 if many else 0.8, color=COLOURS[comp],
+                   label=LABELS[comp], rasterized=many, edgecolors="none")
+        lo, hi = min(lo, x.min(), y.min()), max(hi, x.max(), y.max())
+    if np.isfinite(lo):
+        pad = 0.05 * (hi - lo or 1)
+        ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "k--", lw=1, label="identity")
+        ax.set_xlim(lo - pad, hi + pad)
+        ax.set_ylim(lo - pad, hi + pad)
+    ax.set_xlabel(f"PET-CT {measure}")
+    ax.set_ylabel(f"PET-MR {measure}")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    return _svg(fig, path)
+
+
+def plot_bland_altman(pairs: pd.DataFrame, measure: str, title: str, path: Path) -> str:
+    """Difference (PET-MR - PET-CT) against the mean, bias and 95% limits, per version."""
+    comps = _comparisons(pairs)
+    fig, axes = plt.subplots(1, len(comps), figsize=(5 * len(comps), 4), sharey=True,
+                             squeeze=False)
+    many = len(pairs) > RASTER_ABOVE
+    for ax, comp in zip(axes[0], comps, strict=True):
+        ok = pairs["petct"].notna() & pairs[comp].notna()
+        x, y = pairs.loc[ok, "petct"].to_numpy(), pairs.loc[ok, comp].to_numpy()
+        mean, diff = (x + y) / 2, y - x
+        ax.scatter(mean, diff, s=6 if many else 18, alpha=0.5 if many else 0.8,
+                   color=COLOURS[comp], rasterized=many, edgecolors="none")
+        bias = diff.mean()
+        sd = diff.std(ddof=1) if diff.size > 1 else np.nan
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.axhline(bias, color="k", lw=1.2, label=f"bias {bias:.3g}")
+        if np.isfinite(sd):
+            for v in (bias - 1.96 * sd, bias + 1.96 * sd):
+                ax.axhline(v, color="k", ls="--", lw=1)
+            ax.plot([], [], "k--", label=f"95% limits {bias - 1.96 * sd:.3g} / "
+                                         f"{bias + 1.96 * sd:.3g}")
+        ax.set_title(f"{LABELS[comp]} vs PET-CT", fontsize=10)
+        ax.set_xlabel(f"mean of PET-MR and PET-CT {measure}")
+        ax.legend(fontsize=8)
+    axes[0][0].set_ylabel(f"PET-MR - PET-CT {measure}")
+    fig.suptitle(title, fontsize=10)
+    return _svg(fig, path)
+
+
+def plot_region_bias(agree: pd.DataFrame, title: str, path: Path) -> str:
+    """Percent bias per region, before and after harmonization (horizontal bars)."""
+    wide = agree.pivot_table(index="region", columns="comparison", values="percent_bias",
+                             aggfunc="first")
+    comps = [c for c in ("petmr_raw", "petmr_harmonized") if c in wide.columns]
+    order = wide[comps[0]].abs().sort_values(ascending=False).index[:MAX_BARS]
+    wide = wide.loc[order[::-1]]
+    fig, ax = plt.subplots(figsize=(7, 0.22 * len(wide) + 1.2))
+    ypos = np.arange(len(wide))
+    height = 0.8 / len(comps)
+    for k, comp in enumerate(comps):
+        ax.barh(ypos + k * height - 0.4 + height / 2, wide[comp], height=height,
+                color=COLOURS[comp], label=LABELS[comp])
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_yticks(ypos, wide.index, fontsize=7)
+    ax.set_xlabel("percent bias of regional SUVR, PET-MR vs PET-CT (%)")
+    ax.set_title(title, fontsize=10, pad=22)
+    ax.legend(fontsize=8, loc="lower left", bbox_to_anchor=(0, 1.0), ncol=2, frameon=False)
+    return _svg(fig, path)
+
+
+def plot_matrices(matrices: dict[str, pd.DataFrame], sims: dict[str, float], title: str,
+                  path: Path) -> str:
+    """Inter-regional SUVR correlation matrices side by side."""
+    conds = [c for c in ("petct", "petmr_raw", "petmr_harmonized") if c in matrices]
+    fig, axes = plt.subplots(1, len(conds), figsize=(4.2 * len(conds), 4.2), squeeze=False)
+    im = None
+    for ax, cond in zip(axes[0], conds, strict=True):
+        mat = matrices[cond]
+        im = ax.imshow(mat.to_numpy(), vmin=-1, vmax=1, cmap="RdBu_r")
+        sim = f" (similarity {sims[cond]:.3f})" if cond in sims else ""
+        ax.set_title(LABELS[cond] + sim, fontsize=9)
+        if len(mat) <= 30:
+            ax.set_xticks(range(len(mat)), mat.columns, rotation=90, fontsize=5)
+            ax.set_yticks(range(len(mat)), mat.index, fontsize=5)
+        else:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.7, label="Pearson r across subjects")
+    fig.suptitle(title, fontsize=10)
+    return _svg(fig, path)
+
+
+def _figure(svg: str, caption: str) -> str:
+    return f"<figure>{svg}<figcaption class='explain'>{html.escape(caption)}</figcaption></figure>"
+
+
+def write_group_report(group_dir: str | Path) -> Path:
+    """Write ``group_report.html`` (and ``figures/*.svg``) from the group tables."""
+    group_dir = Path(group_dir)
+    fig_dir = group_dir / "figures"
+    summary = json.loads((group_dir / "group_summary.json").read_text())
+    measures = _read(group_dir / "measures.tsv")
+    pairs = _read(group_dir / "pairs.tsv")
+    agree_m = _read(group_dir / "agreement_measures.tsv")
+    agree_r = _read(group_dir / "agreement_regions.tsv")
+    cut = _read(group_dir / "cutoff_agreement.tsv")
+    changes = _read(group_dir / "cutoff_changes.tsv")
+    sims = _read(group_dir / "correlation_similarity.tsv")
+
+    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+             f"<title>bids_harmonize group report</title><style>{_CSS}</style></head><body>",
+             "<h1>Group report: PET-MR vs PET-CT</h1>",
+             "<p class='explain'>This report compares brain PET measured on PET-MR scanners "
+             "with PET-CT in the same people, before (<b>raw</b>) and after "
+             "(<b>harmonized</b>) the harmonization model. PET-CT is the reference: "
+             "differences are PET-MR minus PET-CT. Good harmonization brings the points "
+             "onto the identity line, the bias towards zero, the limits of agreement closer "
+             "together, and the intraclass correlation (ICC) towards 1. All numbers come "
+             "from the participant tables; see <code>group_summary.json</code> for settings."
+             "</p>"]
+    parts.append(f"<p>{summary['Participants']} participants, {summary['Images']} image "
+                 f"tables, tracers: {html.escape(', '.join(summary['Tracers']))}; atlases: "
+                 f"{html.escape(', '.join(summary['Atlases']))}.</p>")
+    for note in summary.get("Notes", []):
+        parts.append(f"<p class='note'>{html.escape(note)}</p>")
+    if summary.get("SkippedParticipants"):
+        probs = pd.DataFrame(summary["Problems"])
+        parts.append("<p class='note'>Some participants were skipped because their tables "
+                     "were missing or malformed:</p>" + _table(probs))
+
+    if not measures.empty:
+        keys = [k for k in ("tracer", "seg", "platform", "version") if k in measures.columns]
+        counts = measures.groupby(keys).size().rename("images").reset_index()
+        parts.append("<h2>Images per tracer, atlas, platform and version</h2>" + _table(counts))
+
+    if not pairs.empty and "petct" in pairs.columns:
+        for (tracer, seg), grp in pairs.groupby(["tracer", "seg"], sort=True):
+            comps = _comparisons(grp)
+            grp = grp.loc[grp["petct"].notna()]
+            if not comps or grp.empty:
+                continue
+            measure = _key_measure(sorted(set(grp["measure"])
+                                          - {"positive", "centiloid_standard_vois"}))
+            if measure is None:
+                continue
+            sel = grp.loc[grp["measure"] == measure]
+            tag = f"trc-{tracer}_seg-{seg}"
+            parts.append(f"<h2>{html.escape(str(tracer))} (atlas {html.escape(str(seg))})</h2>")
+            parts.append(_figure(
+                plot_scatter(sel, measure, f"{tracer}: {measure}", fig_dir / f"{tag}_scatter.svg"),
+                f"Each dot is one subject: {measure} on PET-CT (x) and on PET-MR (y), before "
+                "(orange) and after (green) harmonization. Dots on the dashed identity line "
+                "mean PET-MR equals PET-CT."))
+            parts.append(_figure(
+                plot_bland_altman(sel, measure, f"{tracer}: {measure}",
+                                  fig_dir / f"{tag}_blandaltman.svg"),
+                "Bland-Altman plots: the difference PET-MR - PET-CT against their mean. The "
+                "solid line is the average difference (bias), the dashed lines the 95% limits "
+                "of agreement (bias +/- 1.96 SD): 95% of subjects' differences fall between "
+                "them. Narrower limits around zero mean better agreement."))
+            am = agree_m.loc[(agree_m["tracer"] == tracer) & (agree_m["seg"] == seg)] \
+                if not agree_m.empty else agree_m
+            parts.append("<h3>Agreement of the summary measures</h3><p class='explain'>"
+                         "n: subjects with both platforms; mean_diff/sd_diff: mean and SD of "
+                         "PET-MR - PET-CT; percent_bias: mean of 100*(PET-MR - PET-CT)/PET-CT; "
+                         "loa: 95% limits of agreement; icc_2_1: ICC(2,1), absolute agreement "
+                         "(penalises bias); icc_3_1: ICC(3,1), consistency (ignores a constant "
+                         "bias); pearson_r / spearman_rho: correlations; mean_abs_diff: mean "
+                         "absolute difference (for centiloid, in CL).</p>"
+                         + _table(am.drop(columns=["tracer", "seg"], errors="ignore")))
+            ar = agree_r.loc[(agree_r["tracer"] == tracer) & (agree_r["seg"] == seg)] \
+                if not agree_r.empty else agree_r
+            if not ar.empty:
+                parts.append(_figure(
+                    plot_region_bias(ar, f"{tracer}: regional SUVR bias",
+                                     fig_dir / f"{tag}_regionbias.svg"),
+                    "Percent bias of each region's SUVR on PET-MR relative to PET-CT, before "
+                    "and after harmonization (regions with the largest raw bias first, at "
+                    f"most {MAX_BARS}). PET-MR attenuation correction typically under-"
+                    "estimates cortex near the skull; harmonized bars should be near zero."))
+            ct = cut.loc[(cut["tracer"] == tracer) & (cut["seg"] == seg)] \
+                if not cut.empty else cut
+            if not ct.empty:
+                ch = changes.loc[(changes["tracer"] == tracer) & (changes["seg"] == seg)] \
+                    if not changes.empty else changes
+                parts.append("<h3>Cut-off transfer</h3><p class='explain'>Each subject is "
+                             "called positive or negative with the PET-CT cut-off on both "
+                             "platforms. percent_agreement: subjects called alike; kappa: "
+                             "Cohen's kappa (agreement beyond chance); n_changed: subjects "
+                             "whose call differs from PET-CT, listed below.</p>"
+                             + _table(ct.drop(columns=["tracer", "seg"]))
+                             + (_table(ch.drop(columns=["tracer", "seg"])) if not ch.empty
+                                else "<p>No subject changes class.</p>"))
+            mats, sim = {}, {}
+            for cond in ("petct", "petmr_raw", "petmr_harmonized"):
+                f = (group_dir / "correlations"
+                     / f"trc-{tracer}_seg-{seg}_desc-{cond.replace('_', '')}_corr.tsv")
+                if f.is_file():
+                    mats[cond] = pd.read_csv(f, sep="\t", index_col=0, na_values=["n/a"])
+            if not sims.empty:
+                for _, r in sims.loc[(sims["tracer"] == tracer) & (sims["seg"] == seg)].iterrows():
+                    sim[r["comparison"]] = r["similarity"]
+            if len(mats) > 1:
+                parts.append(_figure(
+                    plot_matrices(mats, sim, f"{tracer}: inter-regional correlation",
+                                  fig_dir / f"{tag}_correlations.svg"),
+                    "How regional SUVRs co-vary across subjects, on each platform (red: "
+                    "regions that rise and fall together). 'similarity' is the Pearson "
+                    "correlation between the PET-MR and PET-CT matrices (upper triangles): 1 "
+                    "means the same inter-regional structure."))
+    else:
+        parts.append("<p class='note'>No subject has both a PET-CT and a PET-MR image of the "
+                     "same tracer, so no agreement can be shown. The tables above and "
+                     "<code>measures.tsv</code> / <code>regions_suvr.tsv</code> hold the "
+                     "group data.</p>")
+        if not measures.empty:
+            key = _key_measure([c for c in measures.columns if c in KEY_MEASURES])
+            if key:
+                desc = measures.groupby(["tracer", "seg", "platform", "version"])[key].describe()
+                parts.append(f"<h2>{html.escape(key)} by group</h2>"
+                             + _table(desc.reset_index()))
+    parts.append("</body></html>")
+    out = group_dir / "group_report.html"
+    out.write_text("\n".join(parts))
+    LOGGER.info("group report written to %s", out)
+    return out
