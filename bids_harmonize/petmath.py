@@ -57,8 +57,8 @@ def actual_window(frame_starts_s, frame_durations_s, weights) -> tuple[float, fl
 def weighted_frame_average(frames: np.ndarray, weights) -> np.ndarray:
     """Average a 4-D series (x, y, z, t) with frame weights summing to one.
 
-    >>> weighted_frame_average(np.stack([np.ones((2, 2, 2)), 3 * np.ones((2, 2, 2))], -1),
-    ...                        [0.5, 0.5])[0, 0, 0]
+    >>> float(weighted_frame_average(np.stack([np.ones((2, 2, 2)), 3 * np.ones((2, 2, 2))], -1),
+    ...                              [0.5, 0.5])[0, 0, 0])
     2.0
     """
     frames = np.asarray(frames, dtype=np.float64)

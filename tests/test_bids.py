@@ -1,0 +1,116 @@
+"""Platform inference and discovery, on hand-made tiny BIDS trees."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nb
+import numpy as np
+import pytest
+
+from bids_harmonize.bids import InputError, discover, infer_platform, read_platform_map
+
+SIDECAR = {
+    "TracerName": "PiB", "TracerRadionuclide": "C11", "Units": "Bq/mL",
+    "FrameTimesStart": [3000, 3600], "FrameDuration": [600, 600],
+    "ManufacturersModelName": "Biograph mMR", "AttenuationCorrection": "MR-based Dixon",
+}
+
+
+def _nifti(path, shape=(8, 8, 8), value=1.0):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nb.save(nb.Nifti1Image(np.full(shape, value, dtype=np.float32), np.eye(4)), path)
+    return path
+
+
+def _dataset(root, *, subjects=("01",), t1w=True, sidecar=SIDECAR, pet_shape=(8, 8, 8, 2)):
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "dataset_description.json").write_text(
+        json.dumps({"Name": "t", "BIDSVersion": "1.10.0"}))
+    for sub in subjects:
+        ses = root / f"sub-{sub}" / "ses-petmr"
+        if t1w:
+            _nifti(ses / "anat" / f"sub-{sub}_ses-petmr_T1w.nii.gz")
+        pet = _nifti(ses / "pet" / f"sub-{sub}_ses-petmr_trc-PiB_pet.nii.gz", pet_shape)
+        if sidecar is not None:
+            pet.with_name(pet.name.replace(".nii.gz", ".json")).write_text(json.dumps(sidecar))
+    return root
+
+
+def test_model_outranks_text_and_conflict_is_logged(caplog):
+    meta = {"ManufacturersModelName": "Biograph mMR", "AttenuationCorrection": "CT-based"}
+    platform, how = infer_platform(meta, subject="01", session="a", has_ct=False)
+    assert platform == "PET-MR" and "conflicting" in how
+    assert "trusting the scanner model" in caplog.text
+
+
+@pytest.mark.parametrize("meta, has_ct, expected", [
+    ({"ManufacturersModelName": "Discovery MI"}, False, "PET-CT"),
+    ({"ManufacturersModelName": "uPMR 790"}, True, "PET-MR"),
+    ({"AttenuationCorrection": "Dixon-based MRAC"}, False, "PET-MR"),
+    ({"AttenuationCorrection": "CT-based"}, False, "PET-CT"),
+    ({}, True, "PET-CT"),
+    ({}, False, None),
+])
+def test_inference_order(meta, has_ct, expected):
+    assert infer_platform(meta, subject="01", session="x", has_ct=has_ct)[0] == expected
+
+
+def test_platform_map_wins(tmp_path):
+    tsv = tmp_path / "map.tsv"
+    tsv.write_text("key\tplatform\nses-x\tPET-CT\n")
+    mapping = read_platform_map(tsv)
+    meta = {"ManufacturersModelName": "Biograph mMR"}
+    assert infer_platform(meta, subject="01", session="x", has_ct=False,
+                          platform_map=mapping) == ("PET-CT", "--platform-map entry 'ses-x'")
+    tsv.write_text("key\tplatform\nses-x\tPET-XX\n")
+    with pytest.raises(InputError, match="not PET-MR or PET-CT"):
+        read_platform_map(tsv)
+
+
+def test_discovery_finds_series(tmp_path):
+    plans, skipped = discover(_dataset(tmp_path / "d"))
+    assert not skipped
+    (plan,) = plans
+    (series,) = plan.pet
+    assert series.tracer == "PiB" and series.platform == "PET-MR" and series.session == "petmr"
+
+
+def test_subject_without_t1w_is_skipped_others_run(tmp_path):
+    root = _dataset(tmp_path / "d", subjects=("01",))
+    _dataset(root, subjects=("02",), t1w=False)
+    plans, skipped = discover(root)
+    assert [p.subject for p in plans] == ["01"]
+    assert skipped and "sub-02" in skipped[0] and "no T1w" in skipped[0]
+
+
+def test_unknown_participant(tmp_path):
+    with pytest.raises(InputError, match="sub-07"):
+        discover(_dataset(tmp_path / "d"), participant_label=["07"])
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"sidecar": None}, "without a JSON sidecar"),
+    ({"sidecar": {**SIDECAR, "FrameDuration": []}}, "lacks FrameDuration"),
+    ({"pet_shape": (8, 8, 8, 3)}, "3 frame(s) but FrameTimesStart has 2"),
+])
+def test_bad_pet_inputs(tmp_path, kwargs, message):
+    with pytest.raises(InputError) as exc:
+        discover(_dataset(tmp_path / "d", **kwargs))
+    assert message in str(exc.value)
+
+
+def test_corrupt_empty_and_nan_images(tmp_path):
+    root = _dataset(tmp_path / "d")
+    pet = root / "sub-01/ses-petmr/pet/sub-01_ses-petmr_trc-PiB_pet.nii.gz"
+    pet.write_bytes(b"")
+    with pytest.raises(InputError, match="empty file"):
+        discover(root)
+    pet.write_bytes(b"not a nifti at all")
+    with pytest.raises(InputError, match="not a readable NIfTI"):
+        discover(root)
+    data = np.ones((8, 8, 8, 2), dtype=np.float32)
+    data[0, 0, 0, 0] = np.nan
+    nb.save(nb.Nifti1Image(data, np.eye(4)), pet)
+    with pytest.raises(InputError, match="NaN"):
+        discover(root)
