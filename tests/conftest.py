@@ -27,7 +27,11 @@ TEST_TEMPLATE = "MNI152NLin2009aSym"
 @pytest.fixture(scope="session")
 def templateflow_home() -> Path:
     """A TemplateFlow home holding tpl-MNI152NLin2009aSym built from nilearn's files."""
-    from bids_harmonize.templates import TemplateNotFoundError, build_nilearn_template, get_template
+    from bids_harmonize.templates import (
+        TemplateNotFoundError,
+        build_nilearn_template,
+        get_template,
+    )
 
     try:  # importing templateflow may have laid empty placeholder files here
         get_template(TEST_TEMPLATE)

@@ -89,3 +89,11 @@ def test_missing_template_is_a_clear_error(tmp_path, templateflow_home, capsys):
     assert code == 1
     err = capsys.readouterr().err
     assert "MNI152NLin6Asym" in err and "TemplateFlow cache" in err and "tf.get" in err
+
+
+def test_group_without_participant_results(tmp_path, capsys):
+    bids = tmp_path / "bids"
+    bids.mkdir()
+    (tmp_path / "out").mkdir()
+    assert main([str(bids), str(tmp_path / "out"), "group"]) == 1
+    assert "error" in capsys.readouterr().err

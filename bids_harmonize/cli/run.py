@@ -230,16 +230,25 @@ def _write_reports(out: Path, plans, workflow, failed: list[str], run_id: str) -
 
 def run_group(config: RunConfig) -> int:
     """Group tables, agreement statistics and the group report from participant outputs."""
-    from bids_harmonize.group import run_group as group
+    from bids_harmonize.group.collect import NoParticipantTablesError
+    from bids_harmonize.group.run import run_group as group
 
-    written = group(config.output_dir, cutoffs=config.cutoffs or None)
+    if not config.output_dir.is_dir():
+        raise UsageError(f"{config.output_dir} does not exist: run the participant level first")
+    try:
+        written = group(config.output_dir, cutoffs=config.cutoffs or None)
+    except (NoParticipantTablesError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
     LOGGER.info("Group level wrote %d file(s) under %s", len(written), config.output_dir / "group")
     return 0
 
 
 def run_train(config: RunConfig) -> int:
     """Train the three-stage harmonizer on the paired sessions that 'participant' processed."""
-    from bids_harmonize.harmonizer.dataset import InsufficientDataError, load_pairs_from_derivatives
+    from bids_harmonize.harmonizer.dataset import (
+        InsufficientDataError,
+        load_pairs_from_derivatives,
+    )
     from bids_harmonize.harmonizer.train import train_model
 
     check_device(config.device)
