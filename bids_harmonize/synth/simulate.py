@@ -1,10 +1,388 @@
-"""Assemble one simulated subject (anatomy, uptake, both sessions) on its reference grid."""
+"""Assemble one simulated subject: anatomy, uptake, and both sessions' acquisitions.
+
+Random streams are keyed by ``(seed, index, purpose[, tracer, session])`` so a
+subject's anatomy and disease do not depend on the tracers asked for, and a tracer's
+data do not depend on the other tracers.
+"""
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
-from bids_harmonize.synth.api import SimulatedSubject, SynthConfig
+import numpy as np
+from scipy import ndimage
+
+from bids_harmonize.atlas import synth_label_table
+from bids_harmonize.synth import anatomy as anat_mod
+from bids_harmonize.synth import physics as phy
+from bids_harmonize.synth import uptake
+from bids_harmonize.synth.api import SessionTruth, SimulatedSubject, SynthConfig
+from bids_harmonize.tracers import get_tracer
+
+LOGGER = logging.getLogger(__name__)
+
+#: Subject-space point put at the scanner's isocentre (before the session's motion).
+HEAD_CENTRE = np.array([0.0, -12.0, -4.0])
+
+#: Native grids of the anatomical images: orientation codes, voxel size at 2 mm
+#: resolution, field of view (mm) per array axis.
+CT_GRID = {"codes": ("L", "P", "S"), "voxel": (1.6, 1.6, 2.5), "fov": (250.0, 250.0, 230.0)}
+T1W_GRID = {"codes": ("P", "S", "R"), "voxel": (2.0, 2.0, 2.2), "fov": (256.0, 240.0, 180.0)}
+PET_CODES = ("L", "A", "S")
+SESSIONS = ("petct", "petmr")
+
+
+@dataclass
+class NativeSession:
+    """A session as the scanner writes it (what the BIDS writer needs)."""
+
+    anat: np.ndarray  # CT (HU) or T1w, on its native grid
+    anat_affine: np.ndarray
+    pet: dict[str, np.ndarray] = field(default_factory=dict)  # tracer -> 4-D frames (Bq/mL)
+    pet_affine: np.ndarray | None = None
+    frames: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # min
+    dose_mbq: dict[str, float] = field(default_factory=dict)
+    injection_clock: dict[str, str] = field(default_factory=dict)
+    scanner: phy.ScannerModel | None = None
+
+
+def _rng(seed: int, index: int, *keys: int) -> np.random.Generator:
+    return np.random.default_rng([int(seed), int(index), *(int(k) for k in keys)])
+
+
+def native_affine(codes, voxel, shape) -> np.ndarray:
+    """Affine (scanner RAS mm) of a grid with orientation ``codes``, centred on the isocentre.
+
+    >>> native_affine(("L", "A", "S"), (2, 2, 2), (3, 3, 3))[:3, 0].tolist()
+    [-2.0, 0.0, 0.0]
+    """
+    direction = {"R": (0, 1), "L": (0, -1), "A": (1, 1), "P": (1, -1), "S": (2, 1), "I": (2, -1)}
+    aff = np.zeros((4, 4))
+    aff[3, 3] = 1.0
+    for j, code in enumerate(codes):
+        axis, sign = direction[code]
+        aff[axis, j] = sign * voxel[j]
+    centre = aff[:3, :3] @ ((np.asarray(shape) - 1) / 2.0)
+    aff[:3, 3] = -centre
+    return aff
+
+
+def frame_protocol(tracer, config: SynthConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Frame starts and durations (minutes after injection).
+
+    >>> from bids_harmonize.tracers import get_tracer
+    >>> s, d = frame_protocol(get_tracer("PiB"), SynthConfig())
+    >>> s.tolist(), d.tolist()
+    ([40.0, 45.0, 50.0, 55.0, 60.0, 65.0], [5.0, 5.0, 5.0, 5.0, 5.0, 5.0])
+    """
+    t0, t1 = tracer.window_min
+    if config.dynamic:
+        durations = [1.0] * 6 + [2.0] * 4
+        while sum(durations) < t1 - 1e-6:
+            durations.append(config.frame_duration_min)
+        starts = np.concatenate([[0.0], np.cumsum(durations)[:-1]])
+        return starts.astype(float), np.asarray(durations, float)
+    start = max(t0 - config.pre_window_min, 0.0)
+    dur = config.frame_duration_min
+    n = config.n_frames or int(np.ceil((t1 - start) / dur - 1e-6))
+    starts = start + dur * np.arange(n)
+    return starts.astype(float), np.full(n, dur)
+
+
+def window_frames(tracer, starts, durations) -> np.ndarray:
+    """Boolean mask of the frames inside the tracer's standard window."""
+    t0, t1 = tracer.window_min
+    ends = starts + durations
+    inside = (starts >= t0 - 1e-6) & (ends <= t1 + 1e-6)
+    if not inside.any():  # window shorter than a frame: take overlapping frames
+        inside = (ends > t0) & (starts < t1)
+    return inside
+
+
+def _session_pose(rng, motion: bool) -> tuple[np.ndarray, tuple, tuple]:
+    if motion:
+        rot = tuple(round(float(v), 3) for v in rng.uniform(-4.0, 4.0, size=3))
+        trans = tuple(round(float(v), 3) for v in rng.uniform(-5.0, 5.0, size=3))
+    else:
+        rot, trans = (0.0, 0.0, 0.0), (0.0, 0.0, 0.0)
+    centre = np.eye(4)
+    centre[:3, 3] = -HEAD_CENTRE
+    return phy.rigid(rot, trans) @ centre, rot, trans
+
+
+def _grid_shape(grid, resolution_mm):
+    f = resolution_mm / 2.0
+    voxel = tuple(v * f for v in grid["voxel"])
+    shape = tuple(int(round(fov / v)) for fov, v in zip(grid["fov"], voxel, strict=True))
+    return voxel, shape
+
+
+def _acquire(*, anat, pose, scanner, mu_true, mu_ac, mu_ac_affine, tracer_data, config,
+             rng_for, frame_poses=None):
+    """Simulate one session's PET for all tracers.
+
+    Returns the PET grid affine (scanner RAS, axes x, y, z) and ``{tracer: frames}``
+    with frames shaped ``(n, n, n_slices, n_frames)`` in Bq/mL, decay corrected.
+    Projections of mu and of the noiseless activity are shared by all frames; each
+    frame gets its own Poisson noise and FBP (all frames in one back-projection).
+    """
+    n = scanner.matrix
+    pet_shape = (n, n, scanner.n_slices)
+    pet_aff = phy.centred_grid(pet_shape, scanner.voxel_mm)
+    subj_to_scanner = pose @ anat.affine
+    n_ang = config.n_angles
+    vx, _, vz = scanner.voxel_mm
+    step_cm = vx / 10.0
+    psf = scanner.psf_fwhm_mm / 2.3548
+    post = scanner.postfilter_fwhm_mm / 2.3548
+    voxel_ml = float(np.prod(scanner.voxel_mm)) / 1000.0
+    af_ac = np.exp(-phy.project(phy.resample(mu_ac, mu_ac_affine, pet_shape, pet_aff), n_ang)
+                   * step_cm)
+    names = list(tracer_data)
+
+    def blur(p):
+        p = ndimage.gaussian_filter1d(p, psf / vx, axis=1, truncate=3.0)
+        return ndimage.gaussian_filter1d(p, psf / vz, axis=2, truncate=3.0)
+
+    def project_at(aff_subj, which):
+        srcs = [mu_true] + [tracer_data[nm][k] for nm in which for k in ("window", "flow")]
+        vols = phy.resample_many(srcs, aff_subj, pet_shape, pet_aff)
+        proj = phy.project(np.stack(vols, axis=-1), n_ang)  # (n_ang, n, nz, 1 + 2 k)
+        af = np.exp(-proj[..., 0] * step_cm)
+        return af, {nm: (blur(proj[..., 1 + 2 * i]), blur(proj[..., 2 + 2 * i]))
+                    for i, nm in enumerate(which)}
+
+    if frame_poses is None:
+        af_true, expected = project_at(subj_to_scanner, names)
+    out = {}
+    for name in names:
+        td = tracer_data[name]
+        tracer, starts, durs = td["tracer"], td["starts"], td["durations"]
+        w_win, w_flow = uptake.frame_weights(tracer, starts, durs)
+        decay = phy.decay_factor(starts, durs, tracer.half_life_min)
+        rng = rng_for(name)
+        n_frames = len(starts)
+        sino = np.empty((n_ang, n, n_frames, pet_shape[2]), dtype=np.float32)
+        for f in range(n_frames):
+            if frame_poses is not None:
+                af_true, expected = project_at(frame_poses[name][f] @ anat.affine, [name])
+            pw, pf = expected[name]
+            emission = np.clip(w_win[f] * pw + w_flow[f] * pf, 0, None)
+            k = np.float32(scanner.sensitivity_cps_per_kbq * 1e-3 * voxel_ml * durs[f] * 60.0
+                           * decay[f] * config.count_scale / n_ang)
+            lam = emission * af_true * k
+            counts = rng.poisson(lam).astype(np.float32) if config.noise else lam
+            sino[:, :, f, :] = counts / (af_ac * k)
+        frames = phy.fbp(sino, scanner.hann_cutoff, post_sigma=(post / vx, post / vz))
+        out[name] = np.ascontiguousarray(np.moveaxis(frames, 2, 3), dtype=np.float32)
+    return pet_aff, out
+
+
+def _simulate(index: int, *, seed: int, tracers: Sequence[str], config: SynthConfig | None,
+              keep_native: bool = False):
+    config = config or SynthConfig()
+    if index < 1:
+        raise ValueError("subject index starts at 1")
+    tracer_objs = [get_tracer(t) for t in tracers]
+    names = [t.name for t in tracer_objs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"duplicate tracers in {list(tracers)}")
+    timer = {}
+    t_start = time.perf_counter()
+    res = float(config.resolution_mm)
+    rd = _rng(seed, index, 0)
+    age = float(np.round(rd.uniform(55, 85), 1))
+    sex = "F" if rd.random() < 0.5 else "M"
+    weight = float(np.round(np.clip(rd.normal(76 if sex == "M" else 66, 10), 45, 120), 1))
+    anat = anat_mod.make_anatomy(_rng(seed, index, 1), res, age=age)
+    disease = uptake.draw_disease(_rng(seed, index, 2), age)
+    t1w = anat_mod.t1w_image(anat, _rng(seed, index, 3))
+    ct = anat_mod.ct_image(anat, _rng(seed, index, 4))
+    mu_true = phy.hu_to_mu(anat.hu)
+    mu_mr, mr_info = phy.mr_mu_map(anat, _rng(seed, index, 5), config.mrac)
+    timer["anatomy"] = time.perf_counter() - t_start
+
+    rs = _rng(seed, index, 6)
+    petct_model = str(rs.choice(list(config.petct_models)))
+    petmr_model = str(rs.choice(list(config.petmr_models)))
+    scanners = {"petct": phy.get_scanner(petct_model, res), "petmr": phy.get_scanner(
+        petmr_model, res)}
+    for ses, platform in (("petct", "PET-CT"), ("petmr", "PET-MR")):
+        if scanners[ses].platform != platform:
+            raise ValueError(f"{scanners[ses].model!r} is not a {platform} scanner")
+
+    # ---- uptake per tracer (same true distribution in both sessions)
+    t0 = time.perf_counter()
+    tracer_data = {}
+    per_tracer = {}
+    for tracer in tracer_objs:
+        key = uptake.tracer_seed(tracer.name)
+        suv_w, suv_f, info = uptake.window_suv(anat, tracer, disease, _rng(seed, index, 7, key))
+        starts, durs = frame_protocol(tracer, config)
+        win = window_frames(tracer, starts, durs)
+        w_win, w_flow = uptake.frame_weights(tracer, starts, durs)
+        rdose = _rng(seed, index, 8, key)
+        doses = {s: float(np.round(uptake.DOSE_MBQ[tracer.name] * rdose.uniform(0.9, 1.1), 2))
+                 for s in SESSIONS}
+        tracer_data[tracer.name] = {"tracer": tracer, "suv_window": suv_w, "suv_flow": suv_f,
+                                    "starts": starts, "durations": durs, "window_mask": win,
+                                    "doses": doses}
+        wwin = float(np.sum(w_win[win] * durs[win]) / np.sum(durs[win]))
+        wflow = float(np.sum(w_flow[win] * durs[win]) / np.sum(durs[win]))
+        tracer_data[tracer.name]["window_weights"] = (wwin, wflow)
+        per_tracer[tracer.name] = {**info, "family": tracer.family,
+                                   "window_min": list(tracer.window_min),
+                                   "injected_mbq": doses}
+    timer["uptake"] = time.perf_counter() - t0
+
+    # ---- sessions
+    sessions, native = {}, {}
+    recon = {"petct": {}, "petmr": {}}
+    truth_activity = {}
+    for s_i, ses in enumerate(SESSIONS):
+        t0 = time.perf_counter()
+        scanner = scanners[ses]
+        pose, rot, trans = _session_pose(_rng(seed, index, 9, s_i), config.motion)
+        if ses == "petct":
+            grid = CT_GRID
+            voxel, shape = _grid_shape(grid, res)
+            aff_n = native_affine(grid["codes"], voxel, shape)
+            anat_native = phy.resample(anat.hu, pose @ anat.affine, shape, aff_n, cval=-1000.0)
+            rn = _rng(seed, index, 10, s_i)
+            anat_native += ndimage.gaussian_filter(
+                rn.normal(0, 8.0, shape).astype(np.float32), 0.6)
+            anat_native = np.clip(np.round(anat_native), -1024, 3071).astype(np.int16)
+            mu_ac = phy.hu_to_mu(anat_native.astype(np.float32))
+            mu_ac_affine = aff_n
+            ac_text = "CT-based"
+        else:
+            grid = T1W_GRID
+            voxel, shape = _grid_shape(grid, res)
+            aff_n = native_affine(grid["codes"], voxel, shape)
+            t1_clean = sum(anat.fractions[c] * np.float32(anat_mod.T1[c])
+                           for c in anat_mod.CLASSES)
+            t1n = phy.resample(t1_clean, pose @ anat.affine, shape, aff_n)
+            rn = _rng(seed, index, 10, s_i)
+            bias = 1.0 + 0.12 * anat_mod._smooth_field(rn, shape, n_waves=3, scale_mm=250.0,
+                                                        affine=np.diag([*voxel, 1.0]))
+            t1n = t1n * bias
+            n1 = rn.normal(0, 0.02, shape)
+            n2 = rn.normal(0, 0.02, shape)
+            anat_native = (np.sqrt((t1n + n1) ** 2 + n2**2) * 1000.0).astype(np.float32)
+            mu_ac = mu_mr
+            mu_ac_affine = pose @ anat.affine
+            ac_text = ("MR-based Dixon 4-class segmentation" if config.mrac == "dixon"
+                       else "MR-based Dixon 4-class segmentation with atlas bone")
+        # activity concentration (Bq/mL) images: SUV * dose / weight
+        tdata = {}
+        for name, td in tracer_data.items():
+            conc = td["doses"][ses] * 1e6 / (weight * 1000.0)
+            tdata[name] = {"tracer": td["tracer"], "starts": td["starts"],
+                           "durations": td["durations"],
+                           "window": td["suv_window"] * np.float32(conc),
+                           "flow": td["suv_flow"] * np.float32(conc)}
+        frame_poses = None
+        if config.dynamic and config.motion:
+            rm = _rng(seed, index, 11, s_i)
+            drift_r, drift_t = rm.uniform(-1.0, 1.0, 3), rm.uniform(-1.5, 1.5, 3)
+            frame_poses = {}
+            for name, td in tdata.items():
+                t_end = td["starts"][-1] + td["durations"][-1]
+                frame_poses[name] = [
+                    phy.rigid(tuple(drift_r * st / t_end), tuple(drift_t * st / t_end)) @ pose
+                    for st in td["starts"]]
+        pet_aff, frames_all = _acquire(
+            anat=anat, pose=pose, scanner=scanner, mu_true=mu_true, mu_ac=mu_ac,
+            mu_ac_affine=mu_ac_affine, tracer_data=tdata, config=config,
+            rng_for=lambda nm, s_i=s_i: _rng(seed, index, 12, s_i, uptake.tracer_seed(nm)),
+            frame_poses=frame_poses)
+        # static window image back on the reference grid (duration-weighted window mean)
+        statics = []
+        for name, td in tracer_data.items():
+            win, durs = td["window_mask"], td["durations"]
+            statics.append(np.tensordot(frames_all[name][..., win], durs[win] / durs[win].sum(),
+                                        axes=([3], [0])).astype(np.float32))
+        backs = phy.resample_many(statics, np.linalg.inv(pose) @ pet_aff, anat.shape,
+                                  anat.affine)
+        for (name, td), back in zip(tracer_data.items(), backs, strict=True):
+            recon[ses][name] = back
+            conc = td["doses"][ses] * 1e6 / (weight * 1000.0)
+            wwin, wflow = td["window_weights"]
+            truth = (td["suv_window"] * wwin + td["suv_flow"] * wflow) * np.float32(conc)
+            truth_activity.setdefault(name, {})[ses] = truth.astype(np.float32)
+        sessions[ses] = SessionTruth(
+            session=ses, platform=scanner.platform, manufacturer=scanner.manufacturer,
+            model=scanner.model, attenuation_correction=ac_text,
+            psf_fwhm_mm=scanner.psf_fwhm_mm, pose=pose, rotation_deg=rot, translation_mm=trans)
+        if keep_native:
+            hh = _rng(seed, index, 13, s_i)
+            native[ses] = NativeSession(
+                anat=anat_native, anat_affine=aff_n,
+                pet={k: v for k, v in frames_all.items()}, pet_affine=pet_aff,
+                frames={k: (v["starts"], v["durations"]) for k, v in tracer_data.items()},
+                dose_mbq={k: v["doses"][ses] for k, v in tracer_data.items()},
+                injection_clock={k: f"{8 + 5 * s_i + 2 * i:02d}:{int(hh.integers(0, 59)):02d}:00"
+                                 for i, k in enumerate(tracer_data)},
+                scanner=scanner)
+        timer[f"session_{ses}"] = time.perf_counter() - t0
+
+    # The true activity is expressed for the PET-CT dose; regional tables per session use
+    # each session's own true image (doses differ slightly between sessions).
+    activity = {name: truth_activity[name]["petct"] for name in truth_activity}
+    t0 = time.perf_counter()
+    regional = regional_table(anat.labels, truth_activity, recon)
+    timer["regional"] = time.perf_counter() - t0
+    params = {
+        "subject": f"{index:02d}", "age": age, "sex": sex, "weight_kg": weight,
+        **disease, "anatomy": anat.params, "mr_attenuation": mr_info,
+        "scanners": {s: sessions[s].model for s in SESSIONS}, "tracers": per_tracer,
+    }
+    subject = SimulatedSubject(
+        subject=f"{index:02d}", index=index, seed=seed, affine=anat.affine.copy(), t1w=t1w,
+        ct_hu=ct, mu_true=mu_true, mu_mr=mu_mr, labels=anat.labels.astype(np.int16),
+        brain_mask=anat.labels > 0,
+        tissue={"GM": anat.fractions["GM"], "WM": anat.fractions["WM"],
+                "CSF": anat.fractions["CSF"]},
+        activity=activity, pet_ct=recon["petct"], pet_mr=recon["petmr"], params=params,
+        sessions=sessions, regional=regional)
+    timer["total"] = time.perf_counter() - t_start
+    subject.params["timing_s"] = {k: round(v, 3) for k, v in timer.items()}
+    LOGGER.info("sub-%02d simulated in %.1f s (%s)", index, timer["total"],
+                ", ".join(f"{k} {v:.1f}" for k, v in timer.items() if k != "total"))
+    return subject, native, tracer_data
+
+
+def regional_table(labels, truth_activity, recon) -> list[dict]:
+    """Per tracer and region: true means per session, PET-CT/PET-MR means and their ratio."""
+    table = synth_label_table()
+    flat = labels.ravel()
+    counts = np.bincount(flat, minlength=25)
+    rows = []
+
+    def means(img):
+        return np.bincount(flat, weights=img.ravel().astype(np.float64), minlength=25) / \
+            np.maximum(counts, 1)
+
+    for name in recon["petct"]:
+        true_ct = means(truth_activity[name]["petct"])
+        true_mr = means(truth_activity[name]["petmr"])
+        ct = means(recon["petct"][name])
+        mr = means(recon["petmr"][name])
+        for idx, region in zip(table["index"], table["name"], strict=True):
+            i = int(idx)
+            rows.append({
+                "tracer": name, "index": i, "region": region, "voxels": int(counts[i]),
+                "true_petct": float(true_ct[i]), "true_petmr": float(true_mr[i]),
+                "petct": float(ct[i]), "petmr": float(mr[i]),
+                "petct_recovery": float(ct[i] / true_ct[i]) if true_ct[i] else float("nan"),
+                "petmr_recovery": float(mr[i] / true_mr[i]) if true_mr[i] else float("nan"),
+                "ratio_petmr_petct": float((mr[i] / true_mr[i]) / (ct[i] / true_ct[i]))
+                if ct[i] and true_mr[i] else float("nan"),
+            })
+    return rows
 
 
 def simulate_subject(
@@ -18,6 +396,14 @@ def simulate_subject(
 
     Deterministic in ``(index, seed, config)``; a subject's anatomy and latent disease
     parameters do not depend on which tracers are asked for.  ``tracers`` are names or
-    aliases of ``tracers.yaml`` (returned keys are the canonical names).
+    aliases of ``tracers.yaml`` (returned keys are the canonical names).  See
+    :class:`~bids_harmonize.synth.api.SimulatedSubject` for what comes back; the
+    ``activity`` truth is scaled to the PET-CT session's injected dose, and
+    ``pet_mr`` is rescaled to the PET-CT dose too (``pet_mr * dose_ct / dose_mr``) so
+    that PET-MR/PET-CT ratios on the arrays are pure platform effects.
     """
-    raise NotImplementedError("physics in progress")
+    subject, _, tracer_data = _simulate(index, seed=seed, tracers=tracers, config=config)
+    for name, td in tracer_data.items():
+        f = td["doses"]["petct"] / td["doses"]["petmr"]
+        subject.pet_mr[name] = (subject.pet_mr[name] * np.float32(f)).astype(np.float32)
+    return subject
