@@ -14,6 +14,11 @@ A participant with a missing or malformed table or sidecar is reported (logged a
 listed in :attr:`Collection.problems`) and all of its tables are skipped, so that
 comparisons before and after harmonization use the same participants. Nothing found
 at all raises :class:`NoParticipantTablesError`.
+
+Speed: tables are parsed with plain Python (one ``split`` per file) and stored as
+"layouts" (the tuple of region or measure names, shared by all tables of an atlas and
+tracer) plus value arrays, so 10,000s of tables cost little more than opening them.
+Large folders are parsed by ``n_procs`` worker processes, split by participant.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +39,8 @@ KEYS = ("subject", "session", "tracer", "platform", "version", "seg")
 VERSIONS = {"preproc": "raw", "harmonized": "harmonized"}
 _SUFFIXES = ("_suvr.tsv", "_measures.tsv")
 _NA = {"n/a", "", "nan", "NaN"}
+#: Below this many participants, parse in-process (workers cost more than they save).
+PARALLEL_ABOVE = 2000
 
 
 class NoParticipantTablesError(FileNotFoundError):
@@ -43,10 +51,12 @@ class NoParticipantTablesError(FileNotFoundError):
 class Collection:
     """Everything the group level knows, as DataFrames.
 
-    ``images``: one row per PET image and atlas (:data:`KEYS` + ``model``, ``tracer_name``);
-    ``measures``: long, one row per image and measure (``image`` is the row of ``images``);
-    ``regions``: long, one row per image and region (``suvr``, ``kind``);
-    ``problems``: list of ``{"participant", "path", "reason"}``.
+    ``images``: one row per PET image and atlas (:data:`KEYS` + ``tracer_name``, ``model``);
+    ``measures``: long, one row per image and measure (``image`` is the row of ``images``;
+    ``measure`` categorical, ``value``);
+    ``regions``: long, one row per image and region (``region``, ``kind`` categorical, ``suvr``);
+    ``problems``: list of ``{"participant", "path", "reason"}``;
+    ``units``: measure -> units (from the first table that names it).
     """
 
     images: pd.DataFrame
@@ -56,46 +66,59 @@ class Collection:
     units: dict[str, str] = field(default_factory=dict)
 
 
+class _Malformed(ValueError):
+    pass
+
+
 def _entities(name: str) -> dict[str, str]:
     stem = name.split(".")[0]
     return dict(part.split("-", 1) for part in stem.split("_") if "-" in part)
 
 
-class _Malformed(ValueError):
-    pass
+def _read_text(path: str) -> str:
+    """A small file's text (``os.read``: cheaper than ``open`` for 10,000s of files)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode("utf-8")
 
 
 def _read_columns(path: str, wanted: tuple[str, ...]) -> list[list[str]]:
-    """Columns of a TSV as lists of strings (plain Python: much faster than pandas here)."""
+    """Columns of a TSV as lists of strings."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
+        text = _read_text(path)
     except (OSError, UnicodeDecodeError) as exc:
         raise _Malformed(f"unreadable: {exc}") from exc
-    lines = text.splitlines()
-    if not lines:
-        raise _Malformed("empty file")
-    header = lines[0].split("\t")
+    head, _, body = text.partition("\n")
+    header = head.rstrip("\r").split("\t")
     missing = [c for c in wanted if c not in header]
     if missing:
         raise _Malformed(f"missing columns {missing} (header: {header})")
-    pos = [header.index(c) for c in wanted]
     width = len(header)
-    cols: list[list[str]] = [[] for _ in wanted]
-    for num, line in enumerate(lines[1:], start=2):
-        if not line:
-            continue
-        fields = line.split("\t")
-        if len(fields) != width:
-            raise _Malformed(f"line {num} has {len(fields)} fields, header has {width}")
-        for col, p in zip(cols, pos, strict=True):
-            col.append(fields[p])
-    if not cols[0]:
+    body = body.replace("\r\n", "\n").strip("\n")
+    if not body:
         raise _Malformed("no data rows")
-    return cols
+    n_rows = body.count("\n") + 1
+    # One split for the whole file; a row with a wrong field count changes the total.
+    flat = body.replace("\n", "\t").split("\t")
+    if len(flat) != n_rows * width:
+        for num, line in enumerate(body.split("\n"), start=1):
+            if line.count("\t") != width - 1:
+                raise _Malformed(f"data row {num} has {line.count(chr(9)) + 1} fields, "
+                                 f"header has {width}")
+        raise _Malformed("inconsistent number of fields")
+    return [flat[header.index(c)::width] for c in wanted]
 
 
-def _floats(values: list[str], what: str) -> list[float]:
+def _floats(values, what: str) -> list[float]:
+    try:
+        return list(map(float, values))  # fast path; float() also reads 'nan'
+    except ValueError:
+        pass
     out = []
     for v in values:
         if v in _NA:
@@ -108,148 +131,9 @@ def _floats(values: list[str], what: str) -> list[float]:
     return out
 
 
-def find_tables(output_dir: str | Path) -> dict[str, dict[str, list[str]]]:
-    """File names per participant, per PET folder: ``{sub: {pet_dir: [names]}}`` (os.scandir)."""
-    found: dict[str, dict[str, list[str]]] = {}
-    root = str(output_dir)
-    with os.scandir(root) as top:
-        subjects = sorted(e.name for e in top if e.is_dir() and e.name.startswith("sub-"))
-    for sub in subjects:
-        found[sub] = {}
-        sub_dir = os.path.join(root, sub)
-        with os.scandir(sub_dir) as it:
-            sessions = sorted(e.name for e in it if e.is_dir() and e.name.startswith("ses-"))
-        for ses in sessions:
-            pet_dir = os.path.join(sub_dir, ses, "pet")
-            if os.path.isdir(pet_dir):
-                with os.scandir(pet_dir) as it:
-                    found[sub][pet_dir] = sorted(e.name for e in it)
-    return found
-
-
-def collect_participant_tables(output_dir: str | Path) -> Collection:
-    """Find, parse, sort and de-duplicate the participant tables under ``output_dir``."""
-    output_dir = Path(output_dir)
-    if not output_dir.is_dir():
-        raise NoParticipantTablesError(f"output folder {output_dir} does not exist")
-    listing = find_tables(output_dir)
-
-    images: list[dict] = []
-    m_image, m_name, m_value = [], [], []
-    r_image, r_name, r_kind, r_value = [], [], [], []
-    problems: list[dict] = []
-    units: dict[str, str] = {}
-    seen: set[tuple] = set()
-    n_tables = 0
-
-    for sub, pet_dirs in listing.items():
-        p_images, p_measures, p_regions, p_units = [], [], [], {}
-        reason = None
-        for pet_dir, names in pet_dirs.items():
-            tables = [n for n in names if n.endswith(_SUFFIXES) and "_seg-" in n]
-            n_tables += len(tables)
-            by_image: dict[str, set[str]] = {}
-            for name in tables:
-                stem, suffix = name.rsplit("_", 1)
-                by_image.setdefault(stem, set()).add(suffix)
-            sidecars = {}
-            for stem, suffixes in sorted(by_image.items()):
-                if len(suffixes) != 2:
-                    have = next(iter(suffixes))
-                    other = "measures.tsv" if have == "suvr.tsv" else "suvr.tsv"
-                    reason = (f"{stem}_{have} has no matching _{other}", stem)
-                    break
-                ent = _entities(stem)
-                if not {"sub", "ses", "trc", "seg", "desc"} <= set(ent):
-                    reason = (f"{stem}: file name lacks sub/ses/trc/seg/desc entities", stem)
-                    break
-                prefix = "_".join(f"{k}-{ent[k]}" for k in ("sub", "ses", "trc", "rec", "run")
-                                  if k in ent)
-                if prefix not in sidecars:
-                    sidecars[prefix] = _sidecar(pet_dir, prefix, names)
-                meta = sidecars[prefix]
-                if isinstance(meta, str):
-                    reason = (meta, stem)
-                    break
-                version = VERSIONS.get(ent["desc"], ent["desc"])
-                key = (ent["sub"], ent["ses"], ent["trc"], version, ent["seg"])
-                if key in seen:
-                    problems.append({"participant": sub, "path": os.path.join(pet_dir, stem),
-                                     "reason": "duplicate image (same sub/ses/trc/desc/seg); "
-                                               "kept the first"})
-                    LOGGER.warning("%s: duplicate %s, kept the first", sub, stem)
-                    continue
-                base = os.path.join(pet_dir, stem)
-                try:
-                    mcols = _read_columns(base + "_measures.tsv", ("measure", "value", "units"))
-                    mvals = _floats(mcols[1], "value")
-                    rcols = _read_columns(base + "_suvr.tsv", ("region", "kind", "suvr"))
-                    rvals = _floats(rcols[2], "suvr")
-                except _Malformed as exc:
-                    reason = (f"malformed table: {exc}", stem)
-                    break
-                seen.add(key)
-                p_images.append({
-                    "subject": ent["sub"], "session": ent["ses"], "tracer": ent["trc"],
-                    "platform": meta["Platform"], "version": version, "seg": ent["seg"],
-                    "tracer_name": meta.get("TracerName", "n/a"),
-                    "model": meta.get("ManufacturersModelName", "n/a"),
-                })
-                p_measures.append((mcols[0], mvals))
-                p_regions.append((rcols[0], rcols[1], rvals))
-                p_units.update(zip(mcols[0], mcols[2], strict=True))
-            if reason:
-                break
-        if reason is None and not p_images:
-            reason = ("no quantification tables (*_seg-*_desc-*_{suvr,measures}.tsv)", sub)
-        if reason is not None:
-            problems.append({"participant": sub, "path": reason[1], "reason": reason[0]})
-            LOGGER.warning("skipping participant %s: %s (%s)", sub, reason[0], reason[1])
-            continue
-        for img, (mn, mv), (rn, rk, rv) in zip(p_images, p_measures, p_regions, strict=True):
-            idx = len(images)
-            images.append(img)
-            m_image.extend([idx] * len(mn))
-            m_name.extend(mn)
-            m_value.extend(mv)
-            r_image.extend([idx] * len(rn))
-            r_name.extend(rn)
-            r_kind.extend(rk)
-            r_value.extend(rv)
-        for k, v in p_units.items():
-            units.setdefault(k, v)
-
-    if not images:
-        detail = "; ".join(f"{p['participant']}: {p['reason']}" for p in problems[:5])
-        raise NoParticipantTablesError(
-            f"no usable participant quantification tables under {output_dir} "
-            f"({len(listing)} sub-* folders, {n_tables} tables). Expected "
-            "sub-*/ses-*/pet/*_seg-<atlas>_desc-<preproc|harmonized>_{suvr,measures}.tsv "
-            "with a *_space-T1w_desc-preproc_pet.json sidecar; run the participant level "
-            "first." + (f" Problems: {detail}" if detail else "")
-        )
-
-    image_df = pd.DataFrame(images)
-    measures = pd.DataFrame({"image": np.asarray(m_image, dtype=np.int64),
-                             "measure": pd.Categorical(m_name),
-                             "value": np.asarray(m_value, dtype=float)})
-    regions = pd.DataFrame({"image": np.asarray(r_image, dtype=np.int64),
-                            "region": pd.Categorical(r_name),
-                            "kind": pd.Categorical(r_kind),
-                            "suvr": np.asarray(r_value, dtype=float)})
-    # Sort images by their keys; renumber so that ``image`` follows the sorted order.
-    order = image_df.sort_values(list(KEYS), kind="stable").index.to_numpy()
-    rank = np.empty_like(order)
-    rank[order] = np.arange(order.size)
-    image_df = image_df.loc[order].reset_index(drop=True)
-    measures["image"] = rank[measures["image"].to_numpy()]
-    regions["image"] = rank[regions["image"].to_numpy()]
-    measures = measures.sort_values("image", kind="stable").reset_index(drop=True)
-    regions = regions.sort_values("image", kind="stable").reset_index(drop=True)
-    LOGGER.info("collected %d images of %d participants (%d skipped)", len(image_df),
-                image_df["subject"].nunique(), len({p["participant"] for p in problems}))
-    return Collection(images=image_df, measures=measures, regions=regions,
-                      problems=problems, units=units)
+def _list_dirs(path: str, prefix: str) -> list[str]:
+    with os.scandir(path) as it:
+        return sorted(e.name for e in it if e.name.startswith(prefix) and e.is_dir())
 
 
 def _sidecar(pet_dir: str, prefix: str, names: list[str]) -> dict | str:
@@ -262,10 +146,213 @@ def _sidecar(pet_dir: str, prefix: str, names: list[str]) -> dict | str:
             return f"PET sidecar {wanted} not found"
         wanted = alts[0]
     try:
-        with open(os.path.join(pet_dir, wanted), encoding="utf-8") as handle:
-            meta = json.load(handle)
+        meta = json.loads(_read_text(os.path.join(pet_dir, wanted)))
     except (OSError, ValueError) as exc:
         return f"PET sidecar {wanted} unreadable: {exc}"
-    if meta.get("Platform") not in ("PET-MR", "PET-CT"):
-        return f"PET sidecar {wanted}: Platform is {meta.get('Platform')!r}, not PET-MR/PET-CT"
+    if not isinstance(meta, dict) or meta.get("Platform") not in ("PET-MR", "PET-CT"):
+        plat = meta.get("Platform") if isinstance(meta, dict) else None
+        return f"PET sidecar {wanted}: Platform is {plat!r}, not PET-MR/PET-CT"
     return meta
+
+
+class _Parsed:
+    """Parsed tables of some participants, in the compact layout form."""
+
+    def __init__(self):
+        self.images: list[tuple] = []
+        self.layouts: dict[tuple, int] = {}
+        self.r_layout: list[int] = []
+        self.m_layout: list[int] = []
+        self.r_values: list[float] = []
+        self.m_values: list[float] = []
+        self.problems: list[dict] = []
+        self.units: dict[str, str] = {}
+        self.n_tables = 0
+
+    def layout(self, key: tuple) -> int:
+        return self.layouts.setdefault(key, len(self.layouts))
+
+
+def _parse_subject(root: str, sub: str, out: _Parsed, seen: set) -> None:
+    """Parse one participant into ``out``; on any problem, report it and keep nothing."""
+    sub_dir = os.path.join(root, sub)
+    staged, reason = [], None
+    for ses in _list_dirs(sub_dir, "ses-"):
+        pet_dir = os.path.join(sub_dir, ses, "pet")
+        if not os.path.isdir(pet_dir):
+            continue
+        with os.scandir(pet_dir) as it:
+            names = sorted(e.name for e in it)
+        by_image: dict[str, set[str]] = {}
+        for name in names:
+            if name.endswith(_SUFFIXES) and "_seg-" in name:
+                stem, suffix = name.rsplit("_", 1)
+                by_image.setdefault(stem, set()).add(suffix)
+                out.n_tables += 1
+        sidecars: dict[str, dict | str] = {}
+        for stem, suffixes in sorted(by_image.items()):
+            if len(suffixes) != 2:
+                have = next(iter(suffixes))
+                other = "measures.tsv" if have == "suvr.tsv" else "suvr.tsv"
+                reason = (f"{stem}_{have} has no matching _{other}", stem)
+                break
+            ent = _entities(stem)
+            if not {"sub", "ses", "trc", "seg", "desc"} <= set(ent):
+                reason = (f"{stem}: file name lacks sub/ses/trc/seg/desc entities", stem)
+                break
+            prefix = "_".join(f"{k}-{ent[k]}" for k in ("sub", "ses", "trc", "rec", "run")
+                              if k in ent)
+            if prefix not in sidecars:
+                sidecars[prefix] = _sidecar(pet_dir, prefix, names)
+            meta = sidecars[prefix]
+            if isinstance(meta, str):
+                reason = (meta, stem)
+                break
+            version = VERSIONS.get(ent["desc"], ent["desc"])
+            key = (ent["sub"], ent["ses"], ent["trc"], version, ent["seg"])
+            if key in seen or any(s[0][0] == key for s in staged):
+                out.problems.append({"participant": sub, "path": os.path.join(pet_dir, stem),
+                                     "reason": "duplicate image (same sub/ses/trc/desc/seg); "
+                                               "kept the first"})
+                LOGGER.warning("%s: duplicate %s, kept the first", sub, stem)
+                continue
+            base = os.path.join(pet_dir, stem)
+            try:
+                mname, mval, munit = _read_columns(base + "_measures.tsv",
+                                                   ("measure", "value", "units"))
+                mvals = _floats(mval, "value")
+                rname, rkind, rval = _read_columns(base + "_suvr.tsv",
+                                                   ("region", "kind", "suvr"))
+                rvals = _floats(rval, "suvr")
+            except _Malformed as exc:
+                reason = (f"malformed table: {exc}", stem)
+                break
+            image = (key, meta["Platform"], meta.get("TracerName", "n/a"),
+                     meta.get("ManufacturersModelName", "n/a"))
+            staged.append((image, ("m", tuple(mname)), mvals, ("r", tuple(rname), tuple(rkind)),
+                           rvals, dict(zip(mname, munit, strict=True))))
+        if reason:
+            break
+    if reason is None and not staged:
+        reason = ("no quantification tables (*_seg-*_desc-*_{suvr,measures}.tsv)", sub)
+    if reason is not None:
+        out.problems.append({"participant": sub, "path": reason[1], "reason": reason[0]})
+        LOGGER.warning("skipping participant %s: %s (%s)", sub, reason[0], reason[1])
+        return
+    for image, mkey, mvals, rkey, rvals, units in staged:
+        seen.add(image[0])
+        (s, ses, trc, version, seg), platform, tracer_name, model = image
+        out.images.append((s, ses, trc, platform, version, seg, tracer_name, model))
+        out.m_layout.append(out.layout(mkey))
+        out.m_values.extend(mvals)
+        out.r_layout.append(out.layout(rkey))
+        out.r_values.extend(rvals)
+        for k, v in units.items():
+            out.units.setdefault(k, v)
+
+
+def _parse_subjects(root: str, subjects: list[str]) -> _Parsed:
+    out, seen = _Parsed(), set()
+    for sub in subjects:
+        _parse_subject(root, sub, out, seen)
+    return out
+
+
+def _long(images: int, layout_ids: list[int], layouts: list[tuple], values: list[float],
+          name_col: str, value_col: str, kind: bool) -> pd.DataFrame:
+    """Expand per-image layouts and values into a long table with categorical names."""
+    vocab: dict[str, int] = {}
+    kinds: dict[str, int] = {}
+    codes, kcodes, lengths = {}, {}, {}
+    for lid in set(layout_ids):
+        lay = layouts[lid]
+        codes[lid] = np.array([vocab.setdefault(n, len(vocab)) for n in lay[1]], dtype=np.int32)
+        lengths[lid] = len(lay[1])
+        if kind:
+            kcodes[lid] = np.array([kinds.setdefault(k, len(kinds)) for k in lay[2]],
+                                   dtype=np.int8)
+    n_per = np.array([lengths[lid] for lid in layout_ids], dtype=np.int64)
+    frame = {
+        "image": np.repeat(np.arange(images, dtype=np.int64), n_per),
+        name_col: pd.Categorical.from_codes(
+            np.concatenate([codes[lid] for lid in layout_ids]) if layout_ids
+            else np.zeros(0, np.int32), categories=list(vocab)),
+    }
+    if kind:
+        frame["kind"] = pd.Categorical.from_codes(
+            np.concatenate([kcodes[lid] for lid in layout_ids]) if layout_ids
+            else np.zeros(0, np.int8), categories=list(kinds))
+    frame[value_col] = np.asarray(values, dtype=float)
+    return pd.DataFrame(frame)
+
+
+def collect_participant_tables(output_dir: str | Path, *, n_procs: int | None = None
+                               ) -> Collection:
+    """Find, parse, sort and de-duplicate the participant tables under ``output_dir``.
+
+    ``n_procs``: worker processes for large folders (default: the CPUs this process may
+    use, at most 2 ... 8; in-process below :data:`PARALLEL_ABOVE` participants).
+    """
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        raise NoParticipantTablesError(f"output folder {output_dir} does not exist")
+    root = str(output_dir)
+    subjects = _list_dirs(root, "sub-")
+    if n_procs is None:
+        n_procs = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                      else (os.cpu_count() or 1), 8)
+    if n_procs > 1 and len(subjects) > PARALLEL_ABOVE:
+        chunks = [subjects[i::n_procs] for i in range(n_procs)]
+        with ProcessPoolExecutor(max_workers=n_procs) as pool:
+            parts = list(pool.map(_parse_subjects, [root] * n_procs, chunks))
+    else:
+        parts = [_parse_subjects(root, subjects)]
+
+    # Merge the parts (each with its own layout numbering).
+    images, layouts, r_lay, m_lay, r_vals, m_vals = [], [], [], [], [], []
+    problems, units, n_tables, index = [], {}, 0, {}
+    for part in parts:
+        remap = {}
+        for key, lid in part.layouts.items():
+            remap[lid] = index.setdefault(key, len(index))
+        images.extend(part.images)
+        r_lay.extend(remap[i] for i in part.r_layout)
+        m_lay.extend(remap[i] for i in part.m_layout)
+        r_vals.append(np.asarray(part.r_values, dtype=float))
+        m_vals.append(np.asarray(part.m_values, dtype=float))
+        problems.extend(part.problems)
+        n_tables += part.n_tables
+        for k, v in part.units.items():
+            units.setdefault(k, v)
+    layouts = list(index)
+    problems.sort(key=lambda p: (p["participant"], str(p["path"])))
+
+    if not images:
+        detail = "; ".join(f"{p['participant']}: {p['reason']}" for p in problems[:5])
+        raise NoParticipantTablesError(
+            f"no usable participant quantification tables under {output_dir} "
+            f"({len(subjects)} sub-* folders, {n_tables} tables). Expected "
+            "sub-*/ses-*/pet/*_seg-<atlas>_desc-<preproc|harmonized>_{suvr,measures}.tsv "
+            "with a *_space-T1w_desc-preproc_pet.json sidecar; run the participant level "
+            "first." + (f" Problems: {detail}" if detail else "")
+        )
+
+    image_df = pd.DataFrame(images, columns=[*KEYS, "tracer_name", "model"])
+    measures = _long(len(images), m_lay, layouts, np.concatenate(m_vals), "measure", "value",
+                     kind=False)
+    regions = _long(len(images), r_lay, layouts, np.concatenate(r_vals), "region", "suvr",
+                    kind=True)
+    # Sort images by their keys; renumber so that ``image`` follows the sorted order.
+    order = image_df.sort_values(list(KEYS), kind="stable").index.to_numpy()
+    if not np.array_equal(order, np.arange(order.size)):
+        rank = np.empty_like(order)
+        rank[order] = np.arange(order.size)
+        image_df = image_df.loc[order].reset_index(drop=True)
+        measures["image"] = rank[measures["image"].to_numpy()]
+        regions["image"] = rank[regions["image"].to_numpy()]
+        measures = measures.sort_values("image", kind="stable").reset_index(drop=True)
+        regions = regions.sort_values("image", kind="stable").reset_index(drop=True)
+    LOGGER.info("collected %d images of %d participants (%d skipped)", len(image_df),
+                image_df["subject"].nunique(), len({p["participant"] for p in problems}))
+    return Collection(images=image_df, measures=measures, regions=regions,
+                      problems=problems, units=units)

@@ -32,6 +32,8 @@ LABELS = {"petct": "PET-CT", "petmr_raw": "PET-MR raw", "petmr_harmonized": "PET
 #: Above this many points, scatter markers are rasterised inside the SVG.
 RASTER_ABOVE = 2000
 MAX_BARS = 40
+#: Longest table shown in the HTML (the TSVs hold everything).
+MAX_ROWS = 100
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;
@@ -55,7 +57,9 @@ def _read(path: Path) -> pd.DataFrame:
 
 def _svg(fig, path: Path) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="svg", bbox_inches="tight")
+    # text as SVG text, not glyph paths: smaller files, much faster to write
+    with plt.rc_context({"svg.fonttype": "none"}):
+        fig.savefig(path, format="svg", bbox_inches="tight")
     plt.close(fig)
     text = path.read_text()
     return text[text.index("<svg"):]
@@ -207,8 +211,9 @@ def write_group_report(group_dir: str | Path) -> Path:
         parts.append(f"<p class='note'>{html.escape(note)}</p>")
     if summary.get("SkippedParticipants"):
         probs = pd.DataFrame(summary["Problems"])
-        parts.append("<p class='note'>Some participants were skipped because their tables "
-                     "were missing or malformed:</p>" + _table(probs))
+        parts.append(f"<p class='note'>{len(summary['SkippedParticipants'])} participants "
+                     "were skipped because their tables were missing or malformed (all listed "
+                     "in <code>group_summary.json</code>):</p>" + _table(probs.head(MAX_ROWS)))
 
     if not measures.empty:
         keys = [k for k in ("tracer", "seg", "platform", "version") if k in measures.columns]
@@ -271,8 +276,11 @@ def write_group_report(group_dir: str | Path) -> Path:
                              "Cohen's kappa (agreement beyond chance); n_changed: subjects "
                              "whose call differs from PET-CT, listed below.</p>"
                              + _table(ct.drop(columns=["tracer", "seg"]))
-                             + (_table(ch.drop(columns=["tracer", "seg"])) if not ch.empty
-                                else "<p>No subject changes class.</p>"))
+                             + (_table(ch.drop(columns=["tracer", "seg"]).head(MAX_ROWS))
+                                if not ch.empty else "<p>No subject changes class.</p>")
+                             + (f"<p>First {MAX_ROWS} of {len(ch)} rows; all are in "
+                                "<code>cutoff_changes.tsv</code>.</p>"
+                                if len(ch) > MAX_ROWS else ""))
             mats, sim = {}, {}
             for cond in ("petct", "petmr_raw", "petmr_harmonized"):
                 f = (group_dir / "correlations"
