@@ -13,7 +13,8 @@ scanner PSF (Gaussian) is applied to the projections (exact for parallel beams:
 the projection of a Gaussian-blurred slice is the blurred projection) and across
 slices.  ``K_f`` turns Bq/mL into expected counts: scanner sensitivity (cps/kBq),
 voxel volume, frame duration and the radioactive decay over the frame, so the
-noise level follows dose, duration and decay.  Scatter and randoms are not
+noise level follows dose, duration and decay (``CENTRE_SENSITIVITY_GAIN`` accounts
+for the higher sensitivity at the centre of a 3-D field of view).  Scatter and randoms are not
 modelled.
 
 ``mu_true`` comes from the CT by the bilinear conversion of Carney et al. (2006)
@@ -40,6 +41,11 @@ MU_WATER = 0.096  # 1/cm at 511 keV
 MU_FAT_DIXON = 0.086
 MU_SOFT_DIXON = 0.096
 MU_BONE_ATLAS = 0.151
+
+#: Counts gain of a brain at the centre of a 3-D scanner's field of view relative to the
+#: NEMA (line source, whole axial FOV) sensitivity; the 2-D model keeps every true
+#: coincidence the 3-D acquisition would record.
+CENTRE_SENSITIVITY_GAIN = 4.0
 
 
 @dataclass(frozen=True)

@@ -124,8 +124,9 @@ def _acquire(*, anat, pose, scanner, mu_true, mu_ac, mu_ac_affine, tracer_data, 
              rng_for, frame_poses=None):
     """Simulate one session's PET for all tracers.
 
-    Returns the PET grid affine (scanner RAS, axes x, y, z) and ``{tracer: frames}``
-    with frames shaped ``(n, n, n_slices, n_frames)`` in Bq/mL, decay corrected.
+    Returns the PET grid affine (scanner RAS, axes x, y, z), ``{tracer: frames}``
+    with frames shaped ``(n, n, n_slices, n_frames)`` in Bq/mL, decay corrected, and the
+    expected true counts per frame.
     Projections of mu and of the noiseless activity are shared by all frames; each
     frame gets its own Poisson noise and FBP (all frames in one back-projection).
     """
@@ -158,6 +159,7 @@ def _acquire(*, anat, pose, scanner, mu_true, mu_ac, mu_ac_affine, tracer_data, 
     if frame_poses is None:
         af_true, expected = project_at(subj_to_scanner, names)
     out = {}
+    total_counts: dict[str, list[float]] = {}
     for name in names:
         td = tracer_data[name]
         tracer, starts, durs = td["tracer"], td["starts"], td["durations"]
@@ -171,14 +173,15 @@ def _acquire(*, anat, pose, scanner, mu_true, mu_ac, mu_ac_affine, tracer_data, 
                 af_true, expected = project_at(frame_poses[name][f] @ anat.affine, [name])
             pw, pf = expected[name]
             emission = np.clip(w_win[f] * pw + w_flow[f] * pf, 0, None)
-            k = np.float32(scanner.sensitivity_cps_per_kbq * 1e-3 * voxel_ml * durs[f] * 60.0
-                           * decay[f] * config.count_scale / n_ang)
+            k = np.float32(scanner.sensitivity_cps_per_kbq * phy.CENTRE_SENSITIVITY_GAIN * 1e-3
+                           * voxel_ml * durs[f] * 60.0 * decay[f] * config.count_scale / n_ang)
             lam = emission * af_true * k
             counts = rng.poisson(lam).astype(np.float32) if config.noise else lam
+            total_counts.setdefault(name, []).append(float(lam.sum()))
             sino[:, :, f, :] = counts / (af_ac * k)
         frames = phy.fbp(sino, scanner.hann_cutoff, post_sigma=(post / vx, post / vz))
         out[name] = np.ascontiguousarray(np.moveaxis(frames, 2, 3), dtype=np.float32)
-    return pet_aff, out
+    return pet_aff, out, total_counts
 
 
 def _simulate(index: int, *, seed: int, tracers: Sequence[str], config: SynthConfig | None,
@@ -294,11 +297,14 @@ def _simulate(index: int, *, seed: int, tracers: Sequence[str], config: SynthCon
                 frame_poses[name] = [
                     phy.rigid(tuple(drift_r * st / t_end), tuple(drift_t * st / t_end)) @ pose
                     for st in td["starts"]]
-        pet_aff, frames_all = _acquire(
+        pet_aff, frames_all, counts = _acquire(
             anat=anat, pose=pose, scanner=scanner, mu_true=mu_true, mu_ac=mu_ac,
             mu_ac_affine=mu_ac_affine, tracer_data=tdata, config=config,
             rng_for=lambda nm, s_i=s_i: _rng(seed, index, 12, s_i, uptake.tracer_seed(nm)),
             frame_poses=frame_poses)
+        for name, c in counts.items():
+            per_tracer[name].setdefault("expected_true_counts_per_frame", {})[ses] = [
+                float(f"{v:.4g}") for v in c]
         # static window image back on the reference grid (duration-weighted window mean)
         statics = []
         for name, td in tracer_data.items():

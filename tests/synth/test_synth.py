@@ -1,0 +1,217 @@
+"""Tests of the paired PET-CT / PET-MR simulator (small: 2 mm, one subject)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import ndimage
+
+from bids_harmonize.synth import SynthConfig, simulate_subject, template_labels, write_dataset
+from bids_harmonize.synth import anatomy as anat_mod
+from bids_harmonize.synth.cli import build_parser, main
+from bids_harmonize.tracers import get_tracer
+
+PET_REQUIRED = (
+    "TracerName", "TracerRadionuclide", "InjectedRadioactivity", "InjectedRadioactivityUnits",
+    "InjectedMass", "InjectedMassUnits", "SpecificRadioactivity", "SpecificRadioactivityUnits",
+    "ModeOfAdministration", "TimeZero", "ScanStart", "InjectionStart", "FrameTimesStart",
+    "FrameDuration", "AcquisitionMode", "ImageDecayCorrected", "ImageDecayCorrectionTime",
+    "ReconMethodName", "ReconMethodParameterLabels", "ReconMethodParameterUnits",
+    "ReconMethodParameterValues", "ReconFilterType", "ReconFilterSize",
+    "AttenuationCorrection", "Manufacturer", "ManufacturersModelName", "Units", "BodyWeight",
+)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth") / "bids"
+    table = write_dataset(out, n_subjects=1, tracers=["PiB"], seed=0)
+    return out, table
+
+
+@pytest.fixture(scope="module")
+def subject():
+    """One noiseless subject at 3 mm (the physics is then exact up to discretisation)."""
+    return simulate_subject(1, seed=3, tracers=["FDG"],
+                            config=SynthConfig(noise=False, resolution_mm=3.0))
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+def test_cli_spelling_parses():
+    args = build_parser().parse_args(["OUT", "--subjects", "3", "--tracers", "PiB,FDG",
+                                      "--seed", "0"])
+    assert (args.subjects, args.tracers, args.seed) == (3, ["PiB", "FDG"], 0)
+
+
+def test_layout_and_sidecars(dataset):
+    out, _ = dataset
+    sub = out / "sub-01"
+    assert (sub / "ses-petct" / "anat" / "sub-01_ses-petct_CT.nii.gz").is_file()
+    assert (sub / "ses-petmr" / "anat" / "sub-01_ses-petmr_T1w.nii.gz").is_file()
+    assert "*_CT.nii.gz" in (out / ".bidsignore").read_text()
+    desc = json.loads((out / "dataset_description.json").read_text())
+    assert desc["BIDSVersion"] == "1.10.0" and desc["DatasetType"] == "raw"
+    tracer = get_tracer("PiB")
+    for ses, ac in (("petct", "CT-based"), ("petmr", "MR-based Dixon 4-class segmentation")):
+        pet = sub / f"ses-{ses}" / "pet" / f"sub-01_ses-{ses}_trc-PiB_pet.nii.gz"
+        meta = json.loads(pet.with_name(pet.name.replace(".nii.gz", ".json")).read_text())
+        missing = [k for k in PET_REQUIRED if k not in meta]
+        assert not missing, missing
+        img = nib.load(pet)
+        assert img.ndim == 4
+        n = img.shape[3]
+        assert len(meta["FrameTimesStart"]) == len(meta["FrameDuration"]) == n
+        assert meta["AttenuationCorrection"] == ac
+        assert meta["Units"] == "Bq/mL" and meta["InjectedRadioactivityUnits"] == "MBq"
+        # frames start ~10 min before the standard window and cover its end
+        t0, t1 = tracer.window_min
+        assert meta["FrameTimesStart"][0] == pytest.approx((t0 - 10) * 60)
+        assert meta["FrameTimesStart"][-1] + meta["FrameDuration"][-1] == pytest.approx(t1 * 60)
+        assert meta["ScanStart"] == meta["FrameTimesStart"][0]
+        assert meta["ManufacturersModelName"] in (
+            ("Biograph Vision", "Discovery MI") if ses == "petct"
+            else ("Biograph mMR", "SIGNA PET/MR", "uPMR 790"))
+    truth = out / "derivatives" / "synth-truth"
+    assert json.loads((truth / "dataset_description.json").read_text())["DatasetType"] == \
+        "derivative"
+    params = json.loads((truth / "sub-01" / "sub-01_desc-truth_params.json").read_text())
+    assert {"centiloid", "braak_stage", "sessions", "reference_affine"} <= set(params)
+    parts = pd.read_csv(out / "participants.tsv", sep="\t")
+    assert list(parts["participant_id"]) == ["sub-01"]
+
+
+def test_bids_validator_zero_errors(dataset):
+    out, _ = dataset
+    exe = shutil.which("bids-validator-deno") or str(Path(sys.executable).with_name(
+        "bids-validator-deno"))
+    if not os.path.exists(exe):
+        pytest.skip("bids-validator-deno is not installed")
+    try:
+        proc = subprocess.run([exe, str(out), "--format", "json"], capture_output=True,
+                              text=True, timeout=300)
+        report = json.loads(proc.stdout)
+    except (OSError, subprocess.TimeoutExpired, json.JSONDecodeError) as err:
+        pytest.skip(f"bids-validator-deno could not run here: {err}")
+    errors = [i for i in report["issues"]["issues"] if i["severity"] == "error"]
+    assert errors == []
+
+
+def test_determinism_byte_identical(tmp_path):
+    cfg = SynthConfig(resolution_mm=3.0)
+    write_dataset(tmp_path / "a", n_subjects=1, tracers=["FDG"], seed=7, config=cfg)
+    write_dataset(tmp_path / "b", n_subjects=1, tracers=["FDG"], seed=7, config=cfg)
+    a, b = _files(tmp_path / "a"), _files(tmp_path / "b")
+    assert a.keys() == b.keys()
+    different = [k for k in a if a[k] != b[k]]
+    assert different == []
+
+
+def test_api_common_grid(subject):
+    s = subject
+    shape = s.shape
+    for arr in (s.t1w, s.ct_hu, s.mu_true, s.mu_mr, s.labels, s.brain_mask,
+                s.activity["FDG"], s.pet_ct["FDG"], s.pet_mr["FDG"]):
+        assert arr.shape == shape
+    assert s.affine.shape == (4, 4)
+    assert s.tracers == ["FDG"]
+    assert set(s.sessions) == {"petct", "petmr"}
+    assert s.sessions["petmr"].platform == "PET-MR"
+
+
+def test_labels_cover_all_24(subject):
+    tpl = np.asarray(template_labels().dataobj)
+    assert template_labels().shape == (99, 117, 95)
+    assert sorted(set(np.unique(tpl).tolist()) - {0}) == list(range(1, 25))
+    assert sorted(set(np.unique(subject.labels).tolist()) - {0}) == list(range(1, 25))
+
+
+def test_hu_ranges():
+    anat = anat_mod.make_anatomy(np.random.default_rng(0), 2.0)
+    fr, hu = anat.fractions, anat.hu
+
+    def pure(name, level=0.95):
+        return hu[fr[name] > level]
+
+    assert np.allclose(pure("air", 0.99), -1000, atol=30)
+    assert pure("fat").mean() == pytest.approx(-100, abs=25)
+    assert pure("soft").mean() == pytest.approx(40, abs=15)
+    assert pure("CSF").mean() == pytest.approx(10, abs=10)
+    brain = hu[(fr["GM"] + fr["WM"]) > 0.95]
+    assert 25 <= brain.mean() <= 40
+    bone = hu[fr["cortical_bone"] > 0.6]
+    assert bone.size > 0 and 1000 <= np.percentile(bone, 90) <= 1800
+    diploe = pure("diploe", 0.6)
+    assert diploe.size > 0 and 250 <= np.median(diploe) <= 900
+    assert hu.max() <= 1800
+
+
+def test_mrac_underestimates_cortex_near_skull_more_than_deep_grey(subject):
+    """Physics: Dixon MR-AC misses bone -> PET-MR low near the skull, less in the centre."""
+    s = subject
+    ct, mr = s.pet_ct["FDG"], s.pet_mr["FDG"]
+    bone = s.mu_true > 0.115
+    dist = ndimage.distance_transform_edt(~bone, sampling=float(s.affine[0, 0]))
+    cortex = (s.labels >= 1) & (s.labels <= 10)
+    near = cortex & (dist <= 8.0)
+    deep = (s.labels >= 11) & (s.labels <= 17)
+    ratio_near = mr[near].mean() / ct[near].mean()
+    ratio_deep = mr[deep].mean() / ct[deep].mean()
+    assert ratio_near < 0.95
+    assert 0.75 < ratio_near
+    assert ratio_deep > ratio_near + 0.01
+    assert ratio_deep < 1.02
+
+
+def test_bad_inputs_exit_nonzero_without_output(tmp_path, capsys):
+    def run(argv):
+        code = None
+        try:
+            code = main(argv)
+        except SystemExit as exc:
+            code = exc.code
+        err = capsys.readouterr().err
+        return code, err
+
+    target = tmp_path / "out"
+    code, err = run([str(target), "--subjects", "0"])
+    assert code != 0 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    code, err = run([str(target), "--subjects", "1", "--tracers", "NotATracer"])
+    assert code != 0 and "NotATracer" in err and len(err.strip().splitlines()) == 1
+    assert not target.exists()
+    code, err = run([str(target), "--petmr-models", "Biograph Vision"])
+    assert code != 0 and len(err.strip().splitlines()) == 1
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "keep.txt").write_text("x")
+    code, err = run([str(full), "--subjects", "1"])
+    assert code != 0 and "--overwrite" in err
+    assert [p.name for p in full.iterdir()] == ["keep.txt"]
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, err = run([str(blocker / "sub"), "--subjects", "1"])
+    assert code != 0 and len(err.strip().splitlines()) == 1
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert leftovers == []
+
+
+def test_overwrite_replaces(tmp_path):
+    out = tmp_path / "ds"
+    out.mkdir()
+    (out / "old.txt").write_text("x")
+    assert main([str(out), "--subjects", "1", "--tracers", "FPCIT", "--resolution", "3",
+                 "--overwrite", "-q"]) == 0
+    assert not (out / "old.txt").exists()
+    assert (out / "sub-01" / "ses-petmr" / "pet" / "sub-01_ses-petmr_trc-FPCIT_pet.nii.gz").is_file()
