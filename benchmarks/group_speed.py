@@ -101,8 +101,8 @@ def main(argv=None):
     print(f"# group level speed: {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs visible, Python {platform.python_version()}")
     print("| subjects | participant tables | images | generate (s) | run_group (s) "
-          "| report (s) | total group (s) |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+          "| report (s) | total group (s) | load avg (1 min) |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for n_sub in args.subjects:
         root = args.keep / f"n{n_sub}" if args.keep else Path(tempfile.mkdtemp(prefix="grp_"))
         if root.exists() and args.keep:
@@ -118,7 +118,7 @@ def main(argv=None):
             t3 = time.perf_counter()
             n_images = sum(1 for _ in open(written["measures"])) - 1
             print(f"| {n_sub} | {n_tables} | {n_images} | {t1 - t0:.1f} | {t2 - t1:.2f} "
-                  f"| {t3 - t2:.2f} | {t3 - t1:.2f} |", flush=True)
+                  f"| {t3 - t2:.2f} | {t3 - t1:.2f} | {os.getloadavg()[0]:.1f} |", flush=True)
         finally:
             if not args.keep:
                 shutil.rmtree(root, ignore_errors=True)

@@ -51,14 +51,18 @@ def difference_stats(ref, test) -> dict[str, float]:
 def percent_bias(ref, test) -> float:
     """Mean over pairs of 100 * (test - ref) / ref, in percent.
 
+    Only defined for strictly positive reference values (ratios such as SUVR); n/a
+    when any reference value is zero or negative (e.g. Centiloid near 0).
+
     >>> round(percent_bias([1.0, 2.0], [0.9, 1.9]), 6)
     -7.5
+    >>> percent_bias([-5.0, 20.0], [-4.0, 18.0])
+    nan
     """
     ref, test = _pairs(ref, test)
-    ok = ref != 0
-    if not ok.any():
+    if ref.size == 0 or (ref <= 0).any():
         return np.nan
-    return float(np.mean(100.0 * (test[ok] - ref[ok]) / ref[ok]))
+    return float(np.mean(100.0 * (test - ref) / ref))
 
 
 def bland_altman(ref, test, z: float = Z95) -> dict[str, float]:
@@ -135,8 +139,11 @@ def spearman(ref, test) -> float:
     return pearson(_stats.rankdata(ref), _stats.rankdata(test)) if ref.size >= 3 else np.nan
 
 
-def agreement_summary(ref, test) -> dict[str, float]:
-    """All paired statistics at once: the columns of the group agreement tables."""
+def agreement_summary(ref, test, *, ratio_scale: bool = True) -> dict[str, float]:
+    """All paired statistics at once: the columns of the group agreement tables.
+
+    ``ratio_scale=False`` (Centiloid, signed asymmetry indices) leaves out the percent bias.
+    """
     d = difference_stats(ref, test)
     ba = bland_altman(ref, test)
     return {
@@ -144,7 +151,7 @@ def agreement_summary(ref, test) -> dict[str, float]:
         "mean_diff": d["mean_diff"],
         "sd_diff": d["sd_diff"],
         "mean_abs_diff": d["mean_abs_diff"],
-        "percent_bias": percent_bias(ref, test),
+        "percent_bias": percent_bias(ref, test) if ratio_scale else np.nan,
         "loa_lower": ba["loa_lower"],
         "loa_upper": ba["loa_upper"],
         "icc_2_1": icc(ref, test, "2,1"),

@@ -55,7 +55,9 @@ STAT_DICTIONARY = {
     "mean_abs_diff": {"Description": "Mean of |PET-MR - PET-CT| (for centiloid: mean "
                                      "absolute Centiloid difference)",
                       "Units": "units of the measure"},
-    "percent_bias": {"Description": "Mean over subjects of 100 * (PET-MR - PET-CT) / PET-CT",
+    "percent_bias": {"Description": "Mean over subjects of 100 * (PET-MR - PET-CT) / PET-CT; "
+                                    "n/a for measures not on a ratio scale (Centiloid, "
+                                    "asymmetry) or with a PET-CT value <= 0",
                      "Units": "%"},
     "loa_lower": {"Description": "Bland-Altman lower 95% limit of agreement: "
                                  "mean_diff - 1.96 sd_diff", "Units": "units of the measure"},
@@ -129,7 +131,7 @@ def measures_table(col: Collection) -> pd.DataFrame:
     return pd.concat([col.images.reset_index(drop=True), wide.reset_index(drop=True)], axis=1)
 
 
-def regional_table(col: Collection) -> pd.DataFrame:
+def regional_wide_table(col: Collection) -> pd.DataFrame:
     """One row per image (and atlas) with each region's SUVR as a column."""
     reg = col.regions
     cat = reg["region"].astype("category")
@@ -201,8 +203,20 @@ def paired(col: Collection, long: pd.DataFrame, item: str, value: str) -> pd.Dat
     return out
 
 
-def agreement_table(pairs: pd.DataFrame, item: str) -> pd.DataFrame:
-    """Agreement statistics of each PET-MR version vs PET-CT, per tracer, seg and item."""
+def _paired_rows(pairs: pd.DataFrame) -> pd.Series:
+    """Rows with a PET-CT value and at least one PET-MR value."""
+    comps = [c for c in COMPARISONS if c in pairs.columns]
+    if "petct" not in pairs.columns or not comps:
+        return pd.Series(False, index=pairs.index)
+    return pairs["petct"].notna() & pairs[comps].notna().any(axis=1)
+
+
+def agreement_table(pairs: pd.DataFrame, item: str, *, no_percent: set[str] = frozenset()
+                    ) -> pd.DataFrame:
+    """Agreement statistics of each PET-MR version vs PET-CT, per tracer, seg and item.
+
+    Items in ``no_percent`` (not on a ratio scale) get no percent bias.
+    """
     rows = []
     if "petct" not in pairs.columns:
         return pd.DataFrame(columns=["tracer", "seg", item, "comparison",
@@ -211,7 +225,8 @@ def agreement_table(pairs: pd.DataFrame, item: str) -> pd.DataFrame:
         for comp in COMPARISONS:
             if comp not in grp.columns:
                 continue
-            stats = ag.agreement_summary(grp["petct"].to_numpy(), grp[comp].to_numpy())
+            stats = ag.agreement_summary(grp["petct"].to_numpy(), grp[comp].to_numpy(),
+                                         ratio_scale=name not in no_percent)
             if stats["n"]:
                 rows.append({"tracer": tracer, "seg": seg, item: name, "comparison": comp,
                              **stats})
@@ -361,7 +376,7 @@ def run_group(output_dir: str | Path, *, cutoffs: dict | None = None, atlas: str
                                  {m: {"Description": f"summary measure {m}",
                                       "Units": col.units.get(m, "n/a")}
                                   for m in measures.columns if m not in KEYS})
-    regions = regional_table(col)
+    regions = regional_wide_table(col)
     written["regions"] = _write(regions, group_dir / "regions_suvr.tsv",
                                 {r: {"Description": f"SUVR of {r}", "Units": "unitless"}
                                  for r in regions.columns if r not in KEY_DICTIONARY})
@@ -370,13 +385,11 @@ def run_group(output_dir: str | Path, *, cutoffs: dict | None = None, atlas: str
     mpairs = paired(col, col.measures.loc[~flags], "measure", "value")
     mpairs_all = paired(col, col.measures, "measure", "value")
     rpairs = paired(col, col.regions, "region", "suvr")
-    has_pairs = {"petct"} <= set(mpairs.columns) and bool(
-        set(COMPARISONS) & set(mpairs.columns)) and mpairs[
-        [c for c in COMPARISONS if c in mpairs.columns]].notna().any().any() and mpairs[
-        "petct"].notna().any()
+    has_pairs = bool(_paired_rows(mpairs).any())
     written["pairs"] = _write(mpairs_all, group_dir / "pairs.tsv")
 
-    agree_m = agreement_table(mpairs, "measure")
+    not_ratio = {m for m, u in col.units.items() if u in ("CL", "%")}
+    agree_m = agreement_table(mpairs, "measure", no_percent=not_ratio)
     agree_r = agreement_table(rpairs, "region")
     written["agreement_measures"] = _write(agree_m, group_dir / "agreement_measures.tsv")
     written["agreement_regions"] = _write(agree_r, group_dir / "agreement_regions.tsv")

@@ -77,8 +77,11 @@ def _key_measure(measures: list[str]) -> str | None:
 
 
 def _comparisons(df: pd.DataFrame) -> list[str]:
+    """PET-MR versions with at least one subject that also has PET-CT."""
+    if "petct" not in df.columns:
+        return []
     return [c for c in ("petmr_raw", "petmr_harmonized") if c in df.columns
-            and df[c].notna().any()]
+            and (df[c].notna() & df["petct"].notna()).any()]
 
 
 def plot_scatter(pairs: pd.DataFrame, measure: str, title: str, path: Path) -> str:
@@ -220,7 +223,7 @@ def write_group_report(group_dir: str | Path) -> Path:
         counts = measures.groupby(keys).size().rename("images").reset_index()
         parts.append("<h2>Images per tracer, atlas, platform and version</h2>" + _table(counts))
 
-    if not pairs.empty and "petct" in pairs.columns:
+    if _comparisons(pairs):
         for (tracer, seg), grp in pairs.groupby(["tracer", "seg"], sort=True):
             comps = _comparisons(grp)
             grp = grp.loc[grp["petct"].notna()]

@@ -1,6 +1,7 @@
 """run_group on hand-made participant tables with known values."""
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -81,6 +82,11 @@ def test_agreement_equals_hand_values(tmp_path):
     assert harm["mean_diff"] == pytest.approx(2.0)  # 1, -1, 2, 6
     assert harm["mean_abs_diff"] == pytest.approx(2.5)
     assert ("positive", "petmr_raw") not in agree.index  # flags are not quantities
+    assert np.isnan(raw["percent_bias"])  # Centiloid is not on a ratio scale
+    ct_suvr = np.array(CL["petct"]) / 93.7207 + 1.009
+    mr_suvr = np.array(CL["petmr_raw"]) / 93.7207 + 1.009
+    assert agree.loc[("suvr_cortical", "petmr_raw"), "percent_bias"] == pytest.approx(
+        np.mean(100 * (mr_suvr - ct_suvr) / ct_suvr), rel=1e-6)
 
     regions = pd.read_csv(group / "agreement_regions.tsv", sep="\t").set_index(
         ["region", "comparison"])
@@ -176,6 +182,19 @@ def test_raw_only_and_no_pairs(tmp_path):
     assert pd.read_csv(written["agreement_measures"], sep="\t").empty
     html = written["report"].read_text()
     assert "no agreement can be shown" in html
+
+    # PET-CT and PET-MR, but never for the same subject
+    apart = tmp_path / "apart"
+    make_dataset(apart)
+    for i in (1, 2):
+        shutil.rmtree(apart / f"sub-0{i}" / "ses-petct")
+    for i in (3, 4):
+        shutil.rmtree(apart / f"sub-0{i}" / "ses-petmr")
+    written = run_group(apart)
+    summary = json.loads(written["summary"].read_text())
+    assert any("No subject has both" in n for n in summary["Notes"])
+    assert pd.read_csv(written["agreement_measures"], sep="\t").empty
+    assert "no agreement can be shown" in written["report"].read_text()
 
 
 def test_atlas_selection(tmp_path):
