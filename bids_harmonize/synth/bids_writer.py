@@ -479,7 +479,8 @@ def _write_subject(root: Path, subject, native, tracer_data, config) -> pd.DataF
     # gzip releases the GIL: compress the images on two threads (files are independent)
     with ThreadPoolExecutor(max_workers=2) as pool:
         list(pool.map(lambda job: write_nifti(*job[0], **job[1]), jobs))
-    params = {k: v for k, v in p.items() if k != "timing_s"}  # timings are not reproducible
+    # timings are not reproducible: keep them out of the files
+    params = {k: v for k, v in p.items() if k not in ("timing_s", "cpu_s")}
     params["reference_affine"] = aff.tolist()
     params["sessions"] = {
         ses: {"platform": st.platform, "manufacturer": st.manufacturer, "model": st.model,

@@ -193,8 +193,8 @@ def _simulate(index: int, *, seed: int, tracers: Sequence[str], config: SynthCon
     names = [t.name for t in tracer_objs]
     if len(set(names)) != len(names):
         raise ValueError(f"duplicate tracers in {list(tracers)}")
-    timer = {}
-    t_start = time.perf_counter()
+    timer, cpu = {}, {}
+    t_start, c_start = time.perf_counter(), time.process_time()
     res = float(config.resolution_mm)
     rd = _rng(seed, index, 0)
     age = float(np.round(rd.uniform(55, 85), 1))
@@ -207,6 +207,7 @@ def _simulate(index: int, *, seed: int, tracers: Sequence[str], config: SynthCon
     mu_true = phy.hu_to_mu(anat.hu)
     mu_mr, mr_info = phy.mr_mu_map(anat, _rng(seed, index, 5), config.mrac)
     timer["anatomy"] = time.perf_counter() - t_start
+    cpu["anatomy"] = time.process_time() - c_start
 
     rs = _rng(seed, index, 6)
     petct_model = str(rs.choice(list(config.petct_models)))
@@ -218,7 +219,7 @@ def _simulate(index: int, *, seed: int, tracers: Sequence[str], config: SynthCon
             raise ValueError(f"{scanners[ses].model!r} is not a {platform} scanner")
 
     # ---- uptake per tracer (same true distribution in both sessions)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     tracer_data = {}
     per_tracer = {}
     for tracer in tracer_objs:
@@ -240,13 +241,14 @@ def _simulate(index: int, *, seed: int, tracers: Sequence[str], config: SynthCon
                                    "window_min": list(tracer.window_min),
                                    "injected_mbq": doses}
     timer["uptake"] = time.perf_counter() - t0
+    cpu["uptake"] = time.process_time() - c0
 
     # ---- sessions
     sessions, native = {}, {}
     recon = {"petct": {}, "petmr": {}}
     truth_activity = {}
     for s_i, ses in enumerate(SESSIONS):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         scanner = scanners[ses]
         pose, rot, trans = _session_pose(_rng(seed, index, 9, s_i), config.motion)
         if ses == "petct":
@@ -334,13 +336,19 @@ def _simulate(index: int, *, seed: int, tracers: Sequence[str], config: SynthCon
                                  for i, k in enumerate(tracer_data)},
                 scanner=scanner)
         timer[f"session_{ses}"] = time.perf_counter() - t0
+        cpu[f"session_{ses}"] = time.process_time() - c0
+    cpu[f"session_{ses}"] = time.process_time() - c0
 
     # The true activity is expressed for the PET-CT dose; regional tables per session use
     # each session's own true image (doses differ slightly between sessions).
     activity = {name: truth_activity[name]["petct"] for name in truth_activity}
-    t0 = time.perf_counter()
+    for name, img in activity.items():
+        per_tracer[name]["true_measures"] = uptake.true_measures(
+            img, anat.labels, tracer_data[name]["tracer"])
+    t0, c0 = time.perf_counter(), time.process_time()
     regional = regional_table(anat.labels, truth_activity, recon)
     timer["regional"] = time.perf_counter() - t0
+    cpu["regional"] = time.process_time() - c0
     params = {
         "subject": f"{index:02d}", "age": age, "sex": sex, "weight_kg": weight,
         **disease, "anatomy": anat.params, "mr_attenuation": mr_info,
@@ -355,7 +363,9 @@ def _simulate(index: int, *, seed: int, tracers: Sequence[str], config: SynthCon
         activity=activity, pet_ct=recon["petct"], pet_mr=recon["petmr"], params=params,
         sessions=sessions, regional=regional)
     timer["total"] = time.perf_counter() - t_start
+    cpu["total"] = time.process_time() - c_start
     subject.params["timing_s"] = {k: round(v, 3) for k, v in timer.items()}
+    subject.params["cpu_s"] = {k: round(v, 3) for k, v in cpu.items()}
     LOGGER.info("sub-%02d simulated in %.1f s (%s)", index, timer["total"],
                 ", ".join(f"{k} {v:.1f}" for k, v in timer.items() if k != "total"))
     return subject, native, tracer_data

@@ -154,12 +154,15 @@ def window_suv(anat, tracer: Tracer, disease: dict, rng: np.random.Generator
                             0.1, extra, cereb_wm=wm_ratio * 0.9)
 
         img0, img1 = build(0.0), build(1.0)
-        # ratio(s) = (a0 + s a1) / c  ->  s = (target c - a0) / a1 (reference is unaffected)
-        ref = _region_mean(img0, anat.labels, WHOLE_CEREBELLUM)
+        # region means are linear in s: ratio(s) = (a0 + s a1) / (c0 + s c1) = target
+        # (c1 is small but not 0: partial-volume voxels borrow the nearest grey label)
+        c0 = _region_mean(img0, anat.labels, WHOLE_CEREBELLUM)
+        c1 = _region_mean(img1, anat.labels, WHOLE_CEREBELLUM) - c0
         a0 = _region_mean(img0, anat.labels, CORTICAL_COMPOSITE)
         a1 = _region_mean(img1, anat.labels, CORTICAL_COMPOSITE) - a0
-        s = (target * ref - a0) / a1
+        s = (target * c0 - a0) / (a1 - target * c1)
         suvr_img = img0 + s * (img1 - img0)
+        ref = c0 + s * c1
         scale = rng.uniform(0.9, 1.3) / ref
         suv = suvr_img * scale
         info = {"target_suvr": round(float(target), 5), "centiloid": cl,
@@ -255,3 +258,31 @@ def frame_weights(tracer: Tracer, starts_min, durations_min) -> tuple[np.ndarray
     k = 1.0 + DRIFT_PER_MIN[tracer.family] * (mid - (t0 + t1) / 2)
     m = np.clip((t0 - mid) / max(t0, 1.0), 0.0, 1.0) ** 0.7
     return k * (1 - m), k * m
+
+
+def true_measures(image: np.ndarray, labels: np.ndarray, tracer: Tracer) -> dict:
+    """Standard measures of a tracer on the *true* image with the synth labels.
+
+    SUVR of the cortical composite and the Braak composites to the tracer's reference
+    region, Centiloid for amyloid tracers, specific binding ratios of the striatum for
+    DaT (``mean / reference - 1``).  These are the targets a harmonized pipeline
+    should recover.
+    """
+    from bids_harmonize.atlas import composite_labels
+
+    def mean(name):
+        return _region_mean(image, labels, composite_labels(name))
+
+    ref = mean(tracer.reference)
+    out = {"reference_region": tracer.reference, "reference_mean_bq_ml": round(ref, 3)}
+    for comp in ("cortical_composite", "braak_I_II", "braak_III_IV", "braak_V_VI"):
+        out[f"suvr_{comp}"] = round(mean(comp) / ref, 5)
+    if tracer.centiloid:
+        out["centiloid"] = round(float(tracer.centiloid_from_suvr(out["suvr_cortical_composite"])),
+                                 3)
+    if tracer.family == "dat":
+        for region in ("caudate_left", "caudate_right", "putamen_anterior_left",
+                       "putamen_anterior_right", "putamen_posterior_left",
+                       "putamen_posterior_right"):
+            out[f"sbr_{region}"] = round(mean(region) / ref - 1.0, 5)
+    return out

@@ -41,7 +41,7 @@ def dataset(tmp_path_factory):
 @pytest.fixture(scope="module")
 def subject():
     """One noiseless subject at 3 mm (the physics is then exact up to discretisation)."""
-    return simulate_subject(1, seed=3, tracers=["FDG"],
+    return simulate_subject(1, seed=3, tracers=["FDG", "PiB"],
                             config=SynthConfig(noise=False, resolution_mm=3.0))
 
 
@@ -126,9 +126,22 @@ def test_api_common_grid(subject):
                 s.activity["FDG"], s.pet_ct["FDG"], s.pet_mr["FDG"]):
         assert arr.shape == shape
     assert s.affine.shape == (4, 4)
-    assert s.tracers == ["FDG"]
+    assert s.tracers == ["FDG", "PiB"]
     assert set(s.sessions) == {"petct", "petmr"}
     assert s.sessions["petmr"].platform == "PET-MR"
+
+
+def test_true_centiloid_matches_target(subject):
+    """The true image's Centiloid (tracers.yaml equation, synth labels) is the drawn one."""
+    from bids_harmonize.atlas import composite_labels
+
+    img, labels = subject.activity["PiB"], subject.labels
+    suvr = img[np.isin(labels, composite_labels("cortical_composite"))].mean() / img[
+        np.isin(labels, composite_labels("whole_cerebellum"))].mean()
+    cl = get_tracer("PiB").centiloid_from_suvr(suvr)
+    assert cl == pytest.approx(subject.params["centiloid"], abs=0.05)
+    assert subject.params["tracers"]["PiB"]["true_measures"]["centiloid"] == pytest.approx(
+        cl, abs=0.01)
 
 
 def test_labels_cover_all_24(subject):
