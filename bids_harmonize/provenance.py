@@ -60,10 +60,18 @@ def write_dataset_description(output_dir: Path, bids_dir: Path) -> Path:
     path = output_dir / "dataset_description.json"
     path.write_text(json.dumps(dataset_description(bids_dir), indent=2) + "\n")
     ignore = output_dir / ".bidsignore"
+    # files BIDS has no name for yet (CT, regional tables, ANTs .h5), and non-data folders
     patterns = ["*_CT.nii.gz", "*_CT.json", "*_suvr.tsv", "*_suvr.json", "*_measures.tsv",
-                "*_measures.json", "figures/", "logs/", "group/", "*.html", "CITATION.md",
-                "models/"]
+                "*_measures.json", "*_xfm.h5", "**/figures", "**/log", "logs", "group",
+                "work", "models", "*.html", "CITATION.md"]
     ignore.write_text("\n".join(patterns) + "\n")
+    readme = output_dir / "README.md"
+    if not readme.exists():
+        readme.write_text(
+            "# bids_harmonize derivatives\n\nPreprocessed and harmonized PET, regional tables "
+            "and reports written by bids_harmonize; see each sidecar's provenance and "
+            "logs/CITATION.md for the methods.\n"
+        )
     return path
 
 

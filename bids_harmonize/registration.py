@@ -19,6 +19,9 @@ SETTINGS = {
                 "aff_shrink_factors": (8, 4, 2, 1), "aff_smoothing_sigmas": (3, 2, 1, 0)},
     "sloppy": {"aff_iterations": (200, 100, 20), "reg_iterations": (20, 10, 0),
                "aff_shrink_factors": (4, 2, 1), "aff_smoothing_sigmas": (2, 1, 0)},
+    # frame-to-frame realignment: small motions, noisy frames; full resolution adds nothing
+    "frames": {"aff_iterations": (100, 50), "aff_shrink_factors": (4, 2),
+               "aff_smoothing_sigmas": (2, 1)},
 }
 
 
@@ -97,12 +100,15 @@ def register_to_template(
 
 def register_rigid(
     moving_file: str, fixed_file: str, out_dir: Path, *, fixed_mask: str | None = None,
-    prefix: str = "rigid_", sloppy: bool = False, seed: int = 0,
+    prefix: str = "rigid_", sloppy: bool = False, seed: int = 0, profile: str | None = None,
 ) -> dict:
-    """Rigid registration by mutual information (PET->T1w, CT->T1w, frame->reference)."""
+    """Rigid registration by mutual information (PET->T1w, CT->T1w, frame->reference).
+
+    ``profile`` picks a row of :data:`SETTINGS` (default: ``sloppy`` or ``precise``).
+    """
     ants = _ants(seed)
     out_dir = Path(out_dir)
-    settings = SETTINGS["sloppy" if sloppy else "precise"]
+    settings = SETTINGS[profile or ("sloppy" if sloppy else "precise")]
     fixed = ants.image_read(fixed_file)
     moving = ants.image_read(moving_file)
     kwargs = {}

@@ -33,7 +33,7 @@ def _setup_logging(verbose: int) -> None:
                         datefmt="%H:%M:%S")
     logging.getLogger("bids_harmonize").setLevel(max(level, logging.DEBUG))
     for noisy in ("nipype.workflow", "nipype.interface", "nipype.utils"):
-        logging.getLogger(noisy).setLevel(logging.INFO if verbose else logging.WARNING)
+        logging.getLogger(noisy).propagate = False  # nipype has its own handler
 
 
 def config_from_args(args) -> RunConfig:
@@ -159,7 +159,14 @@ def run_participant(config: RunConfig) -> int:
                       "remove_unnecessary_outputs": False, "hash_method": "content",
                       "crashdump_dir": str(out / "logs" / "crash")},
         "monitoring": {"enabled": False},
+        # node-by-node progress from the engine; interface chatter only with -v
+        "logging": {"workflow_level": "INFO",
+                    "interface_level": "INFO" if config.verbose else "WARNING",
+                    "utils_level": "INFO" if config.verbose else "WARNING"},
     })
+    from nipype import logging as nlogging
+
+    nlogging.update_logging(ncfg)
     workflow = init_bids_harmonize_wf(
         plans, bids_dir=config.bids_dir, output_dir=out, template=template, model_dir=model_dir,
         device=config.device, sloppy=config.sloppy, seed=config.seed,
@@ -168,10 +175,10 @@ def run_participant(config: RunConfig) -> int:
         centiloid_vois=config.centiloid_vois,
     )
     workflow.base_dir = str(work)
-    for plan in plans:
-        sub_wf = workflow.get_node(f"sub_{plan.subject}_wf")
-        sub_wf.config = {"execution": {"crashdump_dir": str(out / f"sub-{plan.subject}" / "log" /
-                                                            run_id)}}
+    for plan in plans:  # per-subject crash folders
+        crash_dir = str(out / f"sub-{plan.subject}" / "log" / run_id)
+        for node in workflow.get_node(f"sub_{plan.subject}_wf")._get_all_nodes():
+            node.config = {"execution": {"crashdump_dir": crash_dir}}
     if config.write_graph:
         workflow.write_graph(graph2use="colored", format="svg", simple_form=True)
     LOGGER.info("Running %d subject(s) (%s); skipped: %s", len(plans),

@@ -70,7 +70,7 @@ class PETStaticImage(SimpleInterface):
                 frame_file = cwd / f"frame{frame_index:03d}.nii.gz"
                 nb.save(nb.Nifti1Image(data[..., frame_index], img.affine), frame_file)
                 reg = register_rigid(str(frame_file), str(reference), cwd,
-                                     prefix=f"frame{frame_index:03d}_", sloppy=True,
+                                     prefix=f"frame{frame_index:03d}_", profile="frames",
                                      seed=self.inputs.seed)
                 moved = apply_transforms(str(frame_file), str(reference), reg["forward"],
                                          str(cwd / f"frame{frame_index:03d}_moved.nii.gz"))

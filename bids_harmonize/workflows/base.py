@@ -82,12 +82,13 @@ def init_single_subject_wf(
     anat_wf.inputs.inputnode.t1w = str(plan.t1w)
     t1w_src = str(plan.t1w)
     anat_entities = {"dismiss_entities": ["session"]}
-    ds_t1w = sink("ds_t1w", output_dir, t1w_src, desc="preproc", suffix="T1w", **anat_entities)
+    ds_t1w = sink("ds_t1w", output_dir, t1w_src, desc="preproc", suffix="T1w", compress=True,
+                  SkullStripped=False, Sources=[bids_uri(plan.t1w, bids_dir)], **anat_entities)
     ds_mask = sink("ds_brain_mask", output_dir, t1w_src, desc="brain", suffix="mask",
-                   **anat_entities)
+                   compress=True, **anat_entities)
     ds_probseg = pe.MapNode(
         DerivativesDataSink(base_directory=output_dir, source_file=t1w_src, suffix="probseg",
-                            dismiss_entities=["session"]),
+                            compress=True, dismiss_entities=["session"]),
         iterfield=["in_file", "label"],
         name="ds_probseg", run_without_submitting=True,
     )
@@ -116,6 +117,7 @@ def init_single_subject_wf(
         pet_wf = init_pet_wf(
             metadata=series.metadata, window_min=window, half_life_min=tracer.half_life_min,
             has_ct=series.ct is not None, sloppy=sloppy, seed=seed, omp_nthreads=omp_nthreads,
+            tpl_name=_template_name(series.path, template.name, "preproc"),
             name=f"pet_{series.key}_wf",
         )
         pet_wf.inputs.inputnode.pet_file = str(series.path)
@@ -164,7 +166,8 @@ def init_single_subject_wf(
         ])  # fmt: skip
         if series.ct is not None:
             ds_ct = sink(f"ds_ct_{series.key}", output_dir, str(series.ct), space="T1w",
-                         desc="preproc", suffix="CT", Sources=[bids_uri(series.ct, bids_dir)],
+                         desc="preproc", suffix="CT", compress=True,
+                         Sources=[bids_uri(series.ct, bids_dir)],
                          SpatialReference=bids_uri(plan.t1w, bids_dir))
             ct_rpt = pe.Node(OverlayRPT(title="CT on T1w"), name=f"ct_rpt_{series.key}")
             ds_ct_rpt = sink(f"ds_ct_rpt_{series.key}", output_dir, str(series.ct),
@@ -178,6 +181,8 @@ def init_single_subject_wf(
         if series.platform == "PET-MR" and model_dir is not None:
             harm_wf = init_harmonize_wf(model_dir=str(model_dir), tracer=tracer.name,
                                         device=device, omp_nthreads=omp_nthreads,
+                                        tpl_name=_template_name(series.path, template.name,
+                                                                "harmonized"),
                                         name=f"harmonize_{series.key}_wf")
             workflow.connect([
                 (pet_wf, harm_wf, [("outputnode.pet_t1w", "inputnode.pet_t1w")]),
@@ -193,7 +198,7 @@ def init_single_subject_wf(
                                     output_dir, desc="harmonized", atlas=atlas,
                                     atlas_labels=atlas_labels, centiloid_vois=centiloid_vois)
             ds_pseudoct = sink(f"ds_pseudoct_{series.key}", output_dir, str(series.path),
-                               space="T1w", desc="pseudo", suffix="CT",
+                               space="T1w", desc="pseudo", suffix="CT", compress=True,
                                Sources=[bids_uri(plan.t1w, bids_dir)],
                                SpatialReference=bids_uri(plan.t1w, bids_dir))
             harm_rpt = pe.Node(HarmonizationRPT(title=f"{series.key}: harmonization"),
@@ -209,6 +214,11 @@ def init_single_subject_wf(
                 (harm_rpt, ds_harm_rpt, [("out_report", "in_file")]),
             ])  # fmt: skip
     return workflow
+
+
+def _template_name(pet: Path, space: str, desc: str) -> str:
+    """``sub-01_ses-a_trc-PiB_pet.nii.gz`` -> ``..._space-<space>_desc-<desc>_pet.nii.gz``."""
+    return Path(pet).name.replace("_pet.nii", f"_space-{space}_desc-{desc}_pet.nii")
 
 
 def _connect_pet_outputs(workflow, src_wf, anat_wf, series, base_meta, template, output_dir, *,

@@ -11,7 +11,7 @@ from bids_harmonize.interfaces.anat import ApplyTransforms
 
 def init_harmonize_wf(
     *, model_dir: str, tracer: str, device: str = "auto", omp_nthreads: int = 1,
-    name: str = "harmonize_wf",
+    tpl_name: str = "harmonized_tpl.nii.gz", name: str = "harmonize_wf",
 ) -> Workflow:
     """Harmonize a PET-MR image on the T1w grid and bring it into the template.
 
@@ -23,6 +23,8 @@ def init_harmonize_wf(
         Tracer label: recorded, and checked against the families the model saw.
     device
         ``auto``, ``cpu`` or ``cuda``; does not change Nipype's cache.
+    tpl_name
+        File name of the template-space harmonized image.
 
     Inputs
     ------
@@ -66,7 +68,7 @@ def init_harmonize_wf(
                   omp_nthreads=omp_nthreads),
         name="harmonize", n_procs=omp_nthreads, mem_gb=3,
     )
-    to_template = pe.Node(ApplyTransforms(out_name="harmonized_tpl.nii.gz"),
+    to_template = pe.Node(ApplyTransforms(out_name=tpl_name),
                           name="harmonized_to_template")
     workflow.connect([
         (inputnode, harmonize, [("pet_t1w", "in_pet"), ("t1w_preproc", "in_t1w"),

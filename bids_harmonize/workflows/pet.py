@@ -13,7 +13,7 @@ from bids_harmonize.interfaces.pet import PETStaticImage
 def init_pet_wf(
     *, metadata: dict, window_min: tuple[float, float], half_life_min: float,
     has_ct: bool = False, sloppy: bool = False, seed: int = 0, omp_nthreads: int = 1,
-    name: str = "pet_wf",
+    tpl_name: str = "pet_tpl.nii.gz", name: str = "pet_wf",
 ) -> Workflow:
     """Turn one PET series into a static uptake image on the T1w grid and in the template.
 
@@ -27,6 +27,9 @@ def init_pet_wf(
         Half-life of the radionuclide, for SUV decay handling.
     has_ct
         The session holds a CT: register it to the T1w too (training pairs).
+    tpl_name
+        File name of the template-space image (BIDS-like, so that tables named
+        after it carry the right entities).
 
     Inputs
     ------
@@ -78,7 +81,7 @@ def init_pet_wf(
     )
     pet2t1w = pe.Node(RigidRegistration(sloppy=sloppy, seed=seed, omp_nthreads=omp_nthreads),
                       name="pet2t1w", n_procs=omp_nthreads)
-    to_template = pe.Node(ApplyTransforms(out_name="pet_tpl.nii.gz"), name="pet_to_template")
+    to_template = pe.Node(ApplyTransforms(out_name=tpl_name), name="pet_to_template")
 
     workflow.connect([
         (inputnode, static, [("pet_file", "in_file")]),
