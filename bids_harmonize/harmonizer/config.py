@@ -42,6 +42,7 @@ class CorrectionConfig:
     anatomy_channels: int = 8  #: token features are projected to this many channels
     use_anatomy: bool = True  #: False gives the image-to-image ablation (PET only)
     max_abs_log_ratio: float = 1.0  #: r is bounded by tanh to +-this value
+    downsample: int = 2  #: r is predicted at 1/downsample resolution (low-frequency r)
 
 
 @dataclass(frozen=True)

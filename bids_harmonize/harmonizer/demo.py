@@ -54,12 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", required=True, type=Path, help="model directory to write")
     parser.add_argument("--subjects", type=int, default=6, help="simulated training subjects")
-    parser.add_argument(
-        "--tracers", default=",".join(DEFAULT_TRACERS), help="comma-separated tracers"
-    )
+    parser.add_argument("--tracers", default=",".join(DEFAULT_TRACERS), help="comma-separated tracers")
     parser.add_argument("--seed", type=int, default=0, help="simulator and training seed")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 

@@ -113,8 +113,7 @@ def harmonize_volume(
     brain_mask = np.asarray(brain_mask) > 0.5
     if pet_mr.ndim != 3 or pet_mr.shape != t1w.shape or pet_mr.shape != brain_mask.shape:
         raise ValueError(
-            f"PET {pet_mr.shape}, T1w {t1w.shape} and mask {brain_mask.shape} must be 3-D "
-            "arrays on one grid"
+            f"PET {pet_mr.shape}, T1w {t1w.shape} and mask {brain_mask.shape} must be 3-D arrays on one grid"
         )
     dev = resolve_device(device)
     notes = tracer_notes(tracer, model)
@@ -127,9 +126,7 @@ def harmonize_volume(
         spacing = np.asarray(spacing, dtype=float)[:3]
         if np.any(np.abs(spacing - MODEL_SPACING_MM) > 0.02 * MODEL_SPACING_MM):
             factors = spacing / MODEL_SPACING_MM
-            notes.append(
-                f"inputs resampled from {tuple(np.round(spacing, 3))} mm to 2 mm and back"
-            )
+            notes.append(f"inputs resampled from {tuple(np.round(spacing, 3))} mm to 2 mm and back")
     pet_in, t1w_in, mask_in = pet_mr, t1w, brain_mask
     if factors is not None:
         pet_in = _zoom(pet_mr, factors, 1)

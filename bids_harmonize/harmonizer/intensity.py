@@ -64,9 +64,7 @@ def brain_mean(image, mask) -> float:
 
 def normalise_t1w(t1w, mask):
     """T1w divided by its brain mean, clipped to [0, 5]."""
-    return np.clip(np.asarray(t1w, dtype=np.float32) / brain_mean(t1w, mask), 0.0, 5.0).astype(
-        np.float32
-    )
+    return np.clip(np.asarray(t1w, dtype=np.float32) / brain_mean(t1w, mask), 0.0, 5.0).astype(np.float32)
 
 
 def normalise_pet(pet, mask):

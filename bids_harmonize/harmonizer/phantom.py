@@ -23,9 +23,7 @@ _UPTAKE = {  # relative uptake of labels 1..4 per tracer
 }
 
 
-def phantom_pair(
-    index: int, *, shape=(40, 40, 40), tracer: str = "PiB", seed: int = 0
-) -> TrainingPair:
+def phantom_pair(index: int, *, shape=(40, 40, 40), tracer: str = "PiB", seed: int = 0) -> TrainingPair:
     """A random phantom subject (deterministic in ``index`` and ``seed``)."""
     rng = np.random.default_rng([seed, index])
     grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij"))

@@ -255,9 +255,7 @@ class _Checkpoints:
         save_state(self.folder / f"{name}.safetensors", module.state_dict())
         info = dict(info)
         if optimizer is not None:
-            info["optimizer"] = _save_optimizer(
-                self.folder / f"{name}.optim.safetensors", optimizer, scaler
-            )
+            info["optimizer"] = _save_optimizer(self.folder / f"{name}.optim.safetensors", optimizer, scaler)
         self.state["stages"][name] = info
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.state, indent=1))
@@ -342,25 +340,17 @@ def _run_stage(name, module, loss_fn, dataset, settings: StageTraining, rt, ckpt
     module.train()
     for p in module.parameters():
         p.requires_grad_(True)
-    optimizer = torch.optim.AdamW(
-        module.parameters(), lr=settings.lr, weight_decay=settings.weight_decay
-    )
+    optimizer = torch.optim.AdamW(module.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=rt.amp)
     start_epoch = int(done.get("epochs_done", 0))
     history = list(done.get("history", []))
     seconds = float(done.get("seconds", 0.0))
     if start_epoch:
         ckpt.load_weights(name, module)
-        _load_optimizer(
-            ckpt.folder / f"{name}.optim.safetensors", done["optimizer"], optimizer, scaler
-        )
+        _load_optimizer(ckpt.folder / f"{name}.optim.safetensors", done["optimizer"], optimizer, scaler)
         LOGGER.info("%s: resuming after epoch %d", name, start_epoch)
     trained = rt.wrap(module)
-    sampler = (
-        DistributedSampler(dataset, shuffle=True, seed=seed, drop_last=True)
-        if rt.distributed
-        else None
-    )
+    sampler = DistributedSampler(dataset, shuffle=True, seed=seed, drop_last=True) if rt.distributed else None
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(
         dataset,
@@ -378,9 +368,7 @@ def _run_stage(name, module, loss_fn, dataset, settings: StageTraining, rt, ckpt
             sampler.set_epoch(epoch)
         generator.manual_seed(seed * 1000 + epoch)
         total, parts_sum, n = 0.0, {}, 0
-        bar = _progress(
-            loader, progress and rt.main, f"{name} epoch {epoch + 1}/{settings.epochs}"
-        )
+        bar = _progress(loader, progress and rt.main, f"{name} epoch {epoch + 1}/{settings.epochs}")
         for batch in bar:
             batch = {k: v.to(rt.device, non_blocking=True) for k, v in batch.items()}
             optimizer.zero_grad(set_to_none=True)
@@ -627,8 +615,7 @@ def stage_descriptions(config: HarmonizerConfig) -> dict:
     a = config.anatomy
     return {
         "stage1": {
-            "net": "CTAutoEncoder (MONAI PatchEmbeddingBlock + TransformerBlock, "
-            "transposed-conv decoder)",
+            "net": "CTAutoEncoder (MONAI PatchEmbeddingBlock + TransformerBlock, transposed-conv decoder)",
             "task": "reconstruct CT as 511 keV attenuation / mu_water (bilinear HU conversion)",
             "config": {k: getattr(a, k) for k in a.__dataclass_fields__},
             "training": config.stage1.__dict__,
@@ -647,9 +634,7 @@ def stage_descriptions(config: HarmonizerConfig) -> dict:
         "stage3": {
             "net": "ResidualCorrectionNet (MONAI UnetResBlock, anatomy-gated)",
             "task": "log-ratio r with harmonized = PET-MR * exp(r)",
-            "config": {
-                k: getattr(config.correction, k) for k in config.correction.__dataclass_fields__
-            },
+            "config": {k: getattr(config.correction, k) for k in config.correction.__dataclass_fields__},
             "loss": {
                 "voxel_weight": config.loss.voxel_weight,
                 "regional_weight": config.loss.regional_weight,

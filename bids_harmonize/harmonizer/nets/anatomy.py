@@ -131,9 +131,7 @@ class CTAutoEncoder(nn.Module):
             num_layers,
             num_heads,
         )
-        self.decoder = TokenDecoder(
-            spatial_dims, hidden_size, patch_size, out_channels, decoder_channels
-        )
+        self.decoder = TokenDecoder(spatial_dims, hidden_size, patch_size, out_channels, decoder_channels)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x)

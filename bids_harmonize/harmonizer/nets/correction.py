@@ -28,6 +28,10 @@ class ResidualCorrectionNet(nn.Module):
             the voxel grid and concatenated with the pseudo attenuation map.
         channels: feature channels at full and half resolution.
         max_abs_log_ratio: ``r = m * tanh(raw / m)`` bounds the correction to ``exp(+-m)``.
+        downsample: the net works on inputs average-pooled by this factor and ``r`` is
+            upsampled back (trilinear): ``r`` is then low-frequency by construction (the
+            attenuation error is smooth), and the net costs ``downsample**3`` times less.
+            1 keeps full resolution, where ``r`` may also match the two scanners' PSFs.
     """
 
     def __init__(
@@ -39,8 +43,10 @@ class ResidualCorrectionNet(nn.Module):
         anatomy_channels: int = 8,
         channels: tuple[int, int] = (16, 32),
         max_abs_log_ratio: float = 1.0,
+        downsample: int = 2,
     ) -> None:
         super().__init__()
+        self.downsample = int(downsample)
         c0, c1 = channels
         self.use_anatomy = anatomy_in > 0
         self.max_abs = float(max_abs_log_ratio)
@@ -77,6 +83,11 @@ class ResidualCorrectionNet(nn.Module):
         Returns:
             ``(B, 1, S, S, S)`` log ratio ``r``.
         """
+        full = pet.shape[2:]
+        if self.downsample > 1:
+            pet = F.avg_pool3d(pet, self.downsample)
+            if pseudo_mu is not None:
+                pseudo_mu = F.avg_pool3d(pseudo_mu, self.downsample)
         x = self.pet_in(pet)
         if self.use_anatomy:
             if tokens is None or pseudo_mu is None:
@@ -91,6 +102,8 @@ class ResidualCorrectionNet(nn.Module):
         low = self.bottom(self.down(x))
         low = F.interpolate(self.up(low), size=x.shape[2:], mode="trilinear", align_corners=False)
         raw = self.head(self.decode(torch.cat([x, low], dim=1)))
+        if self.downsample > 1:
+            raw = F.interpolate(raw, size=full, mode="trilinear", align_corners=False)
         return self.max_abs * torch.tanh(raw / self.max_abs)
 
 
@@ -101,4 +114,5 @@ def build_correction_net(anatomy_cfg, correction_cfg) -> ResidualCorrectionNet:
         anatomy_channels=correction_cfg.anatomy_channels,
         channels=tuple(correction_cfg.channels),
         max_abs_log_ratio=correction_cfg.max_abs_log_ratio,
+        downsample=correction_cfg.downsample,
     )
