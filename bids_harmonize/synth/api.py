@@ -67,6 +67,10 @@ class SynthConfig:
         Multiplies the number of detected counts (1.0 ≈ clinical count levels).
     n_angles
         Projection angles over 180 degrees of the 2-D parallel-beam projector.
+    mr_soft_tissue_mu
+        Attenuation (1/cm) the MR-based map gives soft tissue (brain included).  0.096
+        (water) by default; the CT gives brain ~0.099, so 0.096 adds a small uniform
+        under-correction; Siemens' Dixon map uses 0.100.
     """
 
     resolution_mm: float = 2.0
@@ -81,6 +85,7 @@ class SynthConfig:
     noise: bool = True
     count_scale: float = 1.0
     n_angles: int = 96
+    mr_soft_tissue_mu: float = 0.096
 
     def __post_init__(self):
         if self.mrac not in ("dixon", "atlas"):

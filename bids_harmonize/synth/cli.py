@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="PET-MR scanner models to draw from (default: %(default)s)")
     p.add_argument("--mrac", choices=("dixon", "atlas"), default="dixon",
                    help="MR-based attenuation map of the PET-MR session")
+    p.add_argument("--mr-soft-mu", type=float, default=0.096,
+                   help="soft-tissue attenuation (1/cm) of the MR-based map")
     p.add_argument("--resolution", type=_resolution, default=2.0,
                    help="voxel size (mm) of the anatomy grid; scanners scale with it")
     p.add_argument("--n-frames", type=_positive_int, default=None,
@@ -105,7 +107,7 @@ def main(argv=None) -> int:
             petmr_models=tuple(args.petmr_models), mrac=args.mrac,
             frame_duration_min=args.frame_duration, n_frames=args.n_frames,
             dynamic=args.dynamic, motion=not args.no_motion, noise=not args.no_noise,
-            count_scale=args.count_scale)
+            count_scale=args.count_scale, mr_soft_tissue_mu=args.mr_soft_mu)
         table = write_dataset(args.output_dir, n_subjects=args.subjects, tracers=args.tracers,
                               seed=args.seed, config=config, overwrite=args.overwrite)
     except (SynthError, ValueError, OSError) as err:

@@ -106,7 +106,8 @@ def hu_to_mu(hu):
     return np.clip(np.where(hu > 47.0, bone, soft), 0.0, None).astype(np.float32)
 
 
-def mr_mu_map(anat, rng: np.random.Generator, method: str = "dixon") -> tuple[np.ndarray, dict]:
+def mr_mu_map(anat, rng: np.random.Generator, method: str = "dixon",
+              soft_mu: float = MU_SOFT_DIXON) -> tuple[np.ndarray, dict]:
     """MR-based attenuation map on the reference grid, as PET-MR scanners make it.
 
     ``dixon``: 4-class segmentation (air, lung - absent in the head, fat 0.086/cm,
@@ -118,7 +119,7 @@ def mr_mu_map(anat, rng: np.random.Generator, method: str = "dixon") -> tuple[np
     fr = anat.fractions
     body = fr["air"] < 0.5
     fat = (fr["fat"] > 0.5) | ((fr["diploe"] > 0.5) & (rng.random() < 0.5))
-    mu = np.where(body, MU_SOFT_DIXON, 0.0).astype(np.float32)
+    mu = np.where(body, soft_mu, 0.0).astype(np.float32)
     mu[fat & body] = MU_FAT_DIXON
     # internal air found only where the cavity is large: erode, then keep a fraction
     air = anat.masks["internal_air"]

@@ -205,7 +205,8 @@ def _simulate(index: int, *, seed: int, tracers: Sequence[str], config: SynthCon
     t1w = anat_mod.t1w_image(anat, _rng(seed, index, 3))
     ct = anat_mod.ct_image(anat, _rng(seed, index, 4))
     mu_true = phy.hu_to_mu(anat.hu)
-    mu_mr, mr_info = phy.mr_mu_map(anat, _rng(seed, index, 5), config.mrac)
+    mu_mr, mr_info = phy.mr_mu_map(anat, _rng(seed, index, 5), config.mrac,
+                                   soft_mu=config.mr_soft_tissue_mu)
     timer["anatomy"] = time.perf_counter() - t_start
     cpu["anatomy"] = time.process_time() - c_start
 
