@@ -10,6 +10,10 @@ folder, then times ``run_group`` (tables and statistics) and the HTML report.
 
 Each subject has 3 images x 2 tables = 6 participant tables (+ 2 sidecars), so
 1,667 subjects are ~10,000 tables and 10,000 subjects are 60,000 tables.
+
+Columns: wall-clock seconds, and CPU seconds of this process and of the worker
+processes that parse the tables (above 2,000 participants). On a shared machine the
+wall time depends on the load (last column); the CPU seconds do much less.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import json
 import logging
 import os
 import platform
+import resource
 import shutil
 import tempfile
 import time
@@ -91,6 +96,11 @@ def make_tables(root: Path, n_subjects: int, seed: int = 0) -> int:
     return n
 
 
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subjects", type=int, nargs="+", default=[1667, 10000])
@@ -100,9 +110,10 @@ def main(argv=None):
 
     print(f"# group level speed: {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs visible, Python {platform.python_version()}")
-    print("| subjects | participant tables | images | generate (s) | run_group (s) "
-          "| report (s) | total group (s) | load avg (1 min) |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| subjects | participant tables | images | generate (s) | run_group wall (s) "
+          "| run_group CPU main + workers (s) | report wall (s) | report CPU (s) "
+          "| group total wall (s) | load avg (1 min) |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for n_sub in args.subjects:
         root = args.keep / f"n{n_sub}" if args.keep else Path(tempfile.mkdtemp(prefix="grp_"))
         if root.exists() and args.keep:
@@ -112,13 +123,17 @@ def main(argv=None):
             t0 = time.perf_counter()
             n_tables = make_tables(root, n_sub)
             t1 = time.perf_counter()
+            c1, k1 = time.process_time(), _children_cpu()
             written = run_group(root, report=False)
             t2 = time.perf_counter()
+            c2, k2 = time.process_time(), _children_cpu()
             write_group_report(root / "group")
             t3 = time.perf_counter()
+            c3 = time.process_time()
             n_images = sum(1 for _ in open(written["measures"])) - 1
             print(f"| {n_sub} | {n_tables} | {n_images} | {t1 - t0:.1f} | {t2 - t1:.2f} "
-                  f"| {t3 - t2:.2f} | {t3 - t1:.2f} | {os.getloadavg()[0]:.1f} |", flush=True)
+                  f"| {c2 - c1:.2f} + {k2 - k1:.2f} | {t3 - t2:.2f} | {c3 - c2:.2f} "
+                  f"| {t3 - t1:.2f} | {os.getloadavg()[0]:.1f} |", flush=True)
         finally:
             if not args.keep:
                 shutil.rmtree(root, ignore_errors=True)

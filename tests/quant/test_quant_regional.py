@@ -227,3 +227,23 @@ def test_interface_runs(tmp_path, monkeypatch):
     assert out.out_measures.endswith("sub-02_ses-petct_trc-FDG_seg-toy_desc-preproc_measures.tsv")
     measures = pd.read_csv(out.out_measures, sep="\t")
     assert "suvr_pons_cortical_composite" in set(measures["measure"])
+
+
+def test_real_synth_atlas_with_known_uptake():
+    """The simulator's own template labels: every label present, SUVRs as constructed."""
+    pytest.importorskip("bids_harmonize.synth.template")
+    atlas = synth_atlas()
+    labels = np.asarray(atlas.image.dataobj)
+    assert set(np.unique(labels)) == set(range(25))
+    uptake = np.r_[0.0, np.linspace(1.0, 3.3, 24)]  # label i -> uptake[i]
+    pet = nb.Nifti1Image(uptake[labels].astype("float32"), atlas.image.affine)
+    table = regional_table(pet, atlas, "PiB").set_index("region")
+    counts = np.bincount(labels.ravel(), minlength=25)
+    ref_idx = composite_labels("whole_cerebellum")
+    ref = (uptake[ref_idx] * counts[ref_idx]).sum() / counts[ref_idx].sum()
+    ctx = composite_labels("cortical_composite")
+    expected = (uptake[ctx] * counts[ctx]).sum() / counts[ctx].sum() / ref
+    assert table.loc["cortical_composite", "suvr"] == pytest.approx(expected, rel=1e-6)
+    assert table.loc["pons", "n_voxels"] == counts[22]
+    measures = summary_measures(table.reset_index(), "PiB").set_index("measure")
+    assert measures.loc["suvr_cortical", "value"] == pytest.approx(expected, rel=1e-6)
