@@ -137,7 +137,8 @@ class SimulatedSubject:
     ct_hu
         CT in Hounsfield units (air -1000, fat -100, brain ~35, bone up to ~1800), float32.
     mu_true
-        True linear attenuation at 511 keV (1/cm) = bilinear conversion of ``ct_hu``.
+        True linear attenuation at 511 keV (1/cm): bilinear conversion (Carney 2006) of the
+        noiseless CT (``ct_hu`` is the same CT with acquisition noise).
     mu_mr
         The MR-based attenuation map the PET-MR used (``config.mrac``), 1/cm.
     labels

@@ -68,14 +68,16 @@ Files per subject:
 
 - `anat/sub-XX_space-ref_dseg.nii.gz`: synth atlas labels (1-24, `dseg.tsv` at root);
 - `anat/sub-XX_space-ref_desc-brain_mask.nii.gz`, `anat/sub-XX_space-ref_label-{GM,WM,CSF}_probseg.nii.gz`;
-- `anat/sub-XX_space-ref_desc-true_CT.nii.gz`: noiseless CT (HU);
+- `anat/sub-XX_space-ref_desc-true_CT.nii.gz`: the CT (HU, with CT noise) on the reference
+  grid, i.e. `SimulatedSubject.ct_hu`;
 - `anat/sub-XX_space-ref_desc-{true,mrac}_mumap.nii.gz`: true 511 keV attenuation (1/cm,
-  bilinear from the CT) and the MR-based map used by the PET-MR session;
+  bilinear conversion of the noiseless CT) and the MR-based map used by the PET-MR session;
 - `pet/sub-XX_ses-<ses>_trc-<T>_space-ref_desc-true_pet.nii.gz`: true activity (Bq/mL,
   decay corrected to injection) averaged over the tracer's standard window, for that
   session's injected dose;
 - `pet/sub-XX_ses-<ses>_trc-<T>_space-ref_desc-recon_pet.nii.gz`: the session's static
-  reconstruction (mean of the frames in the window) resampled to the reference grid;
+  reconstruction (mean of the frames in the window) resampled to the reference grid
+  (int16 with a scale factor, Bq/mL);
 - `sub-XX_desc-truth_regional.tsv`: per session, tracer and region: voxels, true mean,
   reconstructed mean, recovery (recon/true) and, for PET-MR rows, the PET-MR/PET-CT
   ratio of recoveries (dose-independent);
@@ -474,8 +476,8 @@ def _write_subject(root: Path, subject, native, tracer_data, config) -> pd.DataF
                         subject.activity[name] * np.float32(f), aff)
             recon = subject.pet_ct[name] if ses == "petct" else subject.pet_mr[name]
             queue(truth / "pet"
-                        / f"{sub}_ses-{ses}_trc-{name}_space-ref_desc-recon_pet.nii.gz", recon,
-                        aff)
+                  / f"{sub}_ses-{ses}_trc-{name}_space-ref_desc-recon_pet.nii.gz", recon,
+                  aff, dtype=np.int16)
     # gzip releases the GIL: compress the images on two threads (files are independent)
     with ThreadPoolExecutor(max_workers=2) as pool:
         list(pool.map(lambda job: write_nifti(*job[0], **job[1]), jobs))

@@ -188,6 +188,20 @@ def test_mrac_underestimates_cortex_near_skull_more_than_deep_grey(subject):
     assert ratio_deep < 1.02
 
 
+def test_atlas_mrac_with_partial_bone_is_closer_to_petct(subject):
+    from bids_harmonize.atlas import composite_labels
+
+    atlas = simulate_subject(1, seed=3, tracers=["FDG"], config=SynthConfig(
+        noise=False, resolution_mm=3.0, mrac="atlas"))
+    mask = np.isin(subject.labels, composite_labels("cortical_composite"))
+
+    def ratio(s):
+        return s.pet_mr["FDG"][mask].mean() / s.pet_ct["FDG"][mask].mean()
+
+    assert ratio(subject) < ratio(atlas) < 1.0
+    assert atlas.sessions["petmr"].attenuation_correction.endswith("atlas bone")
+
+
 def test_bad_inputs_exit_nonzero_without_output(tmp_path, capsys):
     def run(argv):
         code = None
