@@ -441,8 +441,7 @@ def run_group(output_dir: str | Path, *, cutoffs: dict | None = None, atlas: str
         "Tracers": sorted(col.images["tracer"].unique().tolist()),
         "Atlases": sorted(col.images["seg"].unique().tolist()),
         "PairedSubjects": {str(t): int(g["subject"].nunique()) for t, g in
-                           mpairs.dropna(subset=["petct"]).groupby("tracer")}
-        if "petct" in mpairs.columns else {},
+                           mpairs.loc[_paired_rows(mpairs)].groupby("tracer")},
         "Settings": {"cutoffs": cutoffs or "tracers.yaml", "atlas": atlas or "all",
                      "ICC": "ICC(2,1) absolute agreement (icc_2_1) and ICC(3,1) consistency "
                             "(icc_3_1), Shrout & Fleiss 1979",

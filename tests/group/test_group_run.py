@@ -111,6 +111,9 @@ def test_agreement_equals_hand_values(tmp_path):
     wide = pd.read_csv(group / "regions_suvr.tsv", sep="\t")
     assert {"frontal_cortex", "cortical_composite"} <= set(wide.columns)
     assert json.loads((group / "measures.json").read_text())["centiloid"]["Units"] == "CL"
+    summary = json.loads(written["summary"].read_text())
+    assert summary["PairedSubjects"] == {"PiB": 4}
+    assert summary["SkippedParticipants"] == [] and summary["Notes"] == []
     html = written["report"].read_text()
     assert "Bland-Altman" in html and "<svg" in html
     assert (group / "figures" / "trc-PiB_seg-synth_scatter.svg").is_file()
@@ -195,6 +198,7 @@ def test_raw_only_and_no_pairs(tmp_path):
     assert any("No subject has both" in n for n in summary["Notes"])
     assert pd.read_csv(written["agreement_measures"], sep="\t").empty
     assert "no agreement can be shown" in written["report"].read_text()
+    assert summary["PairedSubjects"] == {}
 
 
 def test_atlas_selection(tmp_path):
