@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from functools import cache
 
 import numpy as np
-import scipy.fft
 import scipy.sparse as sp
 from scipy import ndimage
 
@@ -254,6 +253,19 @@ def _fbp_filter(n: int, cutoff: float) -> np.ndarray:
     return (ramp * hann).astype(np.float32)
 
 
+@cache
+def _filter_matrix(n: int, cutoff: float, post_sigma_px: float) -> np.ndarray:
+    """Toeplitz matrix of the (zero-padded, hence linear) ramp x Hann [x Gaussian] filter."""
+    filt = _fbp_filter(n, cutoff).astype(np.float64)
+    size = 2 * (len(filt) - 1)
+    if post_sigma_px > 0:
+        f = np.fft.rfftfreq(size)
+        filt = filt * np.exp(-2 * (np.pi * f * post_sigma_px) ** 2)
+    kern = np.fft.irfft(filt, n=size)
+    idx = (np.arange(n)[:, None] - np.arange(n)[None, :]) % size
+    return kern[idx].astype(np.float32)
+
+
 def fbp(sino: np.ndarray, cutoff: float = 1.0, post_sigma: tuple[float, float] = (0.0, 0.0)
         ) -> np.ndarray:
     """Filtered back-projection of ``(n_angles, n, ...)`` sinograms -> ``(n, n, ...)``.
@@ -272,14 +284,12 @@ def fbp(sino: np.ndarray, cutoff: float = 1.0, post_sigma: tuple[float, float] =
     """
     n_angles, n = sino.shape[:2]
     rest = sino.shape[2:]
-    filt = _fbp_filter(n, cutoff)
-    size = 2 * (len(filt) - 1)
-    if post_sigma[0] > 0:
-        f = np.fft.rfftfreq(size)
-        filt = (filt * np.exp(-2 * (np.pi * f * post_sigma[0]) ** 2)).astype(np.float32)
-    spec = scipy.fft.rfft(sino.reshape(n_angles, n, -1), n=size, axis=1, workers=2)
-    q = scipy.fft.irfft(spec * filt[None, :, None], n=size, axis=1, workers=2)[:, :n]
-    q = np.ascontiguousarray(q, dtype=np.float32).reshape(n_angles, n, *rest)
+    h_mat = _filter_matrix(n, cutoff, round(float(post_sigma[0]), 6))
+    # filtering along the bins is one matrix product (faster than padded FFTs here)
+    flat = np.ascontiguousarray(np.swapaxes(sino.reshape(n_angles, n, -1), 0, 1),
+                                dtype=np.float32).reshape(n, -1)
+    q = (h_mat @ flat).reshape(n, n_angles, -1)
+    q = np.ascontiguousarray(np.swapaxes(q, 0, 1)).reshape(n_angles, n, *rest)
     if post_sigma[1] > 0 and rest:
         q = ndimage.gaussian_filter1d(q, post_sigma[1], axis=-1, truncate=3.0)
     _, at_mat = system_matrix(n, n_angles)
