@@ -89,10 +89,14 @@ KEY_DICTIONARY = {
 }
 
 
+#: Group tables keep 10 significant digits (participant tables are far less precise).
+_FLOAT = "{:.10g}"
+
+
 def _column_text(values: pd.Series) -> list[str]:
     if pd.api.types.is_float_dtype(values.dtype):
         arr = values.to_numpy(dtype=float)
-        text = list(map(repr, arr.tolist()))  # shortest round-trip repr, as pandas writes
+        text = list(map(_FLOAT.format, arr.tolist()))
         for i in np.flatnonzero(~np.isfinite(arr)):
             text[i] = "n/a" if np.isnan(arr[i]) else text[i]
         return text
