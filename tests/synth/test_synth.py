@@ -242,3 +242,35 @@ def test_overwrite_replaces(tmp_path):
                  "--overwrite", "-q"]) == 0
     assert not (out / "old.txt").exists()
     assert (out / "sub-01" / "ses-petmr" / "pet" / "sub-01_ses-petmr_trc-FPCIT_pet.nii.gz").is_file()
+
+
+def test_uptake_models_all_tracers():
+    """Every tracer of tracers.yaml simulates, with family-typical true measures."""
+    from bids_harmonize.atlas import composite_labels
+    from bids_harmonize.synth import uptake
+    from bids_harmonize.tracers import tracer_table
+
+    anat = anat_mod.make_anatomy(np.random.default_rng(0), 3.0)
+    labels = anat.labels
+    disease = uptake.draw_disease(np.random.default_rng(0), 70.0)
+    disease.update(centiloid=80.0, braak_stage=4, dat_loss=0.6, dat_more_affected_side="left")
+
+    def mean(img, name):
+        return img[np.isin(labels, composite_labels(name))].mean()
+
+    for name, tracer in tracer_table().items():
+        suv, flow, info = uptake.window_suv(anat, tracer, disease, np.random.default_rng(1))
+        assert suv.shape == anat.shape and np.isfinite(suv).all() and (suv >= 0).all()
+        measures = uptake.true_measures(suv, labels, tracer)
+        if tracer.family == "amyloid":
+            assert measures["centiloid"] == pytest.approx(80.0, abs=0.05), name
+        elif tracer.family == "tau":
+            assert measures["suvr_braak_I_II"] > measures["suvr_braak_V_VI"], name
+            assert measures["suvr_braak_III_IV"] > 1.1, name
+        elif tracer.family == "fdg":
+            assert mean(suv, "cortical_composite") > 1.4 * mean(suv, "cerebral_white_matter")
+        elif tracer.family == "dat":
+            left, right = measures["sbr_putamen_posterior_left"], measures[
+                "sbr_putamen_posterior_right"]
+            assert left < right < measures["sbr_caudate_right"]
+            assert 2.5 < measures["sbr_caudate_right"] < 8.5
