@@ -104,7 +104,7 @@ def _json_dump(obj) -> str:
 
 
 def _clean(obj):
-    """JSON-able copy: numpy scalars/arrays to Python, tuples to lists, floats rounded."""
+    """JSON-able copy: numpy scalars/arrays to Python, tuples to lists, floats to 10 digits."""
     if isinstance(obj, dict):
         return {str(k): _clean(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -116,7 +116,7 @@ def _clean(obj):
     if isinstance(obj, (np.integer, int)):
         return int(obj)
     if isinstance(obj, (np.floating, float)):
-        return round(float(obj), 6)
+        return float(f"{float(obj):.10g}")
     return obj
 
 

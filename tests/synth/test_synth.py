@@ -110,7 +110,7 @@ def test_bids_validator_zero_errors(dataset):
 
 
 def test_determinism_byte_identical(tmp_path):
-    cfg = SynthConfig(resolution_mm=3.0)
+    cfg = SynthConfig(resolution_mm=3.0, n_frames=3)
     write_dataset(tmp_path / "a", n_subjects=1, tracers=["FDG"], seed=7, config=cfg)
     write_dataset(tmp_path / "b", n_subjects=1, tracers=["FDG"], seed=7, config=cfg)
     a, b = _files(tmp_path / "a"), _files(tmp_path / "b")
@@ -239,7 +239,7 @@ def test_overwrite_replaces(tmp_path):
     out.mkdir()
     (out / "old.txt").write_text("x")
     assert main([str(out), "--subjects", "1", "--tracers", "FPCIT", "--resolution", "3",
-                 "--overwrite", "-q"]) == 0
+                 "--n-frames", "2", "--no-noise", "--overwrite", "-q"]) == 0
     assert not (out / "old.txt").exists()
     assert (out / "sub-01" / "ses-petmr" / "pet" / "sub-01_ses-petmr_trc-FPCIT_pet.nii.gz").is_file()
 
@@ -274,3 +274,29 @@ def test_uptake_models_all_tracers():
                 "sbr_putamen_posterior_right"]
             assert left < right < measures["sbr_caudate_right"]
             assert 2.5 < measures["sbr_caudate_right"] < 8.5
+
+
+def test_native_images_map_back_to_reference_grid(dataset):
+    """``to_ref_affines`` of the truth JSON bring each native image onto the reference grid."""
+    from bids_harmonize.synth.physics import resample
+
+    out, _ = dataset
+    truth = out / "derivatives" / "synth-truth" / "sub-01"
+    params = json.loads((truth / "sub-01_desc-truth_params.json").read_text())
+    ref = nib.load(truth / "anat" / "sub-01_space-ref_desc-true_CT.nii.gz")
+    ref_ct = ref.get_fdata(dtype=np.float32)
+    true_pet = nib.load(truth / "pet" / "sub-01_ses-petct_trc-PiB_space-ref_desc-true_pet.nii.gz"
+                        ).get_fdata(dtype=np.float32)
+    head = ref_ct > -500
+    for ses, rel, target, cval in (
+        ("petct", "anat/sub-01_ses-petct_CT.nii.gz", ref_ct, -1000.0),
+        ("petct", "pet/sub-01_ses-petct_trc-PiB_pet.nii.gz", true_pet, 0.0),
+        ("petmr", "pet/sub-01_ses-petmr_trc-PiB_pet.nii.gz", true_pet, 0.0),
+    ):
+        img = nib.load(out / "sub-01" / f"ses-{ses}" / rel)
+        to_ref = np.asarray(params["sessions"][ses]["to_ref_affines"][Path(rel).name])
+        assert np.allclose(to_ref, np.linalg.inv(params["sessions"][ses]["pose"]) @ img.affine)
+        data = img.get_fdata(dtype=np.float32)
+        data = data.mean(axis=3) if data.ndim == 4 else data
+        back = resample(data, to_ref, ref.shape, ref.affine, cval=cval)
+        assert np.corrcoef(back[head], target[head])[0, 1] > 0.85, rel
