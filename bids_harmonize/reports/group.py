@@ -163,16 +163,15 @@ def plot_matrices(matrices: dict[str, pd.DataFrame], sims: dict[str, float], tit
     conds = [c for c in ("petct", "petmr_raw", "petmr_harmonized") if c in matrices]
     fig, axes = plt.subplots(1, len(conds), figsize=(4.2 * len(conds), 4.2), squeeze=False)
     im = None
-    for ax, cond in zip(axes[0], conds, strict=True):
+    for k, (ax, cond) in enumerate(zip(axes[0], conds, strict=True)):
         mat = matrices[cond]
         im = ax.imshow(mat.to_numpy(), vmin=-1, vmax=1, cmap="RdBu_r")
         sim = f" (similarity {sims[cond]:.3f})" if cond in sims else ""
         ax.set_title(LABELS[cond] + sim, fontsize=9)
-        if len(mat) <= 30:
-            ax.set_xticks(range(len(mat)), mat.columns, rotation=90, fontsize=5)
+        ax.set_xticks([])  # columns are in the same order as the rows
+        if k == 0 and len(mat) <= 40:
             ax.set_yticks(range(len(mat)), mat.index, fontsize=5)
         else:
-            ax.set_xticks([])
             ax.set_yticks([])
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.7, label="Pearson r across subjects")
     fig.suptitle(title, fontsize=10)
@@ -298,7 +297,8 @@ def write_group_report(group_dir: str | Path) -> Path:
                     plot_matrices(mats, sim, f"{tracer}: inter-regional correlation",
                                   fig_dir / f"{tag}_correlations.svg"),
                     "How regional SUVRs co-vary across subjects, on each platform (red: "
-                    "regions that rise and fall together). 'similarity' is the Pearson "
+                    "regions that rise and fall together; columns are in the same order as "
+                    "the rows named on the left). 'similarity' is the Pearson "
                     "correlation between the PET-MR and PET-CT matrices (upper triangles): 1 "
                     "means the same inter-regional structure."))
     else:
