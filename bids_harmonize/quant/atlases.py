@@ -260,9 +260,13 @@ def templateflow_atlas(spec: str, *, resolution: int = 2, client=None) -> Atlas:
     ``templateflow.TemplateFlowClient``. Files listed but not cached (TemplateFlow
     keeps empty placeholders for those) raise :class:`AtlasError` saying how to fetch.
     """
+    ent = parse_templateflow_spec(spec)
     if client is None:
         from templateflow import api as client
-    ent = parse_templateflow_spec(spec)
+    cache = getattr(client, "cache", None)
+    if cache is not None and not cache.cached:  # an empty home would be filled from the network
+        raise AtlasError(f"the TemplateFlow cache {cache.config.root} is empty; fill it ahead of "
+                         f"time (TEMPLATEFLOW_HOME) to use the atlas {spec!r}")
     tpl = ent.pop("tpl")
     res = int(ent.pop("res", resolution))
     query = {k: v for k, v in ent.items()}
@@ -276,7 +280,8 @@ def templateflow_atlas(spec: str, *, resolution: int = 2, client=None) -> Atlas:
     if len(images) != 1 or len(tables) != 1:
         raise AtlasError(
             f"TemplateFlow atlas {spec!r} (resolution {res}) is not in the TemplateFlow cache "
-            f"({'TEMPLATEFLOW_HOME'}): found {len(images)} image(s) and {len(tables)} label "
+            f"({cache.config.root if cache is not None else 'TEMPLATEFLOW_HOME'}): found "
+            f"{len(images)} image(s) and {len(tables)} label "
             f"table(s). Fetch it ahead of time on a machine with network: {fetch}"
         )
     missing = [str(p) for p in (*images, *tables) if not _tf_cached(p)]

@@ -184,6 +184,13 @@ def test_templateflow_atlas_from_local_cache_only(tmp_path):
         templateflow_atlas("tpl-Toy_atlas-Other", client=client)
     with pytest.raises(AtlasError, match="not in the TemplateFlow cache"):
         templateflow_atlas("tpl-Toy_atlas-Missing", client=client)
+    with pytest.raises(AtlasError, match="must name at least"):
+        templateflow_atlas("Schaefer2018", client=client)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(AtlasError, match="is empty"):
+        templateflow_atlas("tpl-Toy_atlas-Parc", client=TemplateFlowClient(root=empty,
+                                                                            autoupdate=False))
 
 
 def test_writers_and_names(tmp_path):
