@@ -293,14 +293,16 @@ def cutoff_transfer(pairs: pd.DataFrame, cutoffs: dict | None = None):
             rows.append({"tracer": tracer, "seg": seg, "measure": measure, "cutoff": value,
                          "positive_if": "below" if below else "at or above",
                          "comparison": comp, **res, "n_changed": int(changed.sum())})
-            for _, r in sel.loc[ok].loc[changed].iterrows():
-                pos_ct = r["petct"] < value if below else r["petct"] >= value
-                changes.append({"subject": r["subject"], "tracer": tracer, "seg": seg,
-                                "comparison": comp, "measure": measure, "cutoff": value,
-                                "petct": r["petct"], "petmr": r[comp],
-                                "petct_class": "positive" if pos_ct else "negative",
-                                "petmr_class": "negative" if pos_ct else "positive"})
-    return pd.DataFrame(rows), pd.DataFrame(changes)
+            moved = sel.loc[ok].loc[changed]
+            pos_ct = (moved["petct"] < value) if below else (moved["petct"] >= value)
+            changes.append(pd.DataFrame({
+                "subject": moved["subject"].to_numpy(), "tracer": tracer, "seg": seg,
+                "comparison": comp, "measure": measure, "cutoff": value,
+                "petct": moved["petct"].to_numpy(), "petmr": moved[comp].to_numpy(),
+                "petct_class": np.where(pos_ct, "positive", "negative"),
+                "petmr_class": np.where(pos_ct, "negative", "positive")}))
+    return pd.DataFrame(rows), (pd.concat(changes, ignore_index=True) if changes
+                                else pd.DataFrame())
 
 
 def correlation_structure(region_pairs: pd.DataFrame, kinds: dict[str, str]):
@@ -385,9 +387,8 @@ def run_group(output_dir: str | Path, *, cutoffs: dict | None = None, atlas: str
                                 {r: {"Description": f"SUVR of {r}", "Units": "unitless"}
                                  for r in regions.columns if r not in KEY_DICTIONARY})
 
-    flags = col.measures["measure"].isin(FLAGS)
-    mpairs = paired(col, col.measures.loc[~flags], "measure", "value")
     mpairs_all = paired(col, col.measures, "measure", "value")
+    mpairs = mpairs_all.loc[~mpairs_all["measure"].isin(FLAGS)].reset_index(drop=True)
     rpairs = paired(col, col.regions, "region", "suvr")
     has_pairs = bool(_paired_rows(mpairs).any())
     written["pairs"] = _write(mpairs_all, group_dir / "pairs.tsv")
