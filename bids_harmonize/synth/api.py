@@ -155,12 +155,17 @@ class SimulatedSubject:
         ``{tracer: reconstructed static PET}`` (window-averaged frames, Bq/mL, decay
         corrected) of each session, resampled to this grid. Same window and frames as
         the BIDS files; PET-MR / PET-CT differences come from attenuation
-        correction, PSF and noise.
+        correction, PSF, voxel grid and noise.  ``pet_mr`` is rescaled to the PET-CT
+        session's injected dose, so ``pet_mr / pet_ct`` and ``pet_ct / activity`` are
+        pure platform / recovery effects (the BIDS files keep each session's own dose).
     params
         True parameters: demographics (age, sex, weight_kg), latent disease
         (``centiloid``, ``amyloid_positive``, ``braak_stage``, ``fdg_hypometabolism``,
-        ``dat_loss``), anatomy (scaling, atrophy, skull thickness) and per tracer
-        ``params["tracers"][T]`` (injected MBq, target SUVR/Centiloid/SBR, window).
+        ``dat_loss``), anatomy (scaling, atrophy, skull thickness), scanners, MR-AC
+        details, and per tracer ``params["tracers"][T]`` (injected MBq per session,
+        target SUVR/Centiloid/SBR, window, expected counts per frame and
+        ``true_measures``: SUVR of composites, Centiloid, SBR measured on ``activity``
+        with ``labels``).  ``timing_s`` / ``cpu_s`` hold the run time per stage.
     sessions
         ``{"petct": SessionTruth, "petmr": SessionTruth}``.
     regional
