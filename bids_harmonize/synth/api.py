@@ -54,8 +54,9 @@ class SynthConfig:
         How long before the tracer's standard window (``tracers.yaml``) the
         acquisition starts.
     n_frames
-        Force the number of frames (starting ``pre_window_min`` before the window);
-        ``None`` covers the window's end.
+        Force the number of frames; they end at the window's end (and start no earlier
+        than the injection).  ``None``: frames from ``pre_window_min`` before the
+        window to its end.
     dynamic
         Acquire from injection (0 min) with 1-2-5 min frames and a small head
         drift between frames instead of the static protocol.
@@ -96,6 +97,14 @@ class SynthConfig:
             raise ValueError("at least one PET-CT and one PET-MR scanner model is needed")
         if self.n_frames is not None and self.n_frames < 1:
             raise ValueError("n_frames must be at least 1")
+        if self.frame_duration_min <= 0 or self.pre_window_min < 0:
+            raise ValueError("frame duration must be positive and pre_window_min >= 0")
+        if self.count_scale <= 0:
+            raise ValueError("count_scale must be positive")
+        if self.n_angles < 8:
+            raise ValueError("n_angles must be at least 8")
+        if not 0.0 < self.mr_soft_tissue_mu < 0.2:
+            raise ValueError("mr_soft_tissue_mu must be between 0 and 0.2 1/cm")
 
 
 @dataclass

@@ -117,7 +117,7 @@ def _clean(obj):
     if isinstance(obj, (np.integer, int)):
         return int(obj)
     if isinstance(obj, (np.floating, float)):
-        return float(f"{float(obj):.10g}")
+        return float(f"{float(obj):.10g}") if np.isfinite(obj) else None
     return obj
 
 

@@ -85,9 +85,13 @@ def frame_protocol(tracer, config: SynthConfig) -> tuple[np.ndarray, np.ndarray]
             durations.append(config.frame_duration_min)
         starts = np.concatenate([[0.0], np.cumsum(durations)[:-1]])
         return starts.astype(float), np.asarray(durations, float)
-    start = max(t0 - config.pre_window_min, 0.0)
     dur = config.frame_duration_min
-    n = config.n_frames or int(np.ceil((t1 - start) / dur - 1e-6))
+    if config.n_frames:  # a forced frame count ends at the window's end
+        n = config.n_frames
+        start = max(t1 - n * dur, 0.0)
+    else:
+        start = max(t0 - config.pre_window_min, 0.0)
+        n = int(np.ceil((t1 - start) / dur - 1e-6))
     starts = start + dur * np.arange(n)
     return starts.astype(float), np.full(n, dur)
 
@@ -99,6 +103,8 @@ def window_frames(tracer, starts, durations) -> np.ndarray:
     inside = (starts >= t0 - 1e-6) & (ends <= t1 + 1e-6)
     if not inside.any():  # window shorter than a frame: take overlapping frames
         inside = (ends > t0) & (starts < t1)
+    if not inside.any():
+        raise ValueError(f"no frame overlaps the {tracer.name} window {t0:g}-{t1:g} min")
     return inside
 
 

@@ -271,7 +271,8 @@ def true_measures(image: np.ndarray, labels: np.ndarray, tracer: Tracer) -> dict
     from bids_harmonize.atlas import composite_labels
 
     def mean(name):
-        return _region_mean(image, labels, composite_labels(name))
+        mask = np.isin(labels, composite_labels(name))
+        return float(image[mask].mean()) if mask.any() else float("nan")
 
     ref = mean(tracer.reference)
     out = {"reference_region": tracer.reference, "reference_mean_bq_ml": round(ref, 3)}
