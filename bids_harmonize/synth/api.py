@@ -69,9 +69,9 @@ class SynthConfig:
     n_angles
         Projection angles over 180 degrees of the 2-D parallel-beam projector.
     mr_soft_tissue_mu
-        Attenuation (1/cm) the MR-based map gives soft tissue (brain included).  0.096
-        (water) by default; the CT gives brain ~0.099, so 0.096 adds a small uniform
-        under-correction; Siemens' Dixon map uses 0.100.
+        Attenuation (1/cm) the MR-based map gives soft tissue (brain included): 0.100,
+        the value of Siemens' Dixon map (Martinez-Moller et al. 2009), by default; 0.096
+        (water) adds a uniform under-correction, as the CT gives brain about 0.099.
     """
 
     resolution_mm: float = 2.0
@@ -86,7 +86,7 @@ class SynthConfig:
     noise: bool = True
     count_scale: float = 1.0
     n_angles: int = 96
-    mr_soft_tissue_mu: float = 0.096
+    mr_soft_tissue_mu: float = 0.100
 
     def __post_init__(self):
         if self.mrac not in ("dixon", "atlas"):

@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="PET-MR scanner models to draw from (default: %(default)s)")
     p.add_argument("--mrac", choices=("dixon", "atlas"), default="dixon",
                    help="MR-based attenuation map of the PET-MR session")
-    p.add_argument("--mr-soft-mu", type=float, default=0.096,
+    p.add_argument("--mr-soft-mu", type=float, default=0.100,
                    help="soft-tissue attenuation (1/cm) of the MR-based map")
     p.add_argument("--resolution", type=_resolution, default=2.0,
                    help="voxel size (mm) of the anatomy grid; scanners scale with it")

@@ -38,7 +38,7 @@ LOGGER = logging.getLogger(__name__)
 
 MU_WATER = 0.096  # 1/cm at 511 keV
 MU_FAT_DIXON = 0.086
-MU_SOFT_DIXON = 0.096
+MU_SOFT_DIXON = 0.100  # Siemens Dixon soft tissue (Martinez-Moller 2009)
 MU_BONE_ATLAS = 0.151
 
 #: Counts gain of a brain at the centre of a 3-D scanner's field of view relative to the
@@ -110,7 +110,7 @@ def mr_mu_map(anat, rng: np.random.Generator, method: str = "dixon",
     """MR-based attenuation map on the reference grid, as PET-MR scanners make it.
 
     ``dixon``: 4-class segmentation (air, lung - absent in the head, fat 0.086/cm,
-    soft tissue 0.096/cm): bone is soft tissue; thin/partly filled sinus air and
+    soft tissue 0.100/cm): bone is soft tissue; thin/partly filled sinus air and
     the mastoid air cells are missed (soft tissue); fatty diploe may read as fat.
     ``atlas``: the Dixon map plus a blurred, slightly shifted atlas skull at
     0.151/cm and 80 % of its weight (partial bone).
