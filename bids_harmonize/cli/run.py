@@ -156,7 +156,8 @@ def run_participant(config: RunConfig) -> int:
     LOGGER.info("Settings written to %s (replay with --config-file)", config_file)
     ncfg.update_config({
         "execution": {"crashfile_format": "txt", "stop_on_first_crash": config.stop_on_first_crash,
-                      "remove_unnecessary_outputs": False, "hash_method": "content",
+                      "remove_unnecessary_outputs": False, "hash_method": "timestamp",
+                      "poll_sleep_duration": 0.2,
                       "crashdump_dir": str(out / "logs" / "crash")},
         "monitoring": {"enabled": False},
         # node-by-node progress from the engine; interface chatter only with -v
@@ -186,8 +187,15 @@ def run_participant(config: RunConfig) -> int:
     plugin, plugin_args = "Linear", {}
     if config.nprocs > 1:
         plugin = "MultiProc"
+        # forkserver: workers never inherit torch/OpenMP thread state (fork deadlocks);
+        # the server preloads the light, thread-free modules every node needs
+        import multiprocessing
+
+        multiprocessing.set_forkserver_preload(
+            ["numpy", "nibabel", "nipype.pipeline.engine", "bids_harmonize.interfaces.bids"]
+        )
         plugin_args = {"n_procs": config.nprocs, "raise_insufficient": False,
-                       "maxtasksperchild": 1}
+                       "mp_context": "forkserver"}
         if config.mem_gb:
             plugin_args["memory_gb"] = config.mem_gb
     error = None
