@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing as mp
 import os
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -303,7 +305,12 @@ def collect_participant_tables(output_dir: str | Path, *, n_procs: int | None = 
                       else (os.cpu_count() or 1), 8)
     if n_procs > 1 and len(subjects) > PARALLEL_ABOVE:
         chunks = [subjects[i::n_procs] for i in range(n_procs)]
-        with ProcessPoolExecutor(max_workers=n_procs) as pool:
+        # fork is cheapest, but not after torch has started its threads
+        method = "fork" if "torch" not in sys.modules else "forkserver"
+        if method not in mp.get_all_start_methods():
+            method = None
+        with ProcessPoolExecutor(max_workers=n_procs,
+                                 mp_context=mp.get_context(method)) as pool:
             parts = list(pool.map(_parse_subjects, [root] * n_procs, chunks))
     else:
         parts = [_parse_subjects(root, subjects)]

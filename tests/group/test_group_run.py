@@ -211,3 +211,15 @@ def test_atlas_selection(tmp_path):
     assert set(pd.read_csv(written["measures"], sep="\t")["seg"]) == {"synth", "centiloid"}
     with pytest.raises(ValueError, match="no participant tables with seg-foo"):
         run_group(tmp_path, atlas="foo")
+
+
+def test_parallel_collection_equals_serial(tmp_path, monkeypatch):
+    from bids_harmonize.group import collect
+
+    make_dataset(tmp_path)
+    serial = collect.collect_participant_tables(tmp_path, n_procs=1)
+    monkeypatch.setattr(collect, "PARALLEL_ABOVE", 1)
+    parallel = collect.collect_participant_tables(tmp_path, n_procs=2)
+    pd.testing.assert_frame_equal(serial.images, parallel.images)
+    pd.testing.assert_frame_equal(serial.measures, parallel.measures)
+    pd.testing.assert_frame_equal(serial.regions, parallel.regions)
