@@ -19,7 +19,6 @@ from bids_harmonize.cli.parser import build_parser  # noqa: E402
 from bids_harmonize.config import RunConfig, load_config, save_config  # noqa: E402
 
 LOGGER = logging.getLogger("bids_harmonize")
-DEMO_MODEL = "demo"
 
 
 class UsageError(RuntimeError):
@@ -86,9 +85,9 @@ def resolve_model_dir(config: RunConfig) -> Path | None:
         return None
     if config.model_dir is not None:
         return config.model_dir
-    from importlib import resources
+    from bids_harmonize.harmonizer.weights import default_model_dir
 
-    return Path(str(resources.files("bids_harmonize.data").joinpath("models", DEMO_MODEL)))
+    return default_model_dir()
 
 
 def check_device(device: str) -> str:

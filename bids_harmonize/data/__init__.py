@@ -1,0 +1,1 @@
+"""Package data: tracer, atlas and scanner tables, and the shipped demo model."""
