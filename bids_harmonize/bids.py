@@ -21,6 +21,7 @@ from pathlib import Path
 import nibabel as nb
 import numpy as np
 
+from bids_harmonize.petmath import FrameWindowError, window_weights
 from bids_harmonize.tracers import UnknownTracerError, get_tracer
 
 LOGGER = logging.getLogger("bids_harmonize.bids")
@@ -267,6 +268,7 @@ def discover(
     tracer_label: list[str] | None = None,
     bids_filters: dict | None = None,
     platform_map: dict[str, str] | None = None,
+    uptake_windows: dict[str, list[float]] | None = None,
 ) -> tuple[list[SubjectPlan], list[str]]:
     """Build a plan per subject; return ``(plans, skipped)`` with one message per skip.
 
@@ -291,6 +293,7 @@ def discover(
         plan, why = _plan_subject(
             layout, subject, session_label=session_label, tracer_label=tracer_label,
             bids_filters=bids_filters, platform_map=platform_map or {},
+            uptake_windows=uptake_windows or {},
         )
         if plan is None:
             LOGGER.warning("Skipping sub-%s: %s", subject, why)
@@ -300,7 +303,8 @@ def discover(
     return plans, skipped
 
 
-def _plan_subject(layout, subject, *, session_label, tracer_label, bids_filters, platform_map):
+def _plan_subject(layout, subject, *, session_label, tracer_label, bids_filters, platform_map,
+                  uptake_windows):
     query = {"subject": subject, "extension": [".nii", ".nii.gz"], "return_type": "filename"}
     pets = layout.get(suffix="pet", datatype="pet", **query, **_filters(bids_filters, "pet"))
     if session_label:
@@ -328,6 +332,11 @@ def _plan_subject(layout, subject, *, session_label, tracer_label, bids_filters,
                 tracer = get_tracer(metadata.get("TracerName", "")).name
             except UnknownTracerError as exc:
                 raise InputError(f"{path}: {exc}") from None
+        window = uptake_windows.get(tracer, get_tracer(tracer).window_min)
+        try:
+            window_weights(metadata["FrameTimesStart"], metadata["FrameDuration"], tuple(window))
+        except FrameWindowError as exc:
+            raise InputError(f"{path}: {exc} ({tracer}); see --uptake-window") from None
         cts = layout.get(
             suffix="CT", session=session, **query, **_filters(bids_filters, "ct")
         ) if session else []

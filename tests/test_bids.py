@@ -93,6 +93,7 @@ def test_unknown_participant(tmp_path):
     ({"sidecar": None}, "without a JSON sidecar"),
     ({"sidecar": {**SIDECAR, "FrameDuration": []}}, "lacks FrameDuration"),
     ({"pet_shape": (8, 8, 8, 3)}, "3 frame(s) but FrameTimesStart has 2"),
+    ({"sidecar": {**SIDECAR, "FrameTimesStart": [0, 600]}}, "frames cover 0.0 of 20.0 min"),
 ])
 def test_bad_pet_inputs(tmp_path, kwargs, message):
     with pytest.raises(InputError) as exc:

@@ -137,6 +137,7 @@ def run_participant(config: RunConfig) -> int:
             config.bids_dir, participant_label=config.participant_label,
             session_label=config.session_label, tracer_label=config.tracer_label,
             bids_filters=bids_filters, platform_map=read_platform_map(config.platform_map),
+            uptake_windows=config.uptake_windows,
         )
     except (InputError, json.JSONDecodeError) as exc:
         raise UsageError(str(exc)) from None
