@@ -40,6 +40,8 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+if str(HERE.parents[1]) not in sys.path:  # run from a checkout without installing
+    sys.path.insert(0, str(HERE.parents[1]))
 LOGGER = logging.getLogger("benchmark")
 
 TRAIN_TRACERS = ("PiB", "FDG", "flortaucipir", "florbetaben")
@@ -71,9 +73,9 @@ SETTINGS = {
     ),
     "default": Settings(
         "default",
-        10,
-        5,
-        3,
+        8,
+        4,
+        2,
         TRAIN_TRACERS,
         {"stage1": (8, 30, 4), "stage2": (8, 30, 4), "stage3": (12, 30, 2)},
     ),
@@ -95,6 +97,7 @@ class Case:
     pet_ct: np.ndarray
     truth: np.ndarray
     petmr_model: str
+    ct_hu: np.ndarray | None = None
 
 
 def _cache_path(cache_dir, index, tracers, seed, synth_config):
@@ -211,6 +214,7 @@ def cases_of(subjects, tracers, group):
                     s.pet_ct[t],
                     s.activity[t],
                     getattr(s.sessions.get("petmr"), "model", "?"),
+                    s.ct_hu,
                 )
             )
     return out
@@ -266,6 +270,17 @@ def image_scores(h, ct, brain):
         "mae_pct": 100.0 * float(np.mean(np.abs(diff))) / ref,
         "psnr": 10.0 * np.log10(rng**2 / mse) if mse > 0 else float("inf"),
         "ssim": ssim3d(h, ct, brain, rng),
+    }
+
+
+def pseudo_ct_scores(pseudo_hu, ct_hu):
+    """Pseudo-CT vs CT: MAE (HU) in the head and Dice of bone (> 300 HU)."""
+    head = ct_hu > -500
+    bone_p, bone_t = pseudo_hu > 300, ct_hu > 300
+    dice = 2 * np.sum(bone_p & bone_t) / max(1, np.sum(bone_p) + np.sum(bone_t))
+    return {
+        "pct_mae_hu": float(np.mean(np.abs(pseudo_hu[head] - ct_hu[head]))),
+        "pct_bone_dice": float(dice),
     }
 
 
@@ -466,13 +481,13 @@ def evaluate(cases, model, ablation, fits, combat, threads):
     for case in cases:
         ct_stats = region_stats(case.pet_ct, case.labels)
         truth_stats = region_stats(case.truth, case.labels)
+        mine = harmonize_volume(case.pet_mr, case.t1w, case.brain, model, tracer=case.tracer, device="cpu")
+        ablated = harmonize_volume(case.pet_mr, case.t1w, case.brain, ablation, device="cpu")
         images = {
             "none": case.pet_mr,
             "linear": apply_linear(fits, case),
-            "unet": harmonize_volume(case.pet_mr, case.t1w, case.brain, ablation, device="cpu").harmonized,
-            "three-stage": harmonize_volume(
-                case.pet_mr, case.t1w, case.brain, model, tracer=case.tracer, device="cpu"
-            ).harmonized,
+            "unet": ablated.harmonized,
+            "three-stage": mine.harmonized,
         }
         for method in METHODS:
             img = images.get(method)
@@ -483,6 +498,8 @@ def evaluate(cases, model, ablation, fits, combat, threads):
                 means, _ = region_stats(img, case.labels)
                 scores = image_scores(img, case.pet_ct, case.brain)
             scores.update(regional_scores(means, case, ct_stats, truth_stats))
+            if method == "three-stage" and case.ct_hu is not None:
+                scores.update(pseudo_ct_scores(mine.pseudo_ct_hu, case.ct_hu))
             rows.append(
                 {
                     "group": case.group,
@@ -531,6 +548,8 @@ def summarise(rows):
             "cl_absdiff": float(cl.abs().mean()) if len(cl) else None,
             "cl_meandiff": float(cl.mean()) if len(cl) else None,
             "cl_agree": col("cl_agree"),
+            "pct_mae_hu": col("pct_mae_hu"),
+            "pct_bone_dice": col("pct_bone_dice"),
             "n_amyloid": int(len(cl)),
         }
     return out
@@ -587,6 +606,14 @@ def markdown(summary, meta):
                 f"| {fmt(s['bias_true'])} | {cl} | {fmt(s['cl_agree'], pct=True)} |"
             )
         lines.append("")
+        s = summary[group].get("three-stage", {})
+        if s.get("pct_mae_hu") is not None:
+            lines += [
+                f"Pseudo-CT from the T1w (stage 2 through the stage-1 decoder): MAE "
+                f"{s['pct_mae_hu']:.0f} HU inside the head, bone (> 300 HU) Dice "
+                f"{s['pct_bone_dice']:.2f}.",
+                "",
+            ]
     lines += ["## Targets", ""]
     for text, ok in meta["targets"]:
         lines.append(f"- {'met' if ok else '**not met**'}: {text}")
@@ -617,7 +644,12 @@ def markdown(summary, meta):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small run (a few minutes)")
-    parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="Markdown table to write (default: RESULTS.md, or RESULTS-quick.md with --quick)",
+    )
     parser.add_argument(
         "--threads",
         type=int,
@@ -637,6 +669,8 @@ def main(argv=None):
         help="use the unit-test phantom instead of the simulator (pipeline check only)",
     )
     args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = HERE / ("RESULTS-quick.md" if args.quick else "RESULTS.md")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     import torch
 
@@ -736,7 +770,7 @@ def main(argv=None):
     }
     text = markdown(summary, meta)
     args.out.write_text(text)
-    args.out.with_name("results.json").write_text(
+    args.out.with_suffix(".json").write_text(
         json.dumps({"summary": summary, "meta": meta, "rows": rows}, indent=1, default=str)
     )
     sys.stdout.write(text + "\n")

@@ -85,6 +85,7 @@ class HarmonizerConfig:
     seed: int = 0
     mixed_precision: bool = True  #: autocast + GradScaler on CUDA (ignored on CPU)
     mask_dilation: int = 2  #: voxels added around the brain mask for the voxel loss
+    uptake_augment: float = 0.3  #: stage 3: std of the log of a smooth random uptake field
 
     def to_dict(self) -> dict:
         return asdict(self)

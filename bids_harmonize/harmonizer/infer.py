@@ -118,7 +118,7 @@ def harmonize_volume(
     dev = resolve_device(device)
     notes = tracer_notes(tracer, model)
     for note in notes:
-        LOGGER.warning(note)
+        (LOGGER.info if tracer is None else LOGGER.warning)(note)
 
     shape = pet_mr.shape
     factors = None

@@ -93,7 +93,7 @@ class PatchDataset:
     A ``torch.utils.data.Dataset`` by duck typing; ``set_epoch`` changes the draw.
     """
 
-    def __init__(self, volumes, keys, size, length, seed, stage, centre_key, flip=True):
+    def __init__(self, volumes, keys, size, length, seed, stage, centre_key, flip=True, uptake_augment=0.0):
         self.volumes = volumes
         self.keys = keys
         self.size = size
@@ -101,6 +101,7 @@ class PatchDataset:
         self.seed = seed
         self.stage = stage
         self.flip = flip
+        self.uptake_augment = float(uptake_augment)
         self.epoch = 0
         self.centres = []
         for vol in volumes:
@@ -123,14 +124,34 @@ class PatchDataset:
         centres = self.centres[v]
         centre = centres[int(rng.integers(len(centres)))]
         flip = self.flip and rng.random() < 0.5
+        field = None
+        if self.uptake_augment > 0 and "pet" in self.keys:
+            field = uptake_field(rng, self.size, self.uptake_augment)
         out = {}
         for key in self.keys:
             patch = crop(self.volumes[v][key], centre, self.size)
             if flip:
                 patch = patch[::-1].copy()
+            if field is not None and key in ("pet", "target"):
+                patch = patch * field
             tensor = torch.from_numpy(np.ascontiguousarray(patch))[None]
             out[key] = tensor.long() if key == "labels" else tensor.float()
         return out
+
+
+def uptake_field(rng, size: int, sigma: float) -> np.ndarray:
+    """A smooth random positive field ``exp(N(0, sigma))`` interpolated from a 3x3x3 grid.
+
+    Multiplying PET-MR and PET-CT by the same smooth field changes the uptake pattern but
+    (nearly) not their ratio: it teaches stage 3 that ``r`` does not depend on the tracer's
+    uptake pattern, only on anatomy and the scanners.
+    """
+    from scipy import ndimage
+
+    coarse = rng.normal(0.0, sigma, size=(3, 3, 3))
+    coarse -= coarse.mean()
+    field = ndimage.zoom(coarse, size / 3.0, order=1, mode="nearest", grid_mode=True)
+    return np.exp(field[:size, :size, :size]).astype(np.float32)
 
 
 # --------------------------------------------------------------------------- runtime
@@ -532,7 +553,16 @@ def train_model(
 
         def dataset(stage_index, keys, vols, settings, centre_key):
             length = settings.steps_per_epoch * settings.batch_size * rt.world
-            return PatchDataset(vols, keys, size, length, config.seed, stage_index, centre_key)
+            return PatchDataset(
+                vols,
+                keys,
+                size,
+                length,
+                config.seed,
+                stage_index,
+                centre_key,
+                uptake_augment=config.uptake_augment if stage_index == 3 else 0.0,
+            )
 
         report = {}
         if config.correction.use_anatomy:

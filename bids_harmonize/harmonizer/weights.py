@@ -36,7 +36,7 @@ def default_model_dir() -> Path:
     """The shipped demo model (``bids_harmonize/data/models/demo``)."""
     from importlib import resources
 
-    return Path(str(resources.files("bids_harmonize.data").joinpath("models", "demo")))
+    return Path(str(resources.files("bids_harmonize.data").joinpath("models").joinpath("demo")))
 
 
 class ModelError(RuntimeError):

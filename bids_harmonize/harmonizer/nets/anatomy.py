@@ -56,6 +56,9 @@ class ViTEncoder(nn.Module):
         self.blocks = nn.ModuleList(
             [TransformerBlock(hidden_size, mlp_dim, num_heads) for _ in range(num_layers)]
         )
+        for block in self.blocks:  # MONAI builds a cross-attention norm even when unused:
+            if hasattr(block, "norm_cross_attn"):  # drop it so DDP sees no unused parameters
+                block.norm_cross_attn = nn.Identity()
         self.norm = nn.LayerNorm(hidden_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
