@@ -17,9 +17,7 @@ def _pet(root, sub, ses, trc, platform, model):
     path = root / f"sub-{sub}" / f"ses-{ses}" / "pet" / name
     _img(path, np.ones((4, 4, 4)))
     side = path.with_name(path.name.replace(".nii.gz", ".json"))
-    side.write_text(
-        json.dumps({"TracerName": trc, "Platform": platform, "ManufacturersModelName": model})
-    )
+    side.write_text(json.dumps({"TracerName": trc, "Platform": platform, "ManufacturersModelName": model}))
 
 
 def _subject(root, sub, *, ct=True, mr=True, tracer="PiB"):
@@ -27,8 +25,7 @@ def _subject(root, sub, *, ct=True, mr=True, tracer="PiB"):
     _img(root / f"sub-{sub}/anat/sub-{sub}_desc-brain_mask.nii.gz", np.ones((4, 4, 4)))
     if ct:
         _img(
-            root
-            / f"sub-{sub}/ses-petct/anat/sub-{sub}_ses-petct_space-T1w_desc-preproc_CT.nii.gz",
+            root / f"sub-{sub}/ses-petct/anat/sub-{sub}_ses-petct_space-T1w_desc-preproc_CT.nii.gz",
             np.zeros((4, 4, 4)),
         )
     _pet(root, sub, "petct", tracer, "PET-CT", "Biograph Vision")

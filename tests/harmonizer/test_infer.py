@@ -40,13 +40,9 @@ def test_odd_shape_and_determinism(tiny_model_dir, odd_subject):
 
 def test_unseen_tracer_note(tiny_model_dir, odd_subject):
     s = odd_subject
-    res = harmonize_volume(
-        s.pet_mr, s.t1w, s.brain_mask, tiny_model_dir, tracer="FPCIT", device="cpu"
-    )
+    res = harmonize_volume(s.pet_mr, s.t1w, s.brain_mask, tiny_model_dir, tracer="FPCIT", device="cpu")
     assert any("FPCIT" in n and "unseen" in n for n in res.notes)
-    res = harmonize_volume(
-        s.pet_mr, s.t1w, s.brain_mask, tiny_model_dir, tracer="florbetapir", device="cpu"
-    )
+    res = harmonize_volume(s.pet_mr, s.t1w, s.brain_mask, tiny_model_dir, tracer="florbetapir", device="cpu")
     assert any("family (amyloid) was" in n for n in res.notes)
 
 
@@ -64,9 +60,7 @@ def test_bad_inputs(tiny_model_dir, odd_subject):
     with pytest.raises(ValueError, match="one grid"):
         harmonize_volume(s.pet_mr[:-1], s.t1w, s.brain_mask, tiny_model_dir, device="cpu")
     with pytest.raises(ValueError, match="empty"):
-        harmonize_volume(
-            s.pet_mr, s.t1w, np.zeros_like(s.brain_mask), tiny_model_dir, device="cpu"
-        )
+        harmonize_volume(s.pet_mr, s.t1w, np.zeros_like(s.brain_mask), tiny_model_dir, device="cpu")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")

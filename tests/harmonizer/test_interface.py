@@ -19,9 +19,7 @@ def test_harmonize_interface_with_demo_model(tmp_path, monkeypatch):
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
-    node = Harmonize(
-        in_pet=pet, in_t1w=t1w, in_mask=mask, tracer="FPCIT", device="cpu", omp_nthreads=2
-    )
+    node = Harmonize(in_pet=pet, in_t1w=t1w, in_mask=mask, tracer="FPCIT", device="cpu", omp_nthreads=2)
     result = node.run()
     out = result.outputs
     harmonized = nb.load(out.out_file)
@@ -33,9 +31,7 @@ def test_harmonize_interface_with_demo_model(tmp_path, monkeypatch):
     assert info["name"] == "demo" and len(info["sha256"]) == 64
     assert any("FPCIT" in n for n in info["notes"])
     ratio = np.asarray(nb.load(out.out_logratio).dataobj)
-    np.testing.assert_allclose(
-        np.asarray(harmonized.dataobj), s.pet_mr * np.exp(ratio), rtol=1e-4, atol=1e-3
-    )
+    np.testing.assert_allclose(np.asarray(harmonized.dataobj), s.pet_mr * np.exp(ratio), rtol=1e-4, atol=1e-3)
 
 
 def test_device_and_threads_do_not_change_the_hash():

@@ -23,9 +23,7 @@ def test_ct_autoencoder_shapes():
 
 
 def test_vit_encoder_token_grid():
-    enc = ViTEncoder(
-        img_size=32, patch_size=8, hidden_size=48, mlp_dim=96, num_layers=1, num_heads=4
-    )
+    enc = ViTEncoder(img_size=32, patch_size=8, hidden_size=48, mlp_dim=96, num_layers=1, num_heads=4)
     assert enc(torch.rand(1, 1, 32, 32, 32)).shape == (1, 48, 4, 4, 4)
 
 

@@ -97,3 +97,16 @@ def test_crop_pads_outside():
 def test_no_pairs():
     with pytest.raises(InsufficientDataError):
         train_model([], "/nonexistent", device="cpu")
+
+
+def test_uptake_augmentation_keeps_the_ratio(phantom_pairs):
+    vols = [prepare_pair(p) for p in phantom_pairs]
+    keys = ("pet", "target")
+    plain = PatchDataset(vols, keys, 16, 2, seed=0, stage=3, centre_key="mask")
+    augmented = PatchDataset(vols, keys, 16, 2, seed=0, stage=3, centre_key="mask", uptake_augment=0.3)
+    a, b = plain[0], augmented[0]
+    assert not torch.allclose(a["pet"], b["pet"])
+    inside = a["pet"] > 0.1
+    ratio_a = a["target"][inside] / a["pet"][inside]
+    ratio_b = b["target"][inside] / b["pet"][inside]
+    torch.testing.assert_close(ratio_a, ratio_b, rtol=1e-4, atol=1e-5)
