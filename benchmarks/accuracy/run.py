@@ -100,10 +100,22 @@ class Case:
     ct_hu: np.ndarray | None = None
 
 
+def _synth_version() -> str:
+    """Hash of the simulator's source: a changed simulator never reuses old cached subjects."""
+    import hashlib
+
+    import bids_harmonize.synth as synth
+
+    digest = hashlib.sha256()
+    for path in sorted(Path(synth.__file__).parent.glob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def _cache_path(cache_dir, index, tracers, seed, synth_config):
     import hashlib
 
-    key = json.dumps([index, sorted(tracers), seed, repr(synth_config)]).encode()
+    key = json.dumps([index, sorted(tracers), seed, repr(synth_config), _synth_version()]).encode()
     return Path(cache_dir) / f"sub-{index:02d}_{hashlib.sha256(key).hexdigest()[:16]}.npz"
 
 
