@@ -474,6 +474,9 @@ def tiny_training_times(threads):
 
 
 # --------------------------------------------------------------------------- main
+CORRECTION_OVERRIDES: dict = {}  # set from the command line (--correction-norm)
+
+
 def config_for(settings, use_anatomy=True):
     from bids_harmonize.harmonizer.config import HarmonizerConfig
 
@@ -481,7 +484,9 @@ def config_for(settings, use_anatomy=True):
         name: {"epochs": e, "steps_per_epoch": s, "batch_size": b}
         for name, (e, s, b) in settings.stage_steps.items()
     }
-    return HarmonizerConfig().replace(correction={"use_anatomy": use_anatomy}, **changes)
+    return HarmonizerConfig().replace(
+        correction={"use_anatomy": use_anatomy, **CORRECTION_OVERRIDES}, **changes
+    )
 
 
 METHODS = ("none", "linear", "combat", "unet", "three-stage")
@@ -700,7 +705,15 @@ def main(argv=None):
         action="store_true",
         help="use the unit-test phantom instead of the simulator (pipeline check only)",
     )
+    parser.add_argument(
+        "--correction-norm",
+        choices=("instance", "none"),
+        default=None,
+        help="normalisation inside the stage-3 blocks (default: the package default)",
+    )
     args = parser.parse_args(argv)
+    if args.correction_norm:
+        CORRECTION_OVERRIDES["norm"] = args.correction_norm
     if args.out is None:
         args.out = HERE / ("RESULTS-quick.md" if args.quick else "RESULTS.md")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")

@@ -15,6 +15,22 @@ from torch import nn
 NORM = ("instance", {"affine": True})
 
 
+def _res_block(spatial_dims, c_in, c_out, stride, norm: str):
+    """MONAI ``UnetResBlock``; ``norm="none"`` drops its instance norms.
+
+    Without normalisation the absolute amount of bone or uptake in a patch reaches the
+    output (instance norm rescales every patch to the same statistics).
+    """
+    block = UnetResBlock(spatial_dims, c_in, c_out, 3, stride, NORM)
+    if norm == "none":
+        for name in ("norm1", "norm2", "norm3"):
+            if hasattr(block, name):
+                setattr(block, name, nn.Identity())
+    elif norm != "instance":
+        raise ValueError(f"norm must be 'instance' or 'none', not {norm!r}")
+    return block
+
+
 class ResidualCorrectionNet(nn.Module):
     """A two-level 3-D residual U-Net with anatomy gating.
 
@@ -44,24 +60,25 @@ class ResidualCorrectionNet(nn.Module):
         channels: tuple[int, int] = (16, 32),
         max_abs_log_ratio: float = 1.0,
         downsample: int = 2,
+        norm: str = "instance",
     ) -> None:
         super().__init__()
         self.downsample = int(downsample)
         c0, c1 = channels
         self.use_anatomy = anatomy_in > 0
         self.max_abs = float(max_abs_log_ratio)
-        self.pet_in = UnetResBlock(spatial_dims, in_channels, c0, 3, 1, NORM)
+        self.pet_in = _res_block(spatial_dims, in_channels, c0, 1, norm)
         if self.use_anatomy:
             self.anat_proj = nn.Conv3d(anatomy_in, anatomy_channels, kernel_size=1)
-            self.anat_in = UnetResBlock(spatial_dims, anatomy_channels + 1, c0, 3, 1, NORM)
+            self.anat_in = _res_block(spatial_dims, anatomy_channels + 1, c0, 1, norm)
             self.gate = nn.Conv3d(c0, c0, kernel_size=3, padding=1)
-            self.fuse = UnetResBlock(spatial_dims, 2 * c0, c0, 3, 1, NORM)
+            self.fuse = _res_block(spatial_dims, 2 * c0, c0, 1, norm)
         else:
-            self.fuse = UnetResBlock(spatial_dims, c0, c0, 3, 1, NORM)
-        self.down = UnetResBlock(spatial_dims, c0, c1, 3, 2, NORM)
-        self.bottom = UnetResBlock(spatial_dims, c1, c1, 3, 1, NORM)
+            self.fuse = _res_block(spatial_dims, c0, c0, 1, norm)
+        self.down = _res_block(spatial_dims, c0, c1, 2, norm)
+        self.bottom = _res_block(spatial_dims, c1, c1, 1, norm)
         self.up = nn.Conv3d(c1, c0, kernel_size=1)
-        self.decode = UnetResBlock(spatial_dims, 2 * c0, c0, 3, 1, NORM)
+        self.decode = _res_block(spatial_dims, 2 * c0, c0, 1, norm)
         self.head = nn.Conv3d(c0, out_channels, kernel_size=1)
         nn.init.zeros_(self.head.weight)  # starts as the identity correction (r = 0)
         nn.init.zeros_(self.head.bias)
@@ -115,4 +132,5 @@ def build_correction_net(anatomy_cfg, correction_cfg) -> ResidualCorrectionNet:
         channels=tuple(correction_cfg.channels),
         max_abs_log_ratio=correction_cfg.max_abs_log_ratio,
         downsample=correction_cfg.downsample,
+        norm=correction_cfg.norm,
     )
