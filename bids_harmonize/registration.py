@@ -17,11 +17,13 @@ LOGGER = logging.getLogger("bids_harmonize.registration")
 SETTINGS = {
     "precise": {"aff_iterations": (1000, 500, 250, 50), "reg_iterations": (70, 50, 20),
                 "aff_shrink_factors": (8, 4, 2, 1), "aff_smoothing_sigmas": (3, 2, 1, 0)},
-    "sloppy": {"aff_iterations": (200, 100, 20), "reg_iterations": (20, 10, 0),
-               "aff_shrink_factors": (4, 2, 1), "aff_smoothing_sigmas": (2, 1, 0)},
+    "sloppy": {"aff_iterations": (100, 50), "reg_iterations": (20, 10, 0),
+               "aff_shrink_factors": (4, 2), "aff_smoothing_sigmas": (2, 1)},
     # frame-to-frame realignment: small motions, noisy frames; full resolution adds nothing
     "frames": {"aff_iterations": (100, 50), "aff_shrink_factors": (4, 2),
                "aff_smoothing_sigmas": (2, 1)},
+    "frames_sloppy": {"aff_iterations": (50,), "aff_shrink_factors": (4,),
+                      "aff_smoothing_sigmas": (2,)},
 }
 
 

@@ -1,4 +1,9 @@
-"""``participant`` then ``group`` on a generated 2-subject dataset, validated as BIDS."""
+"""``participant`` then ``group`` on a generated 2-subject dataset, validated as BIDS.
+
+A third subject, a copy of sub-02 whose PET-MR frames in the uptake window are
+empty, passes the input checks but fails at run time: the run goes on for the
+others, exits 1 and names it (one run serves both checks, to keep CI short).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,9 @@ import json
 import shutil
 import subprocess
 
+import nibabel as nb
+import numpy as np
+import pandas as pd
 import pytest
 
 from bids_harmonize.cli.run import main
@@ -13,15 +21,62 @@ from bids_harmonize.cli.run import main
 pytestmark = pytest.mark.slow
 
 
+def _add_broken_subject(bids):
+    """sub-03: sub-02's files, with the PET-MR frames of the PiB window (50-70 min) zeroed."""
+    for src in sorted((bids / "sub-02").rglob("*")):
+        if src.is_file():
+            dst = bids / str(src.relative_to(bids)).replace("sub-02", "sub-03")
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)
+    pet = bids / "sub-03/ses-petmr/pet/sub-03_ses-petmr_trc-PiB_pet.nii.gz"
+    img = nb.load(pet)
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    starts = json.loads(pet.with_name(pet.name.replace(".nii.gz", ".json")).read_text())[
+        "FrameTimesStart"]
+    data[..., [i for i, t in enumerate(starts) if t >= 50 * 60]] = 0
+    nb.save(nb.Nifti1Image(data, img.affine, img.header), pet)
+    participants = bids / "participants.tsv"
+    lines = participants.read_text().splitlines()
+    lines.append("\t".join(["sub-03", *lines[-1].split("\t")[1:]]))
+    participants.write_text("\n".join(lines) + "\n")
+
+
 @pytest.fixture(scope="module")
-def derivatives(synth_bids, templateflow_home, tmp_path_factory):
-    out = tmp_path_factory.mktemp("e2e") / "out"
-    work = out.parent / "work"
+def run(synth_bids, templateflow_home, tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    bids = root / "bids"
+    shutil.copytree(synth_bids, bids)
+    _add_broken_subject(bids)
+    out = root / "out"
     common = ["--output-spaces", "MNI152NLin2009aSym", "T1w", "--sloppy", "--nprocs", "2",
-              "--omp-nthreads", "1", "-w", str(work)]
-    assert main([str(synth_bids), str(out), "participant", *common]) == 0
-    assert main([str(synth_bids), str(out), "group"]) == 0
-    return out
+              "--omp-nthreads", "1", "-w", str(root / "work")]
+    participant_code = main([str(bids), str(out), "participant", *common])
+    group_code = main([str(bids), str(out), "group"])
+    return out, participant_code, group_code
+
+
+@pytest.fixture(scope="module")
+def derivatives(run):
+    return run[0]
+
+
+def test_failed_subject_is_reported_and_others_finish(run, capsys):
+    out, participant_code, group_code = run
+    assert participant_code == 1 and group_code == 0
+    assert list((out / "sub-03" / "log").rglob("crash-*"))
+    assert not (out / "sub-01" / "log").exists()
+    crash = next((out / "sub-03" / "log").rglob("crash-*")).read_text()
+    assert "hold no signal" in crash
+    assert "Errors" in (out / "sub-03.html").read_text()
+    # sub-03's PET-CT branch still finished
+    assert list((out / "sub-03/ses-petct/pet").glob("*_space-T1w_desc-preproc_pet.nii.gz"))
+    # the group level keeps sub-03's PET-CT row; it has no PET-MR value to pair
+    measures = pd.read_csv(out / "group" / "measures.tsv", sep="\t", dtype={"subject": str})
+    assert set(measures.loc[measures.subject == "03", "platform"]) == {"PET-CT"}
+    pairs = pd.read_csv(out / "group" / "pairs.tsv", sep="\t", dtype={"subject": str},
+                        na_values="n/a")
+    assert pairs.loc[pairs.subject == "03", "petmr_raw"].isna().all()
+    assert pairs.loc[pairs.subject != "03", "petmr_raw"].notna().all()
 
 
 def _pet(out, sub, ses, rest):

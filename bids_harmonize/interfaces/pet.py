@@ -62,6 +62,12 @@ class PETStaticImage(SimpleInterface):
         weights = window_weights(starts, durations, tuple(self.inputs.window_min))
         used = np.flatnonzero(weights > 0)
         motion_mm = [0.0] * len(used)
+        # "empty": the window's peak is a rounding error next to the series' peak
+        if np.abs(data[..., used]).max() <= 1e-3 * max(np.abs(data).max(), 1e-30):
+            raise ValueError(
+                f"{self.inputs.in_file}: the frames of the uptake window "
+                f"({self.inputs.window_min[0]:g}-{self.inputs.window_min[1]:g} min) hold no signal"
+            )
 
         if self.inputs.realign and len(used) > 1:
             reference = cwd / "window_mean.nii.gz"
@@ -70,7 +76,8 @@ class PETStaticImage(SimpleInterface):
                 frame_file = cwd / f"frame{frame_index:03d}.nii.gz"
                 nb.save(nb.Nifti1Image(data[..., frame_index], img.affine), frame_file)
                 reg = register_rigid(str(frame_file), str(reference), cwd,
-                                     prefix=f"frame{frame_index:03d}_", profile="frames",
+                                     prefix=f"frame{frame_index:03d}_",
+                                     profile="frames_sloppy" if self.inputs.sloppy else "frames",
                                      seed=self.inputs.seed)
                 moved = apply_transforms(str(frame_file), str(reference), reg["forward"],
                                          str(cwd / f"frame{frame_index:03d}_moved.nii.gz"))
