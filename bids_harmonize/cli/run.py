@@ -181,7 +181,10 @@ def run_participant(config: RunConfig) -> int:
         for node in workflow.get_node(f"sub_{plan.subject}_wf")._get_all_nodes():
             node.config = {"execution": {"crashdump_dir": crash_dir}}
     if config.write_graph:
-        workflow.write_graph(graph2use="colored", format="svg", simple_form=True)
+        try:
+            workflow.write_graph(graph2use="colored", format="svg", simple_form=True)
+        except OSError as exc:  # graphviz's 'dot' is not installed: the .dot file is there
+            LOGGER.warning("Workflow graph written as .dot only under %s (%s)", work, exc)
     LOGGER.info("Running %d subject(s) (%s); skipped: %s", len(plans),
                 ", ".join(f"sub-{p.subject}" for p in plans), skipped or "none")
     plugin, plugin_args = "Linear", {}
