@@ -793,7 +793,9 @@ def main(argv=None):
         )
     meta = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "command": "python benchmarks/accuracy/run.py" + (" --quick" if args.quick else ""),
+        "command": "python benchmarks/accuracy/run.py"
+        + (" --quick" if args.quick else "")
+        + (f" --correction-norm {args.correction_norm}" if args.correction_norm else ""),
         "settings": settings.name,
         "machine": f"{platform.machine()} CPU ({os.cpu_count()} cores visible)",
         "threads": args.threads,

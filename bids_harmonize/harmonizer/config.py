@@ -43,7 +43,7 @@ class CorrectionConfig:
     use_anatomy: bool = True  #: False gives the image-to-image ablation (PET only)
     max_abs_log_ratio: float = 1.0  #: r is bounded by tanh to +-this value
     downsample: int = 2  #: r is predicted at 1/downsample resolution (low-frequency r)
-    norm: str = "instance"  #: "instance" or "none" (normalisation inside the res blocks)
+    norm: str = "none"  #: "none" or "instance" (instance norm hides how much bone a patch has)
 
 
 @dataclass(frozen=True)

@@ -60,7 +60,7 @@ class ResidualCorrectionNet(nn.Module):
         channels: tuple[int, int] = (16, 32),
         max_abs_log_ratio: float = 1.0,
         downsample: int = 2,
-        norm: str = "instance",
+        norm: str = "none",
     ) -> None:
         super().__init__()
         self.downsample = int(downsample)
