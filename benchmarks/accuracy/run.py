@@ -1,5 +1,6 @@
 """Accuracy benchmark of the three-stage harmonizer against baselines, on simulated subjects.
 
+    pip install -e ".[benchmarks]"                 # the ComBat baseline (neuroHarmonize)
     python benchmarks/accuracy/run.py --quick      # a few minutes on 2 CPU cores
     python benchmarks/accuracy/run.py              # larger default
 
