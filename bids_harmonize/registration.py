@@ -48,9 +48,9 @@ def n4_bias_correct(in_file: str, out_file: str, *, sloppy: bool = False) -> str
     ants = _ants()
     img = ants.image_read(in_file)
     head = ants.get_mask(img)
-    conv = {"iters": [20, 10], "tol": 1e-5} if sloppy else {"iters": [50, 50, 30], "tol": 1e-7}
-    corrected = ants.n4_bias_field_correction(img, mask=head, shrink_factor=2 if sloppy else 1,
-                                              convergence=conv)
+    # shrink 4 (as fMRIPrep does): the bias field is smooth; full resolution cost 117 s vs 2 s
+    conv = {"iters": [20, 10], "tol": 1e-5} if sloppy else {"iters": [50, 50, 30], "tol": 1e-6}
+    corrected = ants.n4_bias_field_correction(img, mask=head, shrink_factor=4, convergence=conv)
     ants.image_write(corrected, out_file)
     return out_file
 
