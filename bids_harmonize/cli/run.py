@@ -7,6 +7,9 @@ import os
 # No telemetry, no network at run time: set before nipype is ever imported.
 os.environ.setdefault("NIPYPE_NO_ET", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# ITK's HDF5 locks .h5 transforms on open: parallel nodes reading one transform then fail
+# ("unable to lock file") or crash; reading never needs the lock
+os.environ.setdefault("HDF5_USE_FILE_LOCKING", "FALSE")
 
 import json  # noqa: E402
 import logging  # noqa: E402
