@@ -452,21 +452,7 @@ def tiny_training_times(threads):
     from bids_harmonize.harmonizer.train import train_model
 
     torch.set_num_threads(threads)
-    cfg = HarmonizerConfig().replace(
-        anatomy={
-            "roi_size": 16,
-            "patch_size": 4,
-            "hidden_size": 32,
-            "mlp_dim": 64,
-            "num_layers": 1,
-            "num_heads": 2,
-            "decoder_channels": 8,
-        },
-        correction={"channels": (8, 16), "anatomy_channels": 4},
-        stage1={"epochs": 2, "steps_per_epoch": 3},
-        stage2={"epochs": 2, "steps_per_epoch": 3},
-        stage3={"epochs": 2, "steps_per_epoch": 3},
-    )
+    cfg = HarmonizerConfig.tiny()  # the test suite's configuration
     pairs = [phantom_pair(i, shape=(24, 28, 24)) for i in range(3)]
     with tempfile.TemporaryDirectory() as tmp:
         out = train_model(pairs, Path(tmp) / "m", cfg, device="cpu", progress=False)

@@ -8,21 +8,7 @@ import torch
 from bids_harmonize.harmonizer.config import HarmonizerConfig
 from bids_harmonize.harmonizer.phantom import phantom_pair
 
-TINY = HarmonizerConfig().replace(
-    anatomy={
-        "roi_size": 16,
-        "patch_size": 4,
-        "hidden_size": 32,
-        "mlp_dim": 64,
-        "num_layers": 1,
-        "num_heads": 2,
-        "decoder_channels": 8,
-    },
-    correction={"channels": (8, 16), "anatomy_channels": 4},
-    stage1={"epochs": 2, "steps_per_epoch": 3, "batch_size": 2},
-    stage2={"epochs": 2, "steps_per_epoch": 3, "batch_size": 2},
-    stage3={"epochs": 2, "steps_per_epoch": 3, "batch_size": 2},
-)
+TINY = HarmonizerConfig.tiny()
 
 
 @pytest.fixture(autouse=True)
