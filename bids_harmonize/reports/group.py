@@ -46,6 +46,13 @@ td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}th{background:#f0f0
 """
 
 
+def _select(table: pd.DataFrame, tracer: str, seg: str) -> pd.DataFrame:
+    """Rows of one tracer and atlas (an empty table stays as it is)."""
+    if table.empty:
+        return table
+    return table.loc[(table["tracer"] == tracer) & (table["seg"] == seg)]
+
+
 def _read(path: Path) -> pd.DataFrame:
     if not path.is_file():
         return pd.DataFrame()
@@ -247,8 +254,7 @@ def write_group_report(group_dir: str | Path) -> Path:
                 "solid line is the average difference (bias), the dashed lines the 95% limits "
                 "of agreement (bias +/- 1.96 SD): 95% of subjects' differences fall between "
                 "them. Narrower limits around zero mean better agreement."))
-            am = agree_m.loc[(agree_m["tracer"] == tracer) & (agree_m["seg"] == seg)] \
-                if not agree_m.empty else agree_m
+            am = _select(agree_m, tracer, seg)
             parts.append("<h3>Agreement of the summary measures</h3><p class='explain'>"
                          "n: subjects with both platforms; mean_diff/sd_diff: mean and SD of "
                          "PET-MR - PET-CT; percent_bias: mean of 100*(PET-MR - PET-CT)/PET-CT; "
@@ -257,8 +263,7 @@ def write_group_report(group_dir: str | Path) -> Path:
                          "bias); pearson_r / spearman_rho: correlations; mean_abs_diff: mean "
                          "absolute difference (for centiloid, in CL).</p>"
                          + _table(am.drop(columns=["tracer", "seg"], errors="ignore")))
-            ar = agree_r.loc[(agree_r["tracer"] == tracer) & (agree_r["seg"] == seg)] \
-                if not agree_r.empty else agree_r
+            ar = _select(agree_r, tracer, seg)
             if not ar.empty:
                 parts.append(_figure(
                     plot_region_bias(ar, f"{tracer}: regional SUVR bias",
@@ -267,11 +272,9 @@ def write_group_report(group_dir: str | Path) -> Path:
                     "and after harmonization (regions with the largest raw bias first, at "
                     f"most {MAX_BARS}). PET-MR attenuation correction typically under-"
                     "estimates cortex near the skull; harmonized bars should be near zero."))
-            ct = cut.loc[(cut["tracer"] == tracer) & (cut["seg"] == seg)] \
-                if not cut.empty else cut
+            ct = _select(cut, tracer, seg)
             if not ct.empty:
-                ch = changes.loc[(changes["tracer"] == tracer) & (changes["seg"] == seg)] \
-                    if not changes.empty else changes
+                ch = _select(changes, tracer, seg)
                 parts.append("<h3>Cut-off transfer</h3><p class='explain'>Each subject is "
                              "called positive or negative with the PET-CT cut-off on both "
                              "platforms. percent_agreement: subjects called alike; kappa: "
@@ -290,7 +293,7 @@ def write_group_report(group_dir: str | Path) -> Path:
                 if f.is_file():
                     mats[cond] = pd.read_csv(f, sep="\t", index_col=0, na_values=["n/a"])
             if not sims.empty:
-                for _, r in sims.loc[(sims["tracer"] == tracer) & (sims["seg"] == seg)].iterrows():
+                for _, r in _select(sims, tracer, seg).iterrows():
                     sim[r["comparison"]] = r["similarity"]
             if len(mats) > 1:
                 parts.append(_figure(
