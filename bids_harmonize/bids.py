@@ -324,19 +324,12 @@ def _plan_subject(layout, subject, *, session_label, tracer_label, bids_filters,
         if not path.with_name(path.name.replace(".nii.gz", ".json").replace(".nii", ".json")).exists():
             metadata = None
         check_pet(path, metadata)
-        tracer_name = _entity(layout, pet, "tracer") or metadata.get("TracerName")
-        try:
-            tracer = get_tracer(tracer_name or metadata.get("TracerName", "")).name
-        except UnknownTracerError:
-            try:
-                tracer = get_tracer(metadata.get("TracerName", "")).name
-            except UnknownTracerError as exc:
-                raise InputError(f"{path}: {exc}") from None
-        window = uptake_windows.get(tracer, get_tracer(tracer).window_min)
+        tracer = _resolve_tracer(_entity(layout, pet, "tracer"), metadata.get("TracerName"), path)
+        window = uptake_windows.get(tracer.name, tracer.window_min)
         try:
             window_weights(metadata["FrameTimesStart"], metadata["FrameDuration"], tuple(window))
         except FrameWindowError as exc:
-            raise InputError(f"{path}: {exc} ({tracer}); see --uptake-window") from None
+            raise InputError(f"{path}: {exc} ({tracer.name}); see --uptake-window") from None
         cts = layout.get(
             suffix="CT", session=session, **query, **_filters(bids_filters, "ct")
         ) if session else []
@@ -349,8 +342,9 @@ def _plan_subject(layout, subject, *, session_label, tracer_label, bids_filters,
         )
         if platform is None:
             raise InputError(f"{path}: cannot tell PET-MR from PET-CT ({how}); use --platform-map")
-        LOGGER.info("sub-%s ses-%s trc-%s: %s, from %s", subject, session, tracer, platform, how)
-        series.append(PetSeries(path, subject, session, tracer, metadata, platform, how, ct))
+        LOGGER.info("sub-%s ses-%s trc-%s: %s, from %s", subject, session, tracer.name, platform,
+                    how)
+        series.append(PetSeries(path, subject, session, tracer.name, metadata, platform, how, ct))
 
     sessions_with_pet = {s.session for s in series}
     t1w = _pick_t1w(layout, t1ws, sessions_with_pet)
@@ -360,6 +354,17 @@ def _plan_subject(layout, subject, *, session_label, tracer_label, bids_filters,
         return None, "no T1w in any session (needed for registration)"
     check_nifti(Path(t1w), ndim=(3,))
     return SubjectPlan(subject=subject, t1w=Path(t1w), pet=series), ""
+
+
+def _resolve_tracer(label: str | None, tracer_name: str | None, path: Path):
+    """The tracer of a PET file: its ``trc-`` label, else the sidecar's ``TracerName``."""
+    error = None
+    for candidate in filter(None, (label, tracer_name)):
+        try:
+            return get_tracer(candidate)
+        except UnknownTracerError as exc:
+            error = error or exc
+    raise InputError(f"{path}: {error or 'no trc- label and no TracerName in the sidecar'}")
 
 
 def _entity(layout, filename: str, name: str):
