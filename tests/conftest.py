@@ -24,6 +24,26 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TEST_TEMPLATE = "MNI152NLin2009aSym"
 
 
+INTEGRATION_MARKERS = ("container", "slurm")
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--integration", action="store_true",
+        help="also run the container and SLURM tests (they install system packages and take "
+        "minutes; .ci/integration runs them)",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--integration"):
+        return
+    skip = pytest.mark.skip(reason="integration test: run with --integration (see .ci/integration)")
+    for item in items:
+        if any(item.get_closest_marker(m) for m in INTEGRATION_MARKERS):
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def templateflow_home() -> Path:
     """A TemplateFlow home holding tpl-MNI152NLin2009aSym built from nilearn's files."""
