@@ -41,6 +41,8 @@ class RunConfig:
     no_harmonization: bool = False
     device: str = "auto"
     nprocs: int = 1
+    nipype_plugin: str | None = None
+    plugin_args: dict = field(default_factory=dict)
     omp_nthreads: int = 1
     mem_gb: float | None = None
     work_dir: Path | None = None

@@ -48,6 +48,25 @@ def _positive_float(value: str) -> float:
     return number
 
 
+def _plugin_args(value: str) -> dict:
+    """A JSON object, given inline or as a ``.json`` file."""
+    import json
+
+    text = value
+    if not value.lstrip().startswith("{"):
+        path = Path(value).expanduser()
+        if not path.is_file():
+            raise argparse.ArgumentTypeError(f"neither a JSON object nor an existing file: {value}")
+        text = path.read_text()
+    try:
+        args = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc.msg}): {value}") from None
+    if not isinstance(args, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object: {value}")
+    return args
+
+
 def _label(value: str) -> str:
     label = value.removeprefix("sub-").removeprefix("ses-").removeprefix("trc-")
     if not label or not label.isalnum():
@@ -186,6 +205,19 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument(
         "--nprocs", "--n-cpus", type=_positive_int, default=os.cpu_count() or 1,
         help="processes Nipype may run at once",
+    )
+    perf.add_argument(
+        "--nipype-plugin", choices=("Linear", "MultiProc", "SLURM", "SLURMGraph"), default=None,
+        help="how Nipype runs the graph: in this process (Linear), in --nprocs local processes "
+        "(MultiProc; the default when --nprocs > 1), or one SLURM job per node from this "
+        "controller process (SLURM: it waits and polls; SLURMGraph: submits the whole graph "
+        "with dependencies, then this process waits for the jobs)",
+    )
+    perf.add_argument(
+        "--plugin-args", type=_plugin_args, default={}, metavar="JSON|FILE",
+        help='extra Nipype plugin arguments as a JSON object or .json file, e.g. '
+        '\'{"sbatch_args": "--partition=short --time=1:00:00"}\' (SLURM: every node job gets '
+        "its CPUs and memory plus these sbatch arguments)",
     )
     perf.add_argument("--omp-nthreads", type=_positive_int, default=None, help="threads per process")
     perf.add_argument("--mem", "--mem-gb", dest="mem_gb", type=_positive_float, help="memory cap (GB)")

@@ -58,6 +58,7 @@ def config_from_args(args) -> RunConfig:
         skip_bids_validation=args.skip_bids_validation, platform_map=args.platform_map,
         output_spaces=args.output_spaces, model_dir=args.model_dir,
         no_harmonization=args.no_harmonization, device=args.device, nprocs=args.nprocs,
+        nipype_plugin=args.nipype_plugin, plugin_args=args.plugin_args,
         omp_nthreads=args.omp_nthreads or max(1, min(args.nprocs, 8)), mem_gb=args.mem_gb,
         work_dir=args.work_dir, stop_on_first_crash=args.stop_on_first_crash,
         sloppy=args.sloppy, write_graph=args.write_graph, verbose=args.verbose,
@@ -110,9 +111,23 @@ def check_device(device: str) -> str:
 def run_participant(config: RunConfig) -> int:
     """Discover, build the Nipype graph, run it, write reports; return the exit status."""
     from bids_harmonize.bids import InputError, discover, read_platform_map, validate_bids
+    from bids_harmonize.execution import (
+        choose_plugin,
+        request_node_resources,
+        run_workflow,
+        unfinished_nodes,
+    )
     from bids_harmonize.provenance import write_dataset_description
+    from bids_harmonize.slurm.scheduler import SlurmError
     from bids_harmonize.templates import TemplateNotFoundError, get_template
 
+    run_id = time.strftime("%Y%m%d-%H%M%S") + "_" + uuid.uuid4().hex[:8]
+    try:  # first: no SLURM for a SLURM plugin is a one-line error before any work
+        execution = choose_plugin(config.nipype_plugin, nprocs=config.nprocs,
+                                  mem_gb=config.mem_gb, run_id=run_id,
+                                  user_args=config.plugin_args)
+    except (SlurmError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
     templates = config.template_spaces
     if len(templates) != 1:
         raise UsageError(
@@ -151,7 +166,6 @@ def run_participant(config: RunConfig) -> int:
 
     from bids_harmonize.workflows.base import init_bids_harmonize_wf
 
-    run_id = time.strftime("%Y%m%d-%H%M%S") + "_" + uuid.uuid4().hex[:8]
     out = config.output_dir
     work = config.work_dir or out / "work"
     write_dataset_description(out, config.bids_dir)
@@ -160,7 +174,8 @@ def run_participant(config: RunConfig) -> int:
     ncfg.update_config({
         "execution": {"crashfile_format": "txt", "stop_on_first_crash": config.stop_on_first_crash,
                       "remove_unnecessary_outputs": False, "hash_method": "timestamp",
-                      "poll_sleep_duration": 0.2,
+                      # SLURM: each poll runs squeue once per queued job
+                      "poll_sleep_duration": 2 if execution.on_slurm else 0.2,
                       "crashdump_dir": str(out / "logs" / "crash")},
         "monitoring": {"enabled": False},
         # node-by-node progress from the engine; interface chatter only with -v
@@ -190,32 +205,24 @@ def run_participant(config: RunConfig) -> int:
             LOGGER.warning("Workflow graph written as .dot only under %s (%s)", work, exc)
     LOGGER.info("Running %d subject(s) (%s); skipped: %s", len(plans),
                 ", ".join(f"sub-{p.subject}" for p in plans), skipped or "none")
-    plugin, plugin_args = "Linear", {}
-    if config.nprocs > 1:
-        plugin = "MultiProc"
-        # forkserver: workers never inherit torch/OpenMP thread state (fork deadlocks);
-        # the server preloads the light, thread-free modules every node needs
-        import multiprocessing
-
-        multiprocessing.set_forkserver_preload(
-            ["numpy", "nibabel", "nipype.pipeline.engine", "bids_harmonize.interfaces.bids"]
-        )
-        plugin_args = {"n_procs": config.nprocs, "raise_insufficient": False,
-                       "mp_context": "forkserver"}
-        if config.mem_gb:
-            plugin_args["memory_gb"] = config.mem_gb
-    error = None
+    request_node_resources(workflow, execution)
     started = time.time()
-    try:
-        workflow.run(plugin=plugin, plugin_args=plugin_args)
-    except Exception as exc:  # nipype raises RuntimeError; plugins may raise others
-        error = exc
+    error = run_workflow(workflow, execution)
     elapsed = time.time() - started
 
-    failed = [p.subject for p in plans
-              if any((out / f"sub-{p.subject}" / "log" / run_id).glob("crash-*"))]
-    if error is not None and not failed:
-        failed = [p.subject for p in plans]
+    failed = {p.subject for p in plans
+              if any((out / f"sub-{p.subject}" / "log" / run_id).glob("crash-*"))}
+    if error is not None:
+        unfinished = unfinished_nodes(workflow)
+        LOGGER.error("Nipype stopped with %s: %s", type(error).__name__,
+                     str(error).strip().splitlines()[0] if str(error).strip() else "(no message)")
+        if unfinished:
+            LOGGER.error("%d node(s) did not finish: %s%s", len(unfinished),
+                         ", ".join(unfinished[:10]), " ..." if len(unfinished) > 10 else "")
+        failed |= {p.subject for p in plans
+                   if any(n.split(".")[1:2] == [f"sub_{p.subject}_wf"] for n in unfinished)}
+        failed = failed or {p.subject for p in plans}
+    failed = sorted(failed)
     _write_reports(out, plans, workflow, failed, run_id)
     LOGGER.info("Participant level finished in %.0f s", elapsed)
     if skipped:
