@@ -121,15 +121,23 @@ def run_workflow(workflow, execution: Execution, poll: float = 2.0) -> BaseExcep
 
 
 def unfinished_nodes(workflow) -> list[str]:
-    """Nodes that never wrote a result file (not run, failed, or killed while running).
+    """Nodes without a successful result: never run, failed, or killed while running.
 
     Node folders are found as ``Workflow.run`` lays them out: the flattened graph's
-    hierarchy under the workflow's ``base_dir``.
+    hierarchy under the workflow's ``base_dir``. A failed node's result file holds
+    its traceback (local plugins); the batch plugins rename it to ``crashstore.pklz``.
     """
+    from nipype.utils.filemanip import loadpkl
+
     missing = []
     for node in workflow._create_flat_graph().nodes():
         node.base_dir = workflow.base_dir
         name = f"{node._hierarchy}.{node.name}" if node._hierarchy else node.name
-        if not any(Path(node.output_dir()).glob("result_*.pklz")):
+        results = sorted(Path(node.output_dir()).glob("result_*.pklz"))
+        try:
+            failed = not results or getattr(loadpkl(results[0]).runtime, "traceback", None)
+        except Exception:  # noqa: BLE001 - unreadable (truncated by a kill): not finished
+            failed = True
+        if failed:
             missing.append(name)
     return sorted(missing)
