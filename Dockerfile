@@ -1,0 +1,141 @@
+# syntax=docker/dockerfile:1.7
+# bids_harmonize BIDS App image.
+#
+#   online:   docker build -t bids_harmonize .                      (torch from PyPI, CUDA bundled)
+#             docker build --build-arg TORCH_VARIANT=cpu -t bids_harmonize:cpu .
+#   offline:  podman build --network none --build-context wheels=WHEELHOUSE ...
+#             (workflows/container/build.sh does this; wheelhouse.sh fills WHEELHOUSE)
+#
+# Stages: wheels (empty unless a 'wheels' build context replaces it), build (the project's
+# wheel), runtime (the default target), test (runtime + the 'test' extra and tests/, for CI).
+
+# Python 3.11.13 on Debian bookworm, pinned by its multi-platform manifest digest.
+ARG BASE_IMAGE=python:3.11.13-slim-bookworm@sha256:86adf8dbadc3d6e82ee5dd2c74bec2e1c2467cdad47886280501df722372d2e1
+
+# An empty wheelhouse: online builds install from the indexes. A build context named 'wheels'
+# (--build-context wheels=DIR) takes this stage's place; when it holds wheels, every pip call
+# below uses only them (--no-index), so the build works with --network none.
+FROM scratch AS wheels
+
+FROM ${BASE_IMAGE} AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_ROOT_USER_ACTION=ignore
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY bids_harmonize ./bids_harmonize
+# The build requirements (pyproject's [build-system]) come from the wheelhouse when it has any.
+RUN --mount=type=bind,from=wheels,target=/wheels \
+    if ls /wheels/*.whl >/dev/null 2>&1; then \
+      export PIP_NO_INDEX=1 PIP_FIND_LINKS=/wheels; \
+    fi \
+    && python3 -m pip wheel --no-deps --wheel-dir /dist /src \
+    && for wheel in /dist/bids_harmonize-*.whl; do echo "${wheel}[test]"; done > /dist/test-requirements.txt \
+    && ls -l /dist
+
+FROM ${BASE_IMAGE} AS runtime
+ARG TORCH_VARIANT=cuda
+ARG TORCH_VERSION=2.13.0
+# TemplateFlow templates to fetch from TemplateFlow's server at build time, besides the
+# MNI152NLin2009aSym that is always built offline from nilearn's files (space-separated,
+# e.g. "MNI152NLin2009cAsym", the app's default output space; needs network).
+ARG TEMPLATEFLOW_FETCH=""
+ARG VERSION=""
+ARG REVISION=""
+ARG CREATED=""
+ARG SOURCE="https://github.com/bids-harmonize/bids_harmonize"
+ARG IMAGE_TAG="bids_harmonize:${VERSION}"
+
+LABEL org.opencontainers.image.title="bids_harmonize" \
+      org.opencontainers.image.description="BIDS App harmonizing PET-MR brain PET towards PET-CT" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.created="${CREATED}" \
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.bids-harmonize.torch-variant="${TORCH_VARIANT}"
+
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_ROOT_USER_ACTION=ignore \
+    PATH=/opt/venv/bin:$PATH
+
+RUN python3 -m venv /opt/venv
+# torch first, from its variant's index (or the wheelhouse), then the project with its
+# dependencies (torch is then already satisfied). The import check refuses a torch of the
+# wrong variant (a CPU wheel in a 'cuda' image or the other way round).
+RUN --mount=type=bind,from=wheels,target=/wheels \
+    --mount=type=bind,from=build,source=/dist,target=/dist \
+    if ls /wheels/*.whl >/dev/null 2>&1; then \
+      export PIP_NO_INDEX=1 PIP_FIND_LINKS=/wheels; \
+      local_label=""; \
+    elif [ "${TORCH_VARIANT}" = cpu ]; then \
+      export PIP_INDEX_URL=https://download.pytorch.org/whl/cpu; \
+      local_label="+cpu"; \
+    else \
+      local_label=""; \
+    fi \
+    && pip install "torch==${TORCH_VERSION}${local_label}" \
+    && unset PIP_INDEX_URL \
+    && pip install /dist/bids_harmonize-*.whl \
+    && python -c "import sys, torch; cuda = torch.version.cuda is not None; \
+sys.exit(0 if cuda == ('${TORCH_VARIANT}' == 'cuda') else \
+f'torch {torch.__version__} does not match TORCH_VARIANT=${TORCH_VARIANT}')" \
+    && python -c "import bids_harmonize, sys; v = bids_harmonize.__version__; \
+sys.exit(0 if '${VERSION}' in ('', v) else f'VERSION build arg ${VERSION} != package version {v}')"
+
+# Templates: baked in, read-only at run time; nothing is downloaded when the app runs.
+ENV TEMPLATEFLOW_HOME=/opt/templateflow \
+    TEMPLATEFLOW_AUTOUPDATE=0
+RUN bids_harmonize-templates /opt/templateflow \
+    && for tpl in ${TEMPLATEFLOW_FETCH}; do \
+      python -c "import sys, templateflow.api as tf; name = sys.argv[1]; \
+tf.get(name, resolution=2, desc=None, suffix='T1w'); \
+tf.get(name, resolution=2, desc='brain', suffix='mask'); \
+tf.get(name, resolution=2, suffix='probseg')" "${tpl}" || exit 1; \
+    done \
+    && python -c "import sys; from bids_harmonize.templates import get_template; \
+[print(get_template(t).t1w) for t in ['MNI152NLin2009aSym', *sys.argv[1:]]]" ${TEMPLATEFLOW_FETCH} \
+    && chmod -R a+rX /opt/templateflow
+
+# A non-root user; every cache and config goes to /tmp so that the image runs with a
+# read-only root file system, a tmpfs /tmp and only the output folders writable, and under
+# Apptainer as whatever user calls it.
+RUN groupadd --gid 1000 bids \
+    && useradd --uid 1000 --gid 1000 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin bids
+ENV HOME=/tmp \
+    XDG_CACHE_HOME=/tmp/.cache \
+    XDG_CONFIG_HOME=/tmp/.config \
+    XDG_DATA_HOME=/tmp/.local/share \
+    MPLCONFIGDIR=/tmp/.cache/matplotlib \
+    MPLBACKEND=Agg \
+    NUMBA_CACHE_DIR=/tmp/.cache/numba \
+    TORCH_HOME=/tmp/.cache/torch \
+    TRITON_CACHE_DIR=/tmp/.cache/triton \
+    DENO_DIR=/tmp/.cache/deno \
+    NIPYPE_NO_ET=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    BIDS_HARMONIZE_IMAGE=${IMAGE_TAG}
+USER 1000:1000
+WORKDIR /tmp
+ENTRYPOINT ["bids_harmonize"]
+CMD ["--help"]
+
+# CI: the runtime plus pytest and the repository's tests, run against the installed package.
+FROM runtime AS test
+USER 0
+COPY pyproject.toml Dockerfile .dockerignore /src/
+COPY .circleci /src/.circleci
+COPY workflows /src/workflows
+COPY tests /src/tests
+RUN --mount=type=bind,from=wheels,target=/wheels \
+    --mount=type=bind,from=build,source=/dist,target=/dist \
+    if ls /wheels/*.whl >/dev/null 2>&1; then \
+      export PIP_NO_INDEX=1 PIP_FIND_LINKS=/wheels; \
+    fi \
+    && pip install --requirement /dist/test-requirements.txt
+USER 1000:1000
+WORKDIR /src
+ENTRYPOINT ["python", "-m", "pytest"]
+CMD ["-q", "-p", "no:cacheprovider", "tests"]
