@@ -36,24 +36,8 @@ RUN --mount=type=bind,from=wheels,target=/wheels \
 FROM ${BASE_IMAGE} AS runtime
 ARG TORCH_VARIANT=cuda
 ARG TORCH_VERSION=2.13.0
-# TemplateFlow templates to fetch from TemplateFlow's server at build time, besides the
-# MNI152NLin2009aSym that is always built offline from nilearn's files (space-separated,
-# e.g. "MNI152NLin2009cAsym", the app's default output space; needs network).
-ARG TEMPLATEFLOW_FETCH=""
+# The package version (build.sh reads it from bids_harmonize/__about__.py); checked below.
 ARG VERSION=""
-ARG REVISION=""
-ARG CREATED=""
-ARG SOURCE="https://github.com/bids-harmonize/bids_harmonize"
-ARG IMAGE_TAG="bids_harmonize:${VERSION}"
-
-LABEL org.opencontainers.image.title="bids_harmonize" \
-      org.opencontainers.image.description="BIDS App harmonizing PET-MR brain PET towards PET-CT" \
-      org.opencontainers.image.version="${VERSION}" \
-      org.opencontainers.image.revision="${REVISION}" \
-      org.opencontainers.image.created="${CREATED}" \
-      org.opencontainers.image.source="${SOURCE}" \
-      org.opencontainers.image.licenses="Apache-2.0" \
-      org.bids-harmonize.torch-variant="${TORCH_VARIANT}"
 
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -85,15 +69,20 @@ f'torch {torch.__version__} does not match TORCH_VARIANT=${TORCH_VARIANT}')" \
 sys.exit(0 if '${VERSION}' in ('', v) else f'VERSION build arg ${VERSION} != package version {v}')"
 
 # Templates: baked in, read-only at run time; nothing is downloaded when the app runs.
+# TEMPLATEFLOW_FETCH: templates to fetch from TemplateFlow's server at build time, besides the
+# MNI152NLin2009aSym that is always built offline from nilearn's files (space-separated,
+# e.g. "MNI152NLin2009cAsym", the app's default output space; needs network).
+ARG TEMPLATEFLOW_FETCH=""
 ENV TEMPLATEFLOW_HOME=/opt/templateflow \
     TEMPLATEFLOW_AUTOUPDATE=0
-RUN bids_harmonize-templates /opt/templateflow \
-    && for tpl in ${TEMPLATEFLOW_FETCH}; do \
+# (Fetch first: TemplateFlow lays its skeleton only into a home that does not exist yet.)
+RUN for tpl in ${TEMPLATEFLOW_FETCH}; do \
       python -c "import sys, templateflow.api as tf; name = sys.argv[1]; \
 tf.get(name, resolution=2, desc=None, suffix='T1w'); \
 tf.get(name, resolution=2, desc='brain', suffix='mask'); \
 tf.get(name, resolution=2, suffix='probseg')" "${tpl}" || exit 1; \
     done \
+    && bids_harmonize-templates /opt/templateflow \
     && python -c "import sys; from bids_harmonize.templates import get_template; \
 [print(get_template(t).t1w) for t in ['MNI152NLin2009aSym', *sys.argv[1:]]]" ${TEMPLATEFLOW_FETCH} \
     && chmod -R a+rX /opt/templateflow
@@ -115,12 +104,29 @@ ENV HOME=/tmp \
     DENO_DIR=/tmp/.cache/deno \
     NIPYPE_NO_ET=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1 \
-    BIDS_HARMONIZE_IMAGE=${IMAGE_TAG}
+    PYTHONUNBUFFERED=1
 USER 1000:1000
 WORKDIR /tmp
 ENTRYPOINT ["bids_harmonize"]
 CMD ["--help"]
+
+# Last, so that a new date or commit does not invalidate the layers above.
+ARG BASE_IMAGE
+ARG REVISION=""
+ARG CREATED=""
+ARG SOURCE="https://github.com/bids-harmonize/bids_harmonize"
+# The image's own name, recorded in dataset_description.json's GeneratedBy.Container.
+ARG IMAGE_TAG="bids_harmonize:${VERSION}"
+ENV BIDS_HARMONIZE_IMAGE=${IMAGE_TAG}
+LABEL org.opencontainers.image.title="bids_harmonize" \
+      org.opencontainers.image.description="BIDS App harmonizing PET-MR brain PET towards PET-CT" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.created="${CREATED}" \
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.base.name="${BASE_IMAGE}" \
+      io.github.bids-harmonize.torch-variant="${TORCH_VARIANT}"
 
 # CI: the runtime plus pytest and the repository's tests, run against the installed package.
 FROM runtime AS test

@@ -5,7 +5,8 @@ set -euo pipefail
 
 usage() {
   cat <<USAGE
-usage: $(basename "$0") [options]
+usage: $(basename "$0") [options] [-- ENGINE_BUILD_OPTIONS...]
+       $(basename "$0") --print-version
 
   --base IMAGE          base image (default: the Dockerfile's pinned python:3.11 slim bookworm;
                         make-base.sh makes a local one: localhost/bh-base:bookworm)
@@ -15,7 +16,9 @@ usage: $(basename "$0") [options]
   --wheelhouse DIR      build offline (--network none) from the wheels in DIR
   --templateflow-fetch "TPL ..."   also fetch these TemplateFlow templates (needs network)
   --oci-archive FILE    also write the image to FILE with 'save --format oci-archive'
+  --print-version       print the package version (bids_harmonize/__about__.py) and exit
   -h, --help
+  -- ...                the rest goes to '\$CONTAINER_ENGINE build' (e.g. --cache-from IMAGE)
 
 environment: CONTAINER_ENGINE=podman|docker (default podman)
 Prints the build time and the image size; the last line is the tag.
@@ -32,8 +35,12 @@ target=runtime
 wheelhouse=
 tf_fetch=
 archive=
+extra=()
+print_version=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
+    --print-version) print_version=1 ;;
+    --) shift; extra=("$@"); break ;;
     --base) base=${2:?}; shift ;;
     --torch-variant) variant=${2:?}; shift ;;
     --tag) tag=${2:?}; shift ;;
@@ -46,13 +53,15 @@ while [[ $# -gt 0 ]]; do
   esac
   shift
 done
-[[ $variant == cpu || $variant == cuda ]] || { echo "--torch-variant must be cpu or cuda" >&2; exit 2; }
-[[ $target == runtime || $target == test ]] || { echo "--target must be runtime or test" >&2; exit 2; }
-command -v "$engine" >/dev/null || { echo "$(basename "$0"): $engine not found" >&2; exit 1; }
 
 # The version comes from the package, never from here.
 version=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' "$repo/bids_harmonize/__about__.py")
 [[ -n $version ]] || { echo "$(basename "$0"): no __version__ in bids_harmonize/__about__.py" >&2; exit 1; }
+[[ $print_version -eq 0 ]] || { echo "$version"; exit 0; }
+
+[[ $variant == cpu || $variant == cuda ]] || { echo "--torch-variant must be cpu or cuda" >&2; exit 2; }
+[[ $target == runtime || $target == test ]] || { echo "--target must be runtime or test" >&2; exit 2; }
+command -v "$engine" >/dev/null || { echo "$(basename "$0"): $engine not found" >&2; exit 1; }
 tag=${tag:-bids_harmonize:$version-$variant}
 revision=$(git -C "$repo" rev-parse HEAD 2>/dev/null || echo unknown)
 created=$(date -u +%Y-%m-%dT%H:%M:%SZ)
@@ -76,6 +85,8 @@ if [[ $engine == podman ]]; then
   [[ -z $base ]] || ! "$engine" image exists "$base" || args+=(--pull=never)
   args+=(--layers)
 fi
+
+args+=("${extra[@]}")
 
 start=$(date +%s)
 "$engine" "${args[@]}" "$repo"

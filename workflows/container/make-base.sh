@@ -18,7 +18,10 @@ environment:
 USAGE
 }
 
-case "${1:-}" in -h|--help) usage; exit 0 ;; esac
+case "${1:-}" in
+  -h|--help) usage; exit 0 ;;
+  -*) echo "$(basename "$0"): unknown option '$1'" >&2; usage >&2; exit 2 ;;
+esac
 [[ $# -le 1 ]] || { usage >&2; exit 2; }
 tag=${1:-localhost/bh-base:bookworm}
 engine=${CONTAINER_ENGINE:-podman}
