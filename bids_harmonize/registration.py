@@ -34,8 +34,17 @@ def _ants(seed: int | None = None):
     import ants
 
     if seed is not None:  # antspyx passes this as --random-seed to every registration
-        ants.config._random_seed = int(seed)
+        ants.config._random_seed = ants_seed(seed)
     return ants
+
+
+def ants_seed(seed: int) -> int:
+    """ANTs' ``--random-seed`` for our seed: never 0, which ANTs reads as "seed from the clock".
+
+    >>> ants_seed(0), ants_seed(41)
+    (1, 42)
+    """
+    return int(seed) % (2**31 - 2) + 1
 
 
 def set_threads(n: int) -> None:
