@@ -77,6 +77,14 @@ def test_container_scripts_bind_and_request_gpus(bids, tmp_path):
         assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
 
 
+def test_kept_work_folder_is_stable_per_participant(bids, tmp_path):
+    kept = render_participant(_recipe(bids, tmp_path, keep_work=True, scratch="/shared/scratch"))
+    assert 'WORK="/shared/scratch/bids_harmonize_work/' in kept and '/sub-$LABEL"' in kept
+    assert "rm -rf" not in kept
+    temporary = render_participant(_recipe(bids, tmp_path))
+    assert "${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}" in temporary and "rm -rf" in temporary
+
+
 def test_image_and_venv_are_exclusive(bids, tmp_path):
     with pytest.raises(RecipeError, match="not both"):
         _recipe(bids, tmp_path, image=Path("/x.sif"), venv=Path("/env"))

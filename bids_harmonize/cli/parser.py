@@ -193,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = parser.add_argument_group("Training (analysis level 'train')")
     train.add_argument(
-        "--train-epochs", action="append", default=[], metavar="STAGE=N",
+        "--train-epochs", action="extend", nargs="+", default=[], metavar="STAGE=N",
         help="epochs per stage: ct, mri, residual (e.g. ct=200)",
     )
     train.add_argument(

@@ -11,6 +11,7 @@ resubmission picks the tasks that did not succeed.
 from __future__ import annotations
 
 import csv
+import hashlib
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,6 +161,14 @@ def render_participant(recipe: SlurmRecipe) -> str:
     extra = " ".join(shlex.quote(a) for a in recipe.extra_args)
     device = " --device cuda" if recipe.gpus else ""
     cleanup = "" if recipe.keep_work else "trap 'rm -rf \"$WORK\"' EXIT\n"
+    if recipe.keep_work:  # one stable folder per dataset and participant: reruns resume
+        tag = hashlib.sha1(str(recipe.output_dir).encode()).hexdigest()[:8]
+        work_line = ("# kept work folder, stable across resubmissions (Nipype resumes from it)\n"
+                     f'WORK="{recipe.scratch}/bids_harmonize_work/{tag}/sub-$LABEL"')
+    else:
+        work_line = ("# node-local scratch, one folder per task, removed at the end\n"
+                     f'WORK="{recipe.scratch}/bids_harmonize_${{SLURM_ARRAY_JOB_ID}}_'
+                     '${SLURM_ARRAY_TASK_ID}"')
     return head + f"""
 RECIPE_DIR={shlex.quote(str(recipe.script_dir))}
 LABEL=$(sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" "$RECIPE_DIR/participants.txt")
@@ -168,8 +177,7 @@ if [ -z "$LABEL" ]; then
     exit 2
 fi
 TASK="${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}}"
-# node-local scratch, one folder per task; removed at the end unless --keep-work
-WORK="{recipe.scratch}/bids_harmonize_${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}}"
+{work_line}
 mkdir -p "$WORK"
 {cleanup}NPROCS=${{SLURM_CPUS_PER_TASK:-1}}
 MEM_GB=$(( ${{SLURM_MEM_PER_NODE:-{recipe.mem_gb * 1024}}} / 1024 ))
