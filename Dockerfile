@@ -30,7 +30,6 @@ RUN --mount=type=bind,from=wheels,target=/wheels \
       export PIP_NO_INDEX=1 PIP_FIND_LINKS=/wheels; \
     fi \
     && python3 -m pip wheel --no-deps --wheel-dir /dist /src \
-    && for wheel in /dist/bids_harmonize-*.whl; do echo "${wheel}[test]"; done > /dist/test-requirements.txt \
     && ls -l /dist
 
 FROM ${BASE_IMAGE} AS runtime
@@ -45,11 +44,14 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PATH=/opt/venv/bin:$PATH
 
 RUN python3 -m venv /opt/venv
-# torch first, from its variant's index (or the wheelhouse), then the project with its
-# dependencies (torch is then already satisfied). The import check refuses a torch of the
-# wrong variant (a CPU wheel in a 'cuda' image or the other way round).
+# Dependencies, from pyproject.toml (so that this layer is rebuilt when they change and only
+# then): torch first, from its variant's index or the wheelhouse, then the rest. The import
+# check refuses a torch of the wrong variant (a CPU wheel in a 'cuda' image or the other way).
+# WHEELHOUSE_ID (build.sh: a hash of the wheelhouse's file list) makes a changed wheelhouse
+# rebuild this layer: podman/buildah reuse a cached RUN --mount layer whatever was mounted.
+ARG WHEELHOUSE_ID=""
+COPY pyproject.toml /tmp/build/pyproject.toml
 RUN --mount=type=bind,from=wheels,target=/wheels \
-    --mount=type=bind,from=build,source=/dist,target=/dist \
     if ls /wheels/*.whl >/dev/null 2>&1; then \
       export PIP_NO_INDEX=1 PIP_FIND_LINKS=/wheels; \
       local_label=""; \
@@ -61,10 +63,21 @@ RUN --mount=type=bind,from=wheels,target=/wheels \
     fi \
     && pip install "torch==${TORCH_VERSION}${local_label}" \
     && unset PIP_INDEX_URL \
-    && pip install /dist/bids_harmonize-*.whl \
     && python -c "import sys, torch; cuda = torch.version.cuda is not None; \
 sys.exit(0 if cuda == ('${TORCH_VARIANT}' == 'cuda') else \
 f'torch {torch.__version__} does not match TORCH_VARIANT=${TORCH_VARIANT}')" \
+    && python -c "import tomllib; \
+print(*tomllib.load(open('/tmp/build/pyproject.toml', 'rb'))['project']['dependencies'], sep=chr(10))" \
+      > /tmp/build/requirements.txt \
+    && pip install --requirement /tmp/build/requirements.txt \
+    && rm -rf /tmp/build
+
+# The project itself (COPY is content-addressed: a new wheel always reaches the image), then
+# pip check (every requirement of the wheel is met by the layer above) and the version check.
+COPY --from=build /dist /tmp/dist
+RUN pip install --no-deps /tmp/dist/bids_harmonize-*.whl \
+    && rm -rf /tmp/dist \
+    && pip check \
     && python -c "import bids_harmonize, sys; v = bids_harmonize.__version__; \
 sys.exit(0 if '${VERSION}' in ('', v) else f'VERSION build arg ${VERSION} != package version {v}')"
 
@@ -135,12 +148,17 @@ COPY pyproject.toml Dockerfile .dockerignore /src/
 COPY .circleci /src/.circleci
 COPY workflows /src/workflows
 COPY tests /src/tests
+ARG WHEELHOUSE_ID=""
 RUN --mount=type=bind,from=wheels,target=/wheels \
-    --mount=type=bind,from=build,source=/dist,target=/dist \
     if ls /wheels/*.whl >/dev/null 2>&1; then \
       export PIP_NO_INDEX=1 PIP_FIND_LINKS=/wheels; \
     fi \
-    && pip install --requirement /dist/test-requirements.txt
+    && python -c "import tomllib; \
+print(*tomllib.load(open('/src/pyproject.toml', 'rb'))['project']['optional-dependencies']['test'], sep=chr(10))" \
+      > /tmp/test-requirements.txt \
+    && pip install --requirement /tmp/test-requirements.txt \
+    && rm /tmp/test-requirements.txt \
+    && pip check
 USER 1000:1000
 WORKDIR /src
 ENTRYPOINT ["python", "-m", "pytest"]

@@ -78,7 +78,11 @@ if [[ -n $wheelhouse ]]; then
   [[ -d $wheelhouse ]] && compgen -G "$wheelhouse/*.whl" >/dev/null \
     || { echo "$(basename "$0"): no wheels in $wheelhouse (run wheelhouse.sh)" >&2; exit 1; }
   [[ -z $tf_fetch ]] || { echo "--templateflow-fetch needs network: not with --wheelhouse" >&2; exit 2; }
-  args+=(--network none --build-context "wheels=$(cd "$wheelhouse" && pwd)")
+  wheelhouse=$(cd "$wheelhouse" && pwd)
+  # podman/buildah reuse a cached RUN --mount layer whatever the mount holds: name the content
+  # (wheel names carry their versions; sizes catch a rebuilt wheel of the same name)
+  wheelhouse_id=$(cd "$wheelhouse" && stat -c '%n %s' -- *.whl | sha256sum | cut -c1-16)
+  args+=(--network none --build-context "wheels=$wheelhouse" --build-arg "WHEELHOUSE_ID=$wheelhouse_id")
 fi
 if [[ $engine == podman ]]; then
   # the base may be a local image (make-base.sh): never try a registry for it
