@@ -1,0 +1,204 @@
+"""bids_harmonize on a real single-node SLURM cluster (``workflows/slurm/local-cluster.sh``).
+
+One 3-subject synthetic dataset is run three ways: locally (the reference),
+as a ``bids_harmonize-slurm`` job array with the dependent group job, and one
+subject through Nipype's SLURM plugin. In the array run one task is killed
+while it runs: SLURM cancels the group job (``kill_invalid_depend``),
+``--resubmit-failed`` reruns that participant alone, and the outputs then match
+the local run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bids_harmonize.slurm import scheduler
+
+pytestmark = [pytest.mark.slow, pytest.mark.slurm]
+
+TEMPLATE = "MNI152NLin2009aSym"
+APP_ARGS = ["--sloppy", "--output-spaces", TEMPLATE, "T1w", "--omp-nthreads", "1",
+            "--skip-bids-validation"]
+#: paths that differ between runs by design: run-stamped logs, configs, reports, crash folders
+VOLATILE = re.compile(r"(^|/)(logs|log|figures)(/|$)|\.html$|^work/")
+
+
+def _wait(job_ids, env, timeout=900, what="jobs"):
+    started = time.monotonic()
+    while True:
+        out = subprocess.run(["squeue", "--noheader", "--array", "--format=%i %T"],
+                             env=env, capture_output=True, text=True, check=True).stdout
+        left = [line for line in out.splitlines()
+                if line.split()[0].split("_")[0] in {str(j) for j in job_ids}]
+        if not left:
+            return time.monotonic() - started
+        if time.monotonic() - started > timeout:
+            pytest.fail(f"{what} still queued after {timeout} s: {left}")
+        time.sleep(1)
+
+
+def _outputs(root: Path) -> dict[str, Path]:
+    return {str(p.relative_to(root)): p for p in sorted(root.rglob("*"))
+            if p.is_file() and not VOLATILE.search(str(p.relative_to(root)))}
+
+
+def _assert_same_outputs(local: Path, other: Path, subjects=None):
+    mine, theirs = _outputs(local), _outputs(other)
+    if subjects is not None:
+        keep = tuple(f"sub-{s}/" for s in subjects)
+        mine = {k: v for k, v in mine.items() if k.startswith(keep)}
+        theirs = {k: v for k, v in theirs.items() if k.startswith(keep)}
+    assert sorted(theirs) == sorted(mine)
+    tables = [k for k in mine if k.endswith(".tsv")]
+    assert tables
+    for key in tables:
+        a, b = pd.read_csv(mine[key], sep="\t"), pd.read_csv(theirs[key], sep="\t")
+        pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-6, obj=key)
+
+
+def _slurm(args, env):
+    done = subprocess.run(["bids_harmonize-slurm", *args], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory, templateflow_home):
+    from bids_harmonize.synth import write_dataset
+
+    root = tmp_path_factory.mktemp("slurm-app")
+    write_dataset(root / "bids", n_subjects=3, tracers=["PiB"], seed=0)
+    return root
+
+
+@pytest.fixture(scope="module")
+def local_run(dataset, templateflow_home):
+    """The reference: participant (2 processes) then group, outside SLURM."""
+    out = dataset / "local"
+    env = {**os.environ, "TEMPLATEFLOW_HOME": str(templateflow_home),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    started = time.monotonic()
+    for level in (["participant", "--nprocs", "2", *APP_ARGS, "-w", str(dataset / "work-local")],
+                  ["group"]):
+        done = subprocess.run(["bids_harmonize", str(dataset / "bids"), str(out), *level], env=env,
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-3000:]
+    print(f"local run of 3 participants + group: {time.monotonic() - started:.0f} s")
+    return out
+
+
+@pytest.fixture(scope="module")
+def array_run(dataset, slurm_cluster, templateflow_home):
+    """Submit the array (%2) and the group job; kill task 1 while it runs; resubmit it."""
+    env = {**slurm_cluster["env"], "TEMPLATEFLOW_HOME": str(templateflow_home)}
+    out = dataset / "slurm"
+    common = [str(dataset / "bids"), str(out), "--partition", "debug", "--cpus", "1", "--mem", "3",
+              "--max-parallel", "2", "--retries", "0", "--scratch", str(dataset / "scratch")]
+    started = time.monotonic()
+    printed = _slurm([*common, "--submit", "--", *APP_ARGS], env)
+    array_id = re.search(r"participant array (\d+)", printed).group(1)
+    group_id = re.search(r"group job (\d+)", printed).group(1)
+    status = out / "logs" / "slurm" / "status"
+    while not (status / "sub-02").is_file():  # task 1 has started: kill it mid-run
+        assert time.monotonic() - started < 300, "task 1 never started"
+        time.sleep(0.5)
+    time.sleep(5)
+    subprocess.run(["scancel", f"{array_id}_1"], env=env, check=True)
+    _wait([array_id, group_id], env, what="first submission")
+    first = {
+        "array_states": scheduler_states(array_id, env),
+        "group_state": job_state(group_id, env),
+        "status": {p.name: p.read_text() for p in sorted(status.iterdir())},
+        "seconds": time.monotonic() - started,
+    }
+    printed = _slurm([*common, "--resubmit-failed", "--", *APP_ARGS], env)
+    second_array = re.search(r"participant array (\d+)", printed).group(1)
+    second_group = re.search(r"group job (\d+)", printed).group(1)
+    _wait([second_array, second_group], env, what="resubmission")
+    return {"out": out, "env": env, "first": first, "resubmitted": printed,
+            "second_group_state": job_state(second_group, env),
+            "status": {p.name: p.read_text() for p in sorted(status.iterdir())},
+            "seconds": time.monotonic() - started}
+
+
+def job_state(job_id, env):
+    out = subprocess.run(["scontrol", "show", "job", "--oneliner", str(job_id)], env=env,
+                         capture_output=True, text=True).stdout
+    found = re.search(r"JobState=(\S+)", out)
+    return found.group(1) if found else None
+
+
+def scheduler_states(array_id, env):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SLURM_CONF", env["SLURM_CONF"])
+        return scheduler.array_states(array_id)
+
+
+def test_killed_task_cancels_group_and_is_rerun_alone(array_run):
+    first = array_run["first"]
+    assert first["array_states"] == {"0": "COMPLETED", "1": "CANCELLED", "2": "COMPLETED"}
+    assert first["group_state"] == "CANCELLED"  # afterok on a failed array: kill_invalid_depend
+    assert first["status"]["sub-01"].startswith("ok") and first["status"]["sub-03"].startswith("ok")
+    assert first["status"]["sub-02"].startswith("running")  # killed: never wrote its end state
+    assert "resubmitted task(s) 1%2 (sub-02)" in array_run["resubmitted"]
+    # the others were not rerun: their status lines are the ones from the first submission
+    assert array_run["status"]["sub-01"] == first["status"]["sub-01"]
+    assert array_run["status"]["sub-03"] == first["status"]["sub-03"]
+    assert array_run["status"]["sub-02"].startswith("ok")
+    assert array_run["second_group_state"] == "COMPLETED"
+    print(f"array with kill and resubmission, group included: {array_run['seconds']:.0f} s")
+
+
+def test_array_outputs_equal_local_run(array_run, local_run):
+    _assert_same_outputs(local_run, array_run["out"])
+    assert (array_run["out"] / "group").is_dir()
+
+
+def test_resubmitting_when_all_done_submits_nothing(array_run, dataset):
+    printed = _slurm([str(dataset / "bids"), str(array_run["out"]), "--resubmit-failed", "--",
+                      *APP_ARGS], array_run["env"])
+    assert "nothing to resubmit" in printed
+
+
+def test_training_recipe_runs_torchrun_under_srun(array_run, dataset):
+    """``--level train``: srun starts torchrun, which starts two CPU processes (gloo)."""
+    env, model = array_run["env"], dataset / "model"
+    printed = _slurm([str(dataset / "bids"), str(array_run["out"]), "--level", "train",
+                      "--procs-per-node", "2", "--cpus", "2", "--mem", "6", "--submit", "--",
+                      "--train-epochs", "ct=1", "mri=1", "residual=1", "--model-dir", str(model)],
+                     env)
+    job = re.search(r"train job (\d+)", printed).group(1)
+    seconds = _wait([job], env, what="training")
+    assert job_state(job, env) == "COMPLETED", (
+        array_run["out"] / "logs" / "slurm" / f"train-{job}.out").read_text()[-3000:]
+    card = json.loads((model / "model.json").read_text())
+    assert card["training"]["world_size"] == 2
+    print(f"srun + torchrun training, 2 processes, 1 epoch per stage: {seconds:.0f} s")
+
+
+def test_participant_through_nipype_slurm_plugin(dataset, local_run, slurm_cluster,
+                                                 templateflow_home):
+    env = {**slurm_cluster["env"], "TEMPLATEFLOW_HOME": str(templateflow_home)}
+    out = dataset / "plugin"
+    started = time.monotonic()
+    done = subprocess.run(
+        ["bids_harmonize", str(dataset / "bids"), str(out), "participant", "--participant-label",
+         "01", "--nipype-plugin", "SLURM", "--plugin-args", '{"sbatch_args": "--partition=debug"}',
+         *APP_ARGS, "-w", str(dataset / "work-plugin")],
+        env=env, capture_output=True, text=True,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    batch = list((dataset / "work-plugin").rglob("batchscript_*.sh"))
+    assert len(batch) > 10  # one sbatch job per node
+    _assert_same_outputs(local_run, out, subjects=["01"])
+    print(f"participant 01 via --nipype-plugin SLURM ({len(batch)} jobs): "
+          f"{time.monotonic() - started:.0f} s")
