@@ -63,14 +63,14 @@ RUN --mount=type=bind,from=wheels,target=/wheels \
     fi \
     && pip install "torch==${TORCH_VERSION}${local_label}" \
     && unset PIP_INDEX_URL \
-    && python -c "import sys, torch; cuda = torch.version.cuda is not None; \
-sys.exit(0 if cuda == ('${TORCH_VARIANT}' == 'cuda') else \
-f'torch {torch.__version__} does not match TORCH_VARIANT=${TORCH_VARIANT}')" \
     && python -c "import tomllib; \
 print(*tomllib.load(open('/tmp/build/pyproject.toml', 'rb'))['project']['dependencies'], sep=chr(10))" \
       > /tmp/build/requirements.txt \
     && pip install --requirement /tmp/build/requirements.txt \
-    && rm -rf /tmp/build
+    && rm -rf /tmp/build \
+    && python -c "import sys, torch; cuda = torch.version.cuda is not None; \
+sys.exit(0 if cuda == ('${TORCH_VARIANT}' == 'cuda') else \
+f'torch {torch.__version__} does not match TORCH_VARIANT=${TORCH_VARIANT}')"
 
 # The project itself (COPY is content-addressed: a new wheel always reaches the image), then
 # pip check (every requirement of the wheel is met by the layer above) and the version check.
@@ -144,11 +144,8 @@ LABEL org.opencontainers.image.title="bids_harmonize" \
 # CI: the runtime plus pytest and the repository's tests, run against the installed package.
 FROM runtime AS test
 USER 0
-COPY pyproject.toml Dockerfile .dockerignore /src/
-COPY .circleci /src/.circleci
-COPY workflows /src/workflows
-COPY tests /src/tests
 ARG WHEELHOUSE_ID=""
+COPY pyproject.toml /src/pyproject.toml
 RUN --mount=type=bind,from=wheels,target=/wheels \
     if ls /wheels/*.whl >/dev/null 2>&1; then \
       export PIP_NO_INDEX=1 PIP_FIND_LINKS=/wheels; \
@@ -159,7 +156,13 @@ print(*tomllib.load(open('/src/pyproject.toml', 'rb'))['project']['optional-depe
     && pip install --requirement /tmp/test-requirements.txt \
     && rm /tmp/test-requirements.txt \
     && pip check
-USER 1000:1000
+# The build context (see .dockerignore): tests/ and the files they check. PYTHONSAFEPATH keeps
+# /src off sys.path, so the tests import the installed package, not /src/bids_harmonize.
+COPY . /src
+ENV PYTHONSAFEPATH=1
 WORKDIR /src
-ENTRYPOINT ["python", "-m", "pytest"]
+RUN python -c "import bids_harmonize, sys; f = bids_harmonize.__file__; \
+sys.exit(0 if f.startswith('/opt/venv/') else f'the tests would import {f}')"
+USER 1000:1000
+ENTRYPOINT ["pytest"]
 CMD ["-q", "-p", "no:cacheprovider", "tests"]
