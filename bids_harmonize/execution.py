@@ -86,8 +86,9 @@ def request_node_resources(workflow, execution: Execution) -> None:
     for node in workflow._get_all_nodes():
         cpus = max(1, int(getattr(node, "n_procs", 1) or 1))
         mem_mb = math.ceil(max(float(getattr(node, "mem_gb", 0) or 0), MIN_NODE_MEM_GB) * 1024)
+        # leading space: SLURMGraph appends node arguments to the plugin's without one
         node.plugin_args = {**node.plugin_args,
-                            "sbatch_args": f"--cpus-per-task={cpus} --mem={mem_mb}M"}
+                            "sbatch_args": f" --cpus-per-task={cpus} --mem={mem_mb}M"}
 
 
 def run_workflow(workflow, execution: Execution, poll: float = 2.0) -> BaseException | None:
@@ -103,6 +104,10 @@ def run_workflow(workflow, execution: Execution, poll: float = 2.0) -> BaseExcep
         if execution.plugin == "SLURMGraph":
             LOGGER.info("SLURMGraph submitted the graph; waiting for jobs tagged %s", execution.tag)
             scheduler.wait(comment=execution.tag, poll=poll)
+            # a failed or killed job only shows as dependents cancelled by SLURM: ask the work dir
+            missing = unfinished_nodes(workflow)
+            if missing:
+                raise RuntimeError(f"{len(missing)} node(s) of the SLURMGraph run did not finish")
     except BaseException as exc:  # noqa: BLE001 - any plugin error is a failed run (nipype #3372)
         error = exc
     finally:

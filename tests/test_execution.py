@@ -87,8 +87,8 @@ def test_node_resources_become_sbatch_arguments(tmp_path):
     node = wf.get_node("sub_01_wf.first")
     node.n_procs, node._mem_gb = 2, 3.5
     request_node_resources(wf, Execution("SLURM", {}, tag="t"))
-    assert node.plugin_args["sbatch_args"] == "--cpus-per-task=2 --mem=3584M"
-    assert wf.get_node("sub_01_wf.third").plugin_args["sbatch_args"] == "--cpus-per-task=1 --mem=1024M"
+    assert node.plugin_args["sbatch_args"] == " --cpus-per-task=2 --mem=3584M"
+    assert wf.get_node("sub_01_wf.third").plugin_args["sbatch_args"] == " --cpus-per-task=1 --mem=1024M"
 
 
 def test_failed_node_and_its_descendants_are_unfinished(tmp_path):
@@ -141,3 +141,12 @@ def test_plugin_args_must_be_a_json_object(tmp_path, capsys):
         main([str(bids), str(tmp_path / "out"), "participant", "--plugin-args",
               str(tmp_path / "args.json")])
     assert "expected a JSON object" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a GPU is present")
+def test_device_cuda_without_gpu_is_one_line(synth_bids, templateflow_home, tmp_path, capsys):
+    args = [str(synth_bids), str(tmp_path / "out"), "participant", "--output-spaces",
+            "MNI152NLin2009aSym", "T1w"]
+    assert main([*args, "--device", "cuda"]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "bids_harmonize: error: --device cuda was requested but no CUDA GPU is available"]

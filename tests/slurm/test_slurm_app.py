@@ -202,3 +202,31 @@ def test_participant_through_nipype_slurm_plugin(dataset, local_run, slurm_clust
     _assert_same_outputs(local_run, out, subjects=["01"])
     print(f"participant 01 via --nipype-plugin SLURM ({len(batch)} jobs): "
           f"{time.monotonic() - started:.0f} s")
+
+
+def test_killed_node_job_fails_the_run_and_leaves_no_jobs(dataset, slurm_cluster, templateflow_home):
+    """Nipype's SLURM plugin raises TypeError on a killed job (nipype 3372): a clean failure here."""
+    env = {**slurm_cluster["env"], "TEMPLATEFLOW_HOME": str(templateflow_home)}
+    app = subprocess.Popen(
+        ["bids_harmonize", str(dataset / "bids"), str(dataset / "killed"), "participant",
+         "--participant-label", "02", "--nipype-plugin", "SLURM", *APP_ARGS,
+         "-w", str(dataset / "work-killed")],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    started, victim = time.monotonic(), None
+    while victim is None and time.monotonic() - started < 120:
+        out = subprocess.run(["squeue", "--noheader", "--states=RUNNING", "--format=%i %j"],
+                             env=env, capture_output=True, text=True, check=True).stdout
+        victim = next((line.split()[0] for line in out.splitlines() if line.split()[1].startswith(
+            ("n4.", "register_template."))), None)
+        time.sleep(0.5)
+    assert victim is not None, "no registration job ever ran"
+    time.sleep(2)
+    subprocess.run(["scancel", victim], env=env, check=True)
+    _, err = app.communicate(timeout=300)
+    assert app.returncode == 1
+    assert "node(s) did not finish: " in err and "sub_02_wf.anat_wf" in err
+    assert "1 of 1 subject(s) failed: sub-02" in err
+    left = subprocess.run(["squeue", "--noheader", "--format=%k"], env=env, capture_output=True,
+                          text=True, check=True).stdout
+    assert "bids_harmonize-" not in left  # its own leftover jobs were cancelled
