@@ -1,10 +1,12 @@
-# syntax=docker/dockerfile:1.7
 # bids_harmonize BIDS App image.
 #
 #   online:   docker build -t bids_harmonize .                      (torch from PyPI, CUDA bundled)
 #             docker build --build-arg TORCH_VARIANT=cpu -t bids_harmonize:cpu .
 #   offline:  podman build --network none --build-context wheels=WHEELHOUSE ...
 #             (workflows/container/build.sh does this; wheelhouse.sh fills WHEELHOUSE)
+#
+# Needs BuildKit's built-in Dockerfile frontend (Docker >= 23: RUN --mount, --build-context)
+# or podman/buildah >= 4.2/1.27; no '# syntax=' line, which would pull a frontend image.
 #
 # Stages: wheels (empty unless a 'wheels' build context replaces it), build (the project's
 # wheel), runtime (the default target), test (runtime + the 'test' extra and tests/, for CI).

@@ -116,13 +116,23 @@ def test_oci_archive_is_reimportable(image):
         names = set(tar.getnames())
         assert {"index.json", "oci-layout"} <= names, sorted(names)[:10]
         index = json.load(tar.extractfile("index.json"))
-    assert index["manifests"][0]["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
+    (manifest,) = index["manifests"]
+    assert manifest["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
+    assert manifest["annotations"]["org.opencontainers.image.ref.name"] == image
     image_id = _run([ENGINE, "image", "inspect", "--format", "{{.Id}}", image]).stdout.strip()
-    _run([ENGINE, "rmi", "--force", image])
-    loaded = _run([ENGINE, "load", "--input", archive])
-    assert image in loaded.stdout + loaded.stderr
-    assert _run([ENGINE, "image", "inspect", "--format", "{{.Id}}", image]).stdout.strip() == image_id
-    assert _run([ENGINE, *LOCKED, image, "--version"]).stdout.startswith("bids_harmonize ")
+    # load it into a separate, empty image store (the main one keeps its layer cache) and run it
+    store = Path(tempfile.mkdtemp(prefix="bh-store-"))  # podman: runroot under 50 characters
+    other = [ENGINE, "--root", store / "root", "--runroot", store / "run"]
+    try:
+        loaded = _run([*other, "load", "--input", archive], timeout=600)
+        assert image in loaded.stdout + loaded.stderr
+        assert _run([*other, "image", "inspect", "--format", "{{.Id}}", image]).stdout.strip() == image_id
+        version = _run([*other, *LOCKED, "--user", "1000:1000", image, "--version"]).stdout.strip()
+        assert version == f"bids_harmonize {bids_harmonize.__version__}"
+    finally:
+        _run([*other, "rmi", "--all", "--force"], check=False)
+        _run(["umount", "--recursive", "--quiet", store / "root" / "overlay"], check=False)
+        shutil.rmtree(store, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
