@@ -70,7 +70,7 @@ def choose_plugin(name: str | None, *, nprocs: int, mem_gb: float | None, run_id
             args["memory_gb"] = mem_gb
         return Execution("MultiProc", {**args, **user_args})
     scheduler.require_slurm()
-    os.environ.update({"LOGNAME": scheduler.slurm_environ()["LOGNAME"]})
+    os.environ["LOGNAME"] = scheduler.slurm_environ()["LOGNAME"]  # Nipype names jobs with it
     tag = f"bids_harmonize-{run_id}"
     sbatch_args = f"{user_args.pop('sbatch_args', '')} --comment={tag}".strip()
     args = {"sbatch_args": sbatch_args, "max_tries": 2, "retry_timeout": 2}

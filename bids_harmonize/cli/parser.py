@@ -14,7 +14,7 @@ from bids_harmonize.__about__ import __version__
 from bids_harmonize.config import ANALYSIS_LEVELS, DEFAULT_OUTPUT_SPACES
 
 
-def _existing_dir(value: str) -> Path:
+def existing_dir(value: str) -> Path:
     path = Path(value).expanduser().absolute()
     if not path.is_dir():
         raise argparse.ArgumentTypeError(f"not an existing directory: {value}")
@@ -28,7 +28,7 @@ def _existing_file(value: str) -> Path:
     return path
 
 
-def _positive_int(value: str) -> int:
+def positive_int(value: str) -> int:
     try:
         number = int(value)
     except ValueError:
@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("bids_dir", type=_existing_dir, help="the root of the BIDS dataset")
+    parser.add_argument("bids_dir", type=existing_dir, help="the root of the BIDS dataset")
     parser.add_argument(
         "output_dir", type=lambda v: Path(v).expanduser().absolute(),
         help="where the BIDS-Derivatives go (created when missing)",
@@ -183,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="label table (columns 'index', 'name') of an --atlas NIfTI",
     )
     quant.add_argument(
-        "--centiloid-vois", type=_existing_dir, metavar="DIR",
+        "--centiloid-vois", type=existing_dir, metavar="DIR",
         help="folder with the GAAIN Centiloid VOIs (voi_ctx_2mm.nii.gz, voi_WhlCbl_2mm.nii.gz, ...)",
     )
     quant.add_argument(
@@ -197,13 +197,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="epochs per stage: ct, mri, residual (e.g. ct=200)",
     )
     train.add_argument(
-        "--train-min-subjects", type=_positive_int, default=2,
+        "--train-min-subjects", type=positive_int, default=2,
         help="fewest paired subjects that 'train' accepts",
     )
 
     perf = parser.add_argument_group("Resources")
     perf.add_argument(
-        "--nprocs", "--n-cpus", type=_positive_int, default=os.cpu_count() or 1,
+        "--nprocs", "--n-cpus", type=positive_int, default=os.cpu_count() or 1,
         help="processes Nipype may run at once",
     )
     perf.add_argument(
@@ -219,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
         '\'{"sbatch_args": "--partition=short --time=1:00:00"}\' (SLURM: every node job gets '
         "its CPUs and memory plus these sbatch arguments)",
     )
-    perf.add_argument("--omp-nthreads", type=_positive_int, default=None, help="threads per process")
+    perf.add_argument("--omp-nthreads", type=positive_int, default=None, help="threads per process")
     perf.add_argument("--mem", "--mem-gb", dest="mem_gb", type=_positive_float, help="memory cap (GB)")
     perf.add_argument(
         "-w", "--work-dir", type=lambda v: Path(v).expanduser().absolute(),

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from bids_harmonize.__about__ import __version__
+from bids_harmonize.cli.parser import existing_dir, positive_int
 from bids_harmonize.slurm import scheduler
 from bids_harmonize.slurm.recipe import (
     RecipeError,
@@ -31,19 +32,6 @@ from bids_harmonize.slurm.recipe import (
 
 def _abs(value: str) -> Path:
     return Path(value).expanduser().absolute()
-
-
-def _existing_dir(value: str) -> Path:
-    path = _abs(value)
-    if not path.is_dir():
-        raise argparse.ArgumentTypeError(f"not an existing directory: {value}")
-    return path
-
-
-def _positive(value: str) -> int:
-    if not value.isdigit() or int(value) < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1: {value}")
-    return int(value)
 
 
 def _count(value: str) -> int:
@@ -62,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         "bids_harmonize.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("bids_dir", type=_existing_dir, help="the BIDS dataset (shared filesystem)")
+    parser.add_argument("bids_dir", type=existing_dir, help="the BIDS dataset (shared filesystem)")
     parser.add_argument("output_dir", type=_abs, help="the derivatives folder (shared filesystem)")
     parser.add_argument("--version", action="version", version=f"bids_harmonize {__version__}")
     parser.add_argument("--level", choices=("participant", "train"), default="participant",
@@ -94,14 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
                      "$TEMPLATEFLOW_HOME for --venv; the templates inside the image for --image)")
 
     res = parser.add_argument_group("Resources per task")
-    res.add_argument("--cpus", type=_positive, default=4,
+    res.add_argument("--cpus", type=positive_int, default=4,
                      help="CPUs per participant (becomes --nprocs)")
-    res.add_argument("--mem", type=_positive, default=8, metavar="GB",
+    res.add_argument("--mem", type=positive_int, default=8, metavar="GB",
                      help="memory per participant in GB (becomes --mem)")
     res.add_argument("--time", default="04:00:00", help="time limit per task (HH:MM:SS)")
     res.add_argument("--gpus", type=_count, default=0,
                      help="GPUs per task (per node with --level train); adds --device cuda")
-    res.add_argument("--max-parallel", type=_positive, metavar="N",
+    res.add_argument("--max-parallel", type=positive_int, metavar="N",
                      help="at most N array tasks at once (SLURM's %%N)")
     res.add_argument("--retries", type=_count, default=1,
                      help="reruns of a failed participant inside its task, reusing its work dir")
@@ -112,8 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="keep each task's work directory (to inspect or resume by hand)")
 
     train = parser.add_argument_group("Training (--level train)")
-    train.add_argument("--nodes", type=_positive, default=1, help="nodes for training")
-    train.add_argument("--procs-per-node", type=_positive, default=None,
+    train.add_argument("--nodes", type=positive_int, default=1, help="nodes for training")
+    train.add_argument("--procs-per-node", type=positive_int, default=None,
                        help="training processes per node without GPUs (default 1)")
 
     act = parser.add_argument_group("Submission")

@@ -32,18 +32,19 @@ APP_ARGS = ["--sloppy", "--output-spaces", TEMPLATE, "T1w", "--omp-nthreads", "1
 VOLATILE = re.compile(r"(^|/)(logs|log|figures)(/|$)|\.html$|^work/")
 
 
-def _wait(job_ids, env, timeout=900, what="jobs"):
+@pytest.fixture(scope="module", autouse=True)
+def _slurm_environment(slurm_cluster):
+    """Point this process's SLURM commands (bids_harmonize.slurm.scheduler) at the test cluster."""
+    with pytest.MonkeyPatch.context() as patch:
+        for key in ("SLURM_CONF", "LOGNAME"):
+            patch.setenv(key, slurm_cluster["env"][key])
+        yield
+
+
+def _wait(job_ids) -> float:
     started = time.monotonic()
-    while True:
-        out = subprocess.run(["squeue", "--noheader", "--array", "--format=%i %T"],
-                             env=env, capture_output=True, text=True, check=True).stdout
-        left = [line for line in out.splitlines()
-                if line.split()[0].split("_")[0] in {str(j) for j in job_ids}]
-        if not left:
-            return time.monotonic() - started
-        if time.monotonic() - started > timeout:
-            pytest.fail(f"{what} still queued after {timeout} s: {left}")
-        time.sleep(1)
+    scheduler.wait(job_ids=job_ids, poll=1, timeout=900)
+    return time.monotonic() - started
 
 
 def _outputs(root: Path) -> dict[str, Path]:
@@ -113,34 +114,21 @@ def array_run(dataset, slurm_cluster, templateflow_home):
         time.sleep(0.5)
     time.sleep(5)
     subprocess.run(["scancel", f"{array_id}_1"], env=env, check=True)
-    _wait([array_id, group_id], env, what="first submission")
+    _wait([array_id, group_id])
     first = {
-        "array_states": scheduler_states(array_id, env),
-        "group_state": job_state(group_id, env),
+        "array_states": scheduler.array_states(array_id),
+        "group_state": scheduler.job_state(group_id),
         "status": {p.name: p.read_text() for p in sorted(status.iterdir())},
         "seconds": time.monotonic() - started,
     }
     printed = _slurm([*common, "--resubmit-failed", "--", *APP_ARGS], env)
     second_array = re.search(r"participant array (\d+)", printed).group(1)
     second_group = re.search(r"group job (\d+)", printed).group(1)
-    _wait([second_array, second_group], env, what="resubmission")
+    _wait([second_array, second_group])
     return {"out": out, "env": env, "first": first, "resubmitted": printed,
-            "second_group_state": job_state(second_group, env),
+            "second_group_state": scheduler.job_state(second_group),
             "status": {p.name: p.read_text() for p in sorted(status.iterdir())},
             "seconds": time.monotonic() - started}
-
-
-def job_state(job_id, env):
-    out = subprocess.run(["scontrol", "show", "job", "--oneliner", str(job_id)], env=env,
-                         capture_output=True, text=True).stdout
-    found = re.search(r"JobState=(\S+)", out)
-    return found.group(1) if found else None
-
-
-def scheduler_states(array_id, env):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SLURM_CONF", env["SLURM_CONF"])
-        return scheduler.array_states(array_id)
 
 
 def test_killed_task_cancels_group_and_is_rerun_alone(array_run):
@@ -177,8 +165,8 @@ def test_training_recipe_runs_torchrun_under_srun(array_run, dataset):
                       "--train-epochs", "ct=1", "mri=1", "residual=1", "--model-dir", str(model)],
                      env)
     job = re.search(r"train job (\d+)", printed).group(1)
-    seconds = _wait([job], env, what="training")
-    assert job_state(job, env) == "COMPLETED", (
+    seconds = _wait([job])
+    assert scheduler.job_state(job) == "COMPLETED", (
         array_run["out"] / "logs" / "slurm" / f"train-{job}.out").read_text()[-3000:]
     card = json.loads((model / "model.json").read_text())
     assert card["training"]["world_size"] == 2
