@@ -167,7 +167,8 @@ def _previous_jobs(recipe: SlurmRecipe) -> list[str]:
 def submit_participants(recipe: SlurmRecipe, paths: dict[str, Path], *, failed_only: bool) -> int:
     """Submit the array (all tasks, or those not ``ok``) and the dependent group job."""
     if failed_only:
-        queued = scheduler.queued(job_ids=_previous_jobs(recipe))
+        previous = _previous_jobs(recipe)  # none: nothing of ours can be queued
+        queued = scheduler.queued(job_ids=previous) if previous else {}
         if queued:
             raise RecipeError("jobs of an earlier submission are still queued ("
                               + " ".join(sorted(queued)) + "): wait for them or scancel them")

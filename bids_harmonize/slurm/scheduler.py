@@ -12,14 +12,9 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 CLIENT_COMMANDS = ("sbatch", "squeue", "scontrol", "scancel")
-#: job states after which a job never runs again
-FINISHED_STATES = frozenset({
-    "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED",
-    "BOOT_FAIL", "DEADLINE", "REVOKED", "SPECIAL_EXIT",
-})
 
 
 class SlurmError(RuntimeError):
@@ -35,9 +30,9 @@ def require_slurm(commands: Iterable[str] = CLIENT_COMMANDS) -> None:
         )
 
 
-def slurm_environ(base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment for SLURM commands; ``LOGNAME`` set (Nipype's SLURM plugins need it)."""
-    env = dict(os.environ if base is None else base)
+def slurm_environ() -> dict[str, str]:
+    """This process's environment with ``LOGNAME`` set (Nipype's SLURM plugins need it)."""
+    env = dict(os.environ)
     if not env.get("LOGNAME"):
         env["LOGNAME"] = env.get("USER") or getpass.getuser()
     return env
