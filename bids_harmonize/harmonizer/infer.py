@@ -126,7 +126,8 @@ def harmonize_volume(
         spacing = np.asarray(spacing, dtype=float)[:3]
         if np.any(np.abs(spacing - MODEL_SPACING_MM) > 0.02 * MODEL_SPACING_MM):
             factors = spacing / MODEL_SPACING_MM
-            notes.append(f"inputs resampled from {tuple(np.round(spacing, 3))} mm to 2 mm and back")
+            notes.append("inputs resampled from " + " x ".join(f"{float(v):.3g}" for v in spacing)
+                         + " mm to 2 mm and back")
     pet_in, t1w_in, mask_in = pet_mr, t1w, brain_mask
     if factors is not None:
         pet_in = _zoom(pet_mr, factors, 1)
