@@ -100,8 +100,9 @@ def metadata_support(card: dict, *, setup: str | None, scanner: str | None,
                      tracer_family: str | None) -> tuple[float, list[str]]:
     """Metadata part and its reasons: is this session's set-up one the model was trained on?
 
-    A card without an ``ac_setups`` list (a model from before attenuation-correction
-    setups were recorded) gives :data:`UNKNOWN_SETUP` for the setup check.
+    A card without an ``ac_setups`` list, or with only ``unknown`` in it (a model from
+    before attenuation-correction setups were recorded, or trained on data without them),
+    gives :data:`UNKNOWN_SETUP` for the setup check.
 
     >>> metadata_support({"training_data": {}}, setup=None, scanner=None, tracer_family=None)[0]
     0.5
@@ -112,7 +113,7 @@ def metadata_support(card: dict, *, setup: str | None, scanner: str | None,
     (0.51, 2)
     """
     data = card.get("training_data", {}) or {}
-    setups = list(data.get("ac_setups", []) or [])
+    setups = [s for s in data.get("ac_setups", []) or [] if s and s != "unknown"]
     models = list(data.get("petmr_models", []) or [])
     families = list(data.get("tracer_families", []) or [])
     parts, reasons = [], []
