@@ -236,14 +236,19 @@ def run_participant(config: RunConfig) -> int:
 
 
 def _write_reports(out: Path, plans, workflow, failed: list[str], run_id: str) -> None:
+    from bids_harmonize.reports.boilerplate import (
+        boilerplate_from,
+        collect_descriptions,
+        write_citation_files,
+    )
     from bids_harmonize.reports.subject import build_subject_report
 
     try:
-        boilerplate = workflow.visit_desc()
+        boilerplate = boilerplate_from(collect_descriptions(workflow))
     except Exception:  # descriptions are a courtesy; never fail a run on them
-        boilerplate = ""
-    (out / "logs").mkdir(parents=True, exist_ok=True)
-    (out / "logs" / "CITATION.md").write_text(boilerplate + "\n")
+        LOGGER.warning("Methods boilerplate could not be collected", exc_info=True)
+        boilerplate = boilerplate_from([])
+    write_citation_files(out / "logs", boilerplate)
     for plan in plans:
         errors = []
         if plan.subject in failed:
@@ -251,6 +256,17 @@ def _write_reports(out: Path, plans, workflow, failed: list[str], run_id: str) -
             errors = [f"crashed: {c.name}" for c in sorted(crash_dir.glob("crash-*"))]
             errors = errors or ["the workflow did not finish for this subject"]
         build_subject_report(out, plan.subject, boilerplate=boilerplate, errors=errors)
+    _write_run_summary(out)
+
+
+def _write_run_summary(out: Path) -> None:
+    """``<out>/index.html``: every participant's status and report (never fails a run)."""
+    from bids_harmonize.reports.runsummary import write_run_summary
+
+    try:
+        write_run_summary(out)
+    except Exception:
+        LOGGER.warning("Run summary %s could not be written", out / "index.html", exc_info=True)
 
 
 # --------------------------------------------------------------------------- group, train
@@ -268,6 +284,7 @@ def run_group(config: RunConfig) -> int:
     except (NoParticipantTablesError, ValueError) as exc:
         raise UsageError(str(exc)) from None
     LOGGER.info("Group level wrote %d file(s) under %s", len(written), config.output_dir / "group")
+    _write_run_summary(config.output_dir)
     return 0
 
 

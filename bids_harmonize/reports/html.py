@@ -23,7 +23,7 @@ th{background:#f0f0f0}td.text,th.text{text-align:left}
 svg,img.figure{max-width:100%;height:auto}img.figure{border:1px solid #ddd}
 .status-ok{color:#1b7e3c;font-weight:600}.status-failed{color:#b00020;font-weight:600}
 .status-excluded{color:#7a5b00;font-weight:600}.status-incomplete{color:#b35900;font-weight:600}
-.status-running{color:#1f5fa8;font-weight:600}
+.status-running{color:#1f5fa8;font-weight:600}.status-unknown{color:#555;font-weight:600}
 textarea{width:100%;font-family:ui-monospace,monospace;font-size:0.85em}
 nav.toc{font-size:0.9em}nav.toc a{margin-right:1em}
 """
@@ -36,7 +36,7 @@ def fmt(value, digits: int = 3) -> str:
     >>> fmt(np.float64(2.0)), fmt(0.123456), fmt(np.int64(7)), fmt(None), fmt(float("nan"))
     ('2', '0.123', '7', 'n/a', 'n/a')
     >>> fmt((np.float64(2.0), np.float64(2.2))), fmt(12345.678), fmt(True), fmt("PiB")
-    ('2 x 2.2', '1.23e+04', 'yes', 'PiB')
+    ('2, 2.2', '1.23e+04', 'yes', 'PiB')
     """
     if value is None:
         return "n/a"
@@ -50,8 +50,7 @@ def fmt(value, digits: int = 3) -> str:
             return "n/a"
         return f"{value:.{digits}g}"
     if isinstance(value, (list, tuple)):
-        return " x ".join(fmt(v, digits) for v in value) if all(
-            isinstance(v, numbers.Real) for v in value) else ", ".join(fmt(v, digits) for v in value)
+        return ", ".join(fmt(v, digits) for v in value)
     if hasattr(value, "tolist"):  # numpy arrays and scalars of other kinds
         return fmt(value.tolist(), digits)
     return str(value)

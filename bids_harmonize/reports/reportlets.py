@@ -109,3 +109,131 @@ def plot_harmonization(before, after, mask, out_file, *, title=""):
     fig.savefig(out_file, format="svg")
     plt.close(fig)
     return out_file
+
+
+def _save_svg(fig, out_file):
+    # text as SVG text, not glyph paths: smaller files, much faster to write
+    with plt.rc_context({"svg.fonttype": "none"}):
+        fig.savefig(out_file, format="svg", bbox_inches="tight")
+    plt.close(fig)
+    return out_file
+
+
+def _smooth_in_mask(volume: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian smoothing that only averages voxels inside the mask (normalised convolution).
+
+    >>> v = np.ones((5, 5, 5)); m = np.zeros_like(v, bool); m[1:4, 1:4, 1:4] = True
+    >>> round(float(_smooth_in_mask(v * 3, m, 1.0)[2, 2, 2]), 4)
+    3.0
+    """
+    from scipy.ndimage import gaussian_filter
+
+    if sigma <= 0:
+        return volume
+    w = gaussian_filter(mask.astype(np.float32), sigma)
+    s = gaussian_filter(np.where(mask, volume, 0).astype(np.float32), sigma)
+    return np.where(mask, s / np.maximum(w, 1e-6), np.nan)
+
+
+#: Colour range of the percent-difference maps (PET-MR vs PET-CT), in percent.
+DIFF_RANGE_PCT = 20.0
+
+
+def plot_petct_comparison(petct, petmr, mask, out_file, *, harmonized=None,
+                          scales=(1.0, 1.0, 1.0), title="", unit="SUVR", smooth_vox=1.5):
+    """PET-CT next to PET-MR before (and after) harmonization, with difference maps to PET-CT.
+
+    All images are on one grid (the subject's T1w). Each image is divided by its
+    ``scales`` entry (its reference-region mean: the maps are then SUVR, as the
+    regional tables) before the difference ``100 * (PET-MR - PET-CT) / PET-CT``
+    is taken inside the brain mask, on images smoothed inside the mask (Gaussian,
+    ``smooth_vox`` voxels SD) so that systematic differences stand out of voxel noise.
+    """
+    ct, zooms = _canonical(petct)
+    mr = _canonical(petmr)[0]
+    m = _canonical(mask)[0] > 0
+    hm = _canonical(harmonized)[0] if harmonized is not None else None
+    ct, mr = ct / scales[0], mr / scales[1]
+    hm = hm / scales[2] if hm is not None else None
+    centre = _centre(m)
+
+    ct_s = _smooth_in_mask(ct, m, smooth_vox)
+
+    def pct(vol):
+        vol = _smooth_in_mask(vol, m, smooth_vox)
+        good = m & (ct_s > 0.05 * np.nanmax(np.where(m, ct_s, 0)))
+        return np.where(good, 100.0 * (vol - ct_s) / np.where(good, ct_s, 1), np.nan)
+
+    vmin, vmax = _robust(ct, m)
+    rows = [("PET-CT (reference)", ct, "magma", vmin, vmax),
+            ("PET-MR before harmonization", mr, "magma", vmin, vmax)]
+    if hm is not None:
+        rows.append(("PET-MR after harmonization", hm, "magma", vmin, vmax))
+    rows.append(("difference before: PET-MR - PET-CT (%)", pct(mr), "RdBu_r", -DIFF_RANGE_PCT,
+                 DIFF_RANGE_PCT))
+    if hm is not None:
+        rows.append(("difference after: harmonized - PET-CT (%)", pct(hm), "RdBu_r",
+                     -DIFF_RANGE_PCT, DIFF_RANGE_PCT))
+    aspects = [zooms[2] / zooms[1], zooms[2] / zooms[0], zooms[1] / zooms[0]]
+    fig, axes = plt.subplots(len(rows), 3, figsize=(10, 2.7 * len(rows)), squeeze=False)
+    for r, (label, vol, cmap, lo, hi) in enumerate(rows):
+        for k in range(3):
+            im = axes[r, k].imshow(_slices(vol, centre)[k], cmap=cmap, origin="lower", vmin=lo,
+                                   vmax=hi, aspect=aspects[k])
+            axes[r, k].axis("off")
+        axes[r, 0].set_title(label, fontsize=10, loc="left")
+        fig.colorbar(im, ax=axes[r, :].tolist(), shrink=0.8,
+                     label="%" if "%" in label else unit)
+    fig.suptitle(title, fontsize=11)
+    return _save_svg(fig, out_file)
+
+
+def plot_subject_region_bias(bias, out_file, *, title="", max_regions=24):
+    """Per-region percent bias of PET-MR SUVR vs PET-CT, before and after harmonization.
+
+    ``bias``: a DataFrame indexed by region with columns ``before`` and (optionally)
+    ``after``, in percent.
+    """
+    cols = [c for c in ("before", "after") if c in bias.columns]
+    order = bias[cols[0]].abs().sort_values(ascending=False).index[:max_regions]
+    bias = bias.loc[order[::-1]]
+    fig, ax = plt.subplots(figsize=(7, 0.24 * len(bias) + 1.3))
+    ypos = np.arange(len(bias))
+    height = 0.8 / len(cols)
+    colours = {"before": "#d95f02", "after": "#1b9e77"}
+    labels = {"before": "PET-MR before harmonization", "after": "PET-MR after harmonization"}
+    for k, col in enumerate(cols):
+        ax.barh(ypos + k * height - 0.4 + height / 2, bias[col], height=height,
+                color=colours[col], label=labels[col])
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_yticks(ypos, bias.index, fontsize=7)
+    ax.set_xlabel("SUVR difference to PET-CT (%)")
+    ax.set_title(title, fontsize=10, pad=22)
+    ax.legend(fontsize=8, loc="lower left", bbox_to_anchor=(0, 1.0), ncol=2, frameon=False)
+    return _save_svg(fig, out_file)
+
+
+def plot_correction(before, after, mask, out_file, *, uncertainty=None, title=""):
+    """The correction the harmonizer applied (after / before) and, when given, its uncertainty."""
+    b, zooms = _canonical(before)
+    a = _canonical(after)[0]
+    m = _canonical(mask)[0] > 0
+    centre = _centre(m)
+    ratio = np.where(m & (b > 0), a / np.where(b > 0, b, 1), np.nan)
+    rows = [("correction: harmonized / before", ratio, "coolwarm", 0.8, 1.2, "ratio")]
+    if uncertainty is not None:
+        u = _canonical(uncertainty)[0]
+        u = np.where(m, u, np.nan)
+        lo, hi = _robust(np.nan_to_num(u), m)
+        rows.append(("uncertainty (ensemble spread)", u, "viridis", 0.0, hi, "uncertainty"))
+    aspects = [zooms[2] / zooms[1], zooms[2] / zooms[0], zooms[1] / zooms[0]]
+    fig, axes = plt.subplots(len(rows), 3, figsize=(10, 2.9 * len(rows)), squeeze=False)
+    for r, (label, vol, cmap, lo, hi, unit) in enumerate(rows):
+        for k in range(3):
+            im = axes[r, k].imshow(_slices(vol, centre)[k], cmap=cmap, origin="lower", vmin=lo,
+                                   vmax=hi, aspect=aspects[k])
+            axes[r, k].axis("off")
+        axes[r, 0].set_title(label, fontsize=10, loc="left")
+        fig.colorbar(im, ax=axes[r, :].tolist(), shrink=0.8, label=unit)
+    fig.suptitle(title, fontsize=11)
+    return _save_svg(fig, out_file)

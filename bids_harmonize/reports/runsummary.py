@@ -17,7 +17,7 @@ from bids_harmonize.reports.html import fmt, page, table
 
 LOGGER = logging.getLogger(__name__)
 
-ORDER = {"failed": 0, "incomplete": 1, "running": 2, "excluded": 3, "ok": 4}
+ORDER = {"failed": 0, "incomplete": 1, "unknown": 2, "running": 3, "excluded": 4, "ok": 5}
 
 
 def _runtime(seconds) -> str:
@@ -122,9 +122,11 @@ def records_on_disk(out_dir: Path) -> list[dict]:
         label = sub.name.removeprefix("sub-").removesuffix(".html")
         if label not in known and (sub.is_dir() or sub.suffix == ".html"):
             known.add(label)
-            records.append({"participant": label, "status": "incomplete",
-                            "reasons": ["no status record (outputs from an older or "
-                                        "interrupted run)"], "crash_files": []})
+            crashes = sorted(c.relative_to(out_dir).as_posix()
+                             for c in (out_dir / f"sub-{label}").glob("log/*/crash-*"))
+            records.append({"participant": label, "status": "unknown",
+                            "reasons": ["no status record under logs/status/"], "crash_files":
+                            crashes})
     return records
 
 

@@ -1,10 +1,34 @@
-"""The per-subject HTML report, assembled after the run from ``sub-<s>/figures/``."""
+"""The per-subject HTML report, assembled after the run from the subject's derivatives.
+
+The pipeline's reportlets (``sub-<s>/figures/*.svg``: registration, uptake
+window, harmonization) are shown per session and tracer. At assembly time the
+report also draws, from the derivatives themselves:
+
+- for a subject with PET-CT and PET-MR of one tracer: PET-CT next to PET-MR
+  before and after harmonization with difference maps to PET-CT, and a
+  per-region SUVR bias bar chart before/after;
+- for PET-MR without PET-CT: the correction map (harmonized / before), with the
+  harmonizer's uncertainty map next to it when it wrote one
+  (``..._desc-uncertainty_pet.nii.gz``), and its out-of-distribution decision.
+
+A figure that cannot be drawn (a file is missing or unreadable) is replaced by a
+note that says what is missing; the report itself is always written.
+"""
 
 from __future__ import annotations
 
 import html
 import json
+import logging
 from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bids_harmonize.reports.boilerplate import Boilerplate, boilerplate_from
+from bids_harmonize.reports.html import fmt, missing, page, table
+
+LOGGER = logging.getLogger(__name__)
 
 FIGURE_TEXT = {
     "template": ("Registration to the template",
@@ -20,68 +44,314 @@ FIGURE_TEXT = {
                       "inside the brain: red where the harmonizer raised uptake (typically "
                       "cortex next to bone that Dixon MR-based attenuation misses)."),
 }
+#: Figures this module draws at assembly time (not listed again with the pipeline's).
+ASSEMBLED = ("vspetct", "regionbias", "correction")
+#: Sidecar fields of the out-of-distribution check (written by the harmonizer, version 2).
+OOD_FIELDS = ("OODDecision", "OODScore", "OODComponents")
+
+
+def _entities(name: str) -> dict[str, str]:
+    stem = name.split(".")[0]
+    ents = dict(part.split("-", 1) for part in stem.split("_")[:-1] if "-" in part)
+    ents["suffix"] = stem.split("_")[-1]
+    return ents
 
 
 def _section_of(path: Path) -> tuple[str, str]:
-    stem = path.name.split(".")[0]
-    entities = dict(part.split("-", 1) for part in stem.split("_")[:-1] if "-" in part)
+    entities = _entities(path.name)
     scope = " ".join(f"{k}-{v}" for k, v in entities.items() if k in ("ses", "trc"))
     return scope or "anatomy", entities.get("desc", "")
 
 
-def build_subject_report(output_dir: Path, subject: str, *, boilerplate: str = "",
-                         errors: list[str] | None = None) -> Path:
-    """Write ``<out>/sub-<s>.html`` linking the subject's figures and sidecar summaries."""
-    output_dir = Path(output_dir)
+def _read_json(path: Path) -> dict:
+    try:
+        meta = json.loads(path.read_text())
+        return meta if isinstance(meta, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _pet_images(output_dir: Path, subject: str) -> list[dict]:
+    """PET derivatives of the subject: entities, path and sidecar of each ``*_pet.nii.gz``."""
+    found = []
+    for path in sorted((output_dir / f"sub-{subject}").glob("ses-*/pet/*_pet.nii.gz")):
+        ents = _entities(path.name)
+        sidecar = path.with_name(path.name.replace(".nii.gz", ".json"))
+        found.append({**ents, "path": path, "meta": _read_json(sidecar) if sidecar.exists() else {},
+                      "sidecar": sidecar})
+    return found
+
+
+def _table_path(image: dict, measure: str) -> Path | None:
+    """The regional table next to an image (``..._seg-<atlas>_desc-<d>_<measure>.tsv``)."""
+    pet_dir = image["path"].parent
+    prefix = image["path"].name.split("_space-")[0]
+    hits = sorted(pet_dir.glob(f"{prefix}_seg-*_desc-{image['desc']}_{measure}.tsv"))
+    return hits[0] if hits else None
+
+
+def _suvr(image: dict) -> pd.DataFrame | None:
+    path = _table_path(image, "suvr")
+    if path is None:
+        return None
+    try:
+        df = pd.read_csv(path, sep="\t", na_values=["n/a"])
+    except (OSError, ValueError, pd.errors.ParserError):
+        return None
+    return df if {"region", "suvr"} <= set(df.columns) else None
+
+
+def _reference_mean(image: dict, suvr: pd.DataFrame | None, mask: Path) -> float:
+    """The mean of the reference region (from the regional table), else the in-brain median."""
+    if suvr is not None and "reference_region" in suvr.columns and "mean" in suvr.columns:
+        ref = suvr.loc[suvr["region"] == suvr["reference_region"].iloc[0], "mean"]
+        if len(ref) and np.isfinite(ref.iloc[0]) and ref.iloc[0] > 0:
+            return float(ref.iloc[0])
+    import nibabel as nb
+
+    data = np.asarray(nb.load(image["path"]).dataobj, dtype=float)
+    m = np.asarray(nb.load(mask).dataobj) > 0
+    vals = data[m & (data > 0)]
+    return float(np.median(vals)) if vals.size else 1.0
+
+
+def _platform(image: dict) -> str:
+    return str(image["meta"].get("Platform") or "")
+
+
+def _figure(output_dir: Path, path: Path, title: str, text: str) -> str:
+    rel = path.relative_to(output_dir).as_posix()
+    return (f"<h3>{html.escape(title)}</h3><p class='explain'>{html.escape(text)}</p>"
+            f"<img class='figure' src='{html.escape(rel)}' alt='{html.escape(title)}'>")
+
+
+def _paired_sections(output_dir: Path, subject: str, images: list[dict]) -> list[str]:
+    """PET-CT vs PET-MR (before/after) per tracer; correction maps for unpaired PET-MR."""
+    from bids_harmonize.reports import reportlets
+
+    fig_dir = output_dir / f"sub-{subject}" / "figures"
+    mask = output_dir / f"sub-{subject}" / "anat" / f"sub-{subject}_desc-brain_mask.nii.gz"
+    t1w = [i for i in images if i.get("space") == "T1w"]
+    parts: list[str] = []
+    for tracer in sorted({i.get("trc", "") for i in t1w}):
+        of = [i for i in t1w if i.get("trc", "") == tracer]
+        ct = next((i for i in of if i.get("desc") == "preproc" and _platform(i) == "PET-CT"), None)
+        for mr in (i for i in of if i.get("desc") == "preproc" and _platform(i) == "PET-MR"):
+            harm = next((i for i in of if i.get("desc") == "harmonized"
+                         and i.get("ses") == mr.get("ses")), None)
+            ses = mr.get("ses", "")
+            parts.append(f"<h2 id='cmp-{html.escape(ses)}-{html.escape(tracer)}'>"
+                         f"{html.escape(tracer)}: ses-{html.escape(ses)} (PET-MR)"
+                         + (f" against ses-{html.escape(ct.get('ses', ''))} (PET-CT)" if ct else "")
+                         + "</h2>")
+            if not mask.exists():
+                parts.append(missing(f"The brain mask {mask.name} is missing: no comparison "
+                                     "figure can be drawn."))
+                continue
+            if ct is not None:
+                parts += _versus_petct(output_dir, subject, tracer, ses, ct, mr, harm, mask,
+                                       fig_dir, reportlets)
+            elif harm is not None:
+                parts += _correction(output_dir, subject, tracer, ses, mr, harm, mask, fig_dir,
+                                     reportlets)
+            else:
+                parts.append("<p class='note'>No harmonized image for this PET-MR series "
+                             "(harmonization disabled, or it failed: see the errors above).</p>")
+            if harm is not None:
+                parts.append(_ood_block(harm))
+    return parts
+
+
+def _versus_petct(output_dir, subject, tracer, ses, ct, mr, harm, mask, fig_dir,
+                  reportlets) -> list[str]:
+    parts = []
+    tables = {"ct": _suvr(ct), "mr": _suvr(mr), "harm": _suvr(harm) if harm else None}
+    fig = fig_dir / f"sub-{subject}_ses-{ses}_trc-{tracer}_desc-vspetct_pet.svg"
+    try:
+        fig_dir.mkdir(parents=True, exist_ok=True)
+        scales = (_reference_mean(ct, tables["ct"], mask), _reference_mean(mr, tables["mr"], mask),
+                  _reference_mean(harm, tables["harm"], mask) if harm else 1.0)
+        reportlets.plot_petct_comparison(
+            ct["path"], mr["path"], mask, fig, harmonized=harm["path"] if harm else None,
+            scales=scales, title=f"sub-{subject} {tracer}: PET-MR against PET-CT")
+        parts.append(_figure(
+            output_dir, fig, "PET-MR against PET-CT",
+            "Top rows: PET-CT (the reference), PET-MR before and after harmonization, each "
+            "divided by its reference-region mean (SUVR, one colour scale). Bottom rows: the "
+            "difference to PET-CT in percent, before and after; blue where PET-MR reads low "
+            "(typically cortex next to the skull under MR-based attenuation correction), red "
+            f"where it reads high, white where they agree (scale +/-{reportlets.DIFF_RANGE_PCT:g} %)."
+            " Good harmonization turns the bottom row white."))
+    except Exception as exc:  # a figure never breaks the report
+        LOGGER.warning("sub-%s: PET-CT comparison figure failed: %s", subject, exc)
+        parts.append(missing(f"The PET-CT comparison figure could not be drawn: {exc}"))
+    if tables["ct"] is None or tables["mr"] is None:
+        which = [n for n, k in (("PET-CT", "ct"), ("PET-MR", "mr")) if tables[k] is None]
+        parts.append(missing("Regional SUVR table missing or unreadable for "
+                             + " and ".join(which) + ": no regional bias chart."))
+        return parts
+    bias = _region_bias(tables["ct"], tables["mr"], tables["harm"])
+    fig = fig_dir / f"sub-{subject}_ses-{ses}_trc-{tracer}_desc-regionbias_pet.svg"
+    try:
+        reportlets.plot_subject_region_bias(
+            bias, fig, title=f"sub-{subject} {tracer}: regional SUVR, PET-MR vs PET-CT")
+        parts.append(_figure(
+            output_dir, fig, "Regional SUVR bias",
+            "Percent difference of each region's SUVR on PET-MR from PET-CT, before (orange) "
+            "and after (green) harmonization, regions with the largest difference before "
+            "harmonization first. Bars after harmonization should be shorter."))
+    except Exception as exc:
+        LOGGER.warning("sub-%s: regional bias figure failed: %s", subject, exc)
+        parts.append(missing(f"The regional bias chart could not be drawn: {exc}"))
+    comp = bias.loc[[r for r in bias.index if r in _composites(tables["ct"])]]
+    if not comp.empty:
+        rows = [[r, *[comp.loc[r, c] for c in comp.columns]] for r in comp.index]
+        parts.append("<p class='explain'>Composite regions (SUVR difference to PET-CT, %):</p>"
+                     + table(["region", *[f"{c} harmonization" for c in comp.columns]], rows))
+    return parts
+
+
+def _composites(suvr: pd.DataFrame) -> list[str]:
+    if "kind" not in suvr.columns:
+        return []
+    return suvr.loc[suvr["kind"] == "composite", "region"].tolist()
+
+
+def _region_bias(ct: pd.DataFrame, mr: pd.DataFrame, harm: pd.DataFrame | None) -> pd.DataFrame:
+    """Percent SUVR difference to PET-CT per region, before and (when given) after.
+
+    >>> ct = pd.DataFrame({"region": ["a", "b"], "suvr": [2.0, 1.0]})
+    >>> mr = pd.DataFrame({"region": ["a", "b"], "suvr": [1.8, 1.0]})
+    >>> _region_bias(ct, mr, None)["before"].round(1).tolist()
+    [-10.0, 0.0]
+    """
+    ref = ct.set_index("region")["suvr"]
+    out = pd.DataFrame({"before": 100 * (mr.set_index("region")["suvr"] - ref) / ref})
+    if harm is not None:
+        out["after"] = 100 * (harm.set_index("region")["suvr"] - ref) / ref
+    return out.replace([np.inf, -np.inf], np.nan).dropna(subset=["before"])
+
+
+def _correction(output_dir, subject, tracer, ses, mr, harm, mask, fig_dir,
+                reportlets) -> list[str]:
+    unc = harm["path"].with_name(harm["path"].name.replace("desc-harmonized", "desc-uncertainty"))
+    fig = fig_dir / f"sub-{subject}_ses-{ses}_trc-{tracer}_desc-correction_pet.svg"
+    parts = ["<p class='explain'>This subject has no PET-CT of this tracer, so the "
+             "harmonization cannot be checked against a reference here; the map below shows "
+             "what it changed.</p>"]
+    try:
+        fig_dir.mkdir(parents=True, exist_ok=True)
+        reportlets.plot_correction(mr["path"], harm["path"], mask, fig,
+                                   uncertainty=unc if unc.exists() else None,
+                                   title=f"sub-{subject} {tracer}: correction applied")
+        parts.append(_figure(
+            output_dir, fig, "Correction map" + (" and uncertainty" if unc.exists() else ""),
+            "The ratio harmonized / PET-MR inside the brain (red: raised, blue: lowered)"
+            + ("; below it the harmonizer's per-voxel uncertainty (spread of its ensemble): "
+               "high values mark where the correction is least certain." if unc.exists()
+               else ".")))
+    except Exception as exc:
+        LOGGER.warning("sub-%s: correction figure failed: %s", subject, exc)
+        parts.append(missing(f"The correction map could not be drawn: {exc}"))
+    if not unc.exists():
+        parts.append("<p class='note'>No uncertainty map (<code>"
+                     f"{html.escape(unc.name)}</code>) was written for this image.</p>")
+    return parts
+
+
+def _ood_block(harm: dict) -> str:
+    """The out-of-distribution decision and its parts, from the harmonized image's sidecar."""
+    meta = harm["meta"]
+    if not any(k in meta for k in OOD_FIELDS):
+        return ("<p class='note'>The harmonized image's sidecar has no out-of-distribution "
+                "decision (<code>OODDecision</code>): this model does not report one.</p>")
+    rows = [["decision", meta.get("OODDecision")], ["score", meta.get("OODScore")]]
+    comps = meta.get("OODComponents")
+    if isinstance(comps, dict):
+        rows += [[f"part: {k}", v] for k, v in comps.items()]
+    elif comps is not None:
+        rows.append(["parts", comps])
+    if "AttenuationCorrectionSetup" in meta:
+        rows.append(["attenuation-correction setup", meta["AttenuationCorrectionSetup"]])
+    return "<h3>Out-of-distribution check</h3>" + table(["", "value"], rows)
+
+
+def _pipeline_figures(output_dir: Path, subject: str) -> list[str]:
     figures = sorted((output_dir / f"sub-{subject}" / "figures").glob("*.svg"))
-    parts = [
-        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
-        f"<title>bids_harmonize: sub-{html.escape(subject)}</title>",
-        "<style>body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}"
-        "img{max-width:100%;border:1px solid #ddd}h2{border-bottom:1px solid #aaa}"
-        ".err{color:#a00}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
-        "padding:2px 6px;font-size:90%}</style></head><body>",
-        f"<h1>Subject sub-{html.escape(subject)}</h1>",
-    ]
-    if errors:
-        parts.append("<h2 class='err'>Errors</h2><ul>")
-        parts += [f"<li class='err'>{html.escape(e)}</li>" for e in errors]
-        parts.append("</ul>")
-    parts.append(_summary_table(output_dir, subject))
-    current = None
+    parts, current = [], None
     for fig in figures:
         scope, desc = _section_of(fig)
+        if desc in ASSEMBLED:
+            continue
         if scope != current:
-            parts.append(f"<h2>{html.escape(scope)}</h2>")
+            parts.append(f"<h2>{html.escape(scope)}: processing steps</h2>")
             current = scope
         title, text = FIGURE_TEXT.get(desc, (desc, ""))
-        rel = fig.relative_to(output_dir).as_posix()
-        parts.append(f"<h3>{html.escape(title)}</h3><p>{html.escape(text)}</p>"
-                     f"<img src='{html.escape(rel)}' alt='{html.escape(title)}'>")
-    if boilerplate:
-        parts.append(f"<h2>Methods</h2><p>{html.escape(boilerplate)}</p>")
-    parts.append("</body></html>")
+        parts.append(_figure(output_dir, fig, title, text))
+    if not figures:
+        parts.append(missing(f"No figures under sub-{subject}/figures/: the run did not get "
+                             "as far as drawing them."))
+    return parts
+
+
+def build_subject_report(output_dir: Path, subject: str, *,
+                         boilerplate: Boilerplate | list[str] | str | None = None,
+                         errors: list[str] | None = None) -> Path:
+    """Write ``<out>/sub-<s>.html``: summary, PET-CT comparison, figures, methods."""
+    output_dir = Path(output_dir)
+    images = _pet_images(output_dir, subject)
+    parts = [f"<h1>Subject sub-{html.escape(subject)}</h1>",
+             "<nav class='toc'><a href='index.html'>run summary</a><a href='#summary'>summary"
+             "</a><a href='#methods'>methods</a></nav>"]
+    if errors:
+        parts.append("<h2 class='status-failed'>Errors</h2><ul>"
+                     + "".join(f"<li class='status-failed'>{html.escape(e)}</li>" for e in errors)
+                     + "</ul>")
+    parts.append(_summary_table(output_dir, subject))
+    try:
+        parts += _paired_sections(output_dir, subject, images)
+    except Exception as exc:  # never lose the whole report to one section
+        LOGGER.exception("sub-%s: comparison sections failed", subject)
+        parts.append(missing(f"The comparison sections could not be built: {exc}"))
+    parts += _pipeline_figures(output_dir, subject)
+    if not isinstance(boilerplate, Boilerplate):
+        boilerplate = boilerplate_from(boilerplate or [])
+    parts.append("<h2 id='methods'>Methods</h2><p class='explain'>A description of the "
+                 "processing, written by the workflows themselves, to adapt for a paper's "
+                 "methods section.</p>" + boilerplate.html())
     out = output_dir / f"sub-{subject}.html"
-    out.write_text("\n".join(parts))
+    out.write_text(page(f"bids_harmonize: sub-{subject}", parts))
     return out
+
+
+def _window(value) -> str:
+    """``[50, 70]`` as ``50-70``.
+
+    >>> _window([50.0, 70.0]), _window(None)
+    ('50-70', 'n/a')
+    """
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        return f"{fmt(value[0])}-{fmt(value[1])}"
+    return fmt(value)
 
 
 def _summary_table(output_dir: Path, subject: str) -> str:
     rows = []
     for sidecar in sorted((output_dir / f"sub-{subject}").glob("ses-*/pet/*_space-T1w_desc-*_pet.json")):
-        meta = json.loads(sidecar.read_text())
+        meta = _read_json(sidecar)
         harm = meta.get("Harmonization") or {}
-        rows.append(
-            "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
-                sidecar.name.replace("_pet.json", ""), meta.get("Platform"),
-                meta.get("PlatformInference"), meta.get("ManufacturersModelName"),
-                meta.get("TimeWindow"), meta.get("Units"),
-                f"{harm.get('ModelName', '')} {harm.get('ModelVersion', '')}".strip(),
-                "; ".join(harm.get("Notes", []) or []),
-            )) + "</tr>"
-        )
+        model = " ".join(fmt(harm[k]) for k in ("ModelName", "ModelVersion") if harm.get(k))
+        rows.append([sidecar.name.replace("_pet.json", ""), meta.get("Platform"),
+                     meta.get("PlatformInference"), meta.get("ManufacturersModelName"),
+                     meta.get("AttenuationCorrectionSetup", meta.get("AttenuationCorrection")),
+                     _window(meta.get("TimeWindow")), meta.get("Units"), model,
+                     meta.get("OODDecision", ""), "; ".join(fmt(n) for n in harm.get("Notes") or [])])
     if not rows:
-        return "<p>No PET outputs were written for this subject.</p>"
-    head = "".join(f"<th>{h}</th>" for h in ("image", "platform", "decided from", "scanner",
-                                              "window (min)", "units", "model", "notes"))
-    return f"<h2>Summary</h2><table><tr>{head}</tr>{''.join(rows)}</table>"
+        return ("<h2 id='summary'>Summary</h2>"
+                + missing("No PET outputs were written for this subject."))
+    return "<h2 id='summary'>Summary</h2>" + table(
+        ["image", "platform", "decided from", "scanner", "attenuation correction",
+         "window (min)", "units", "model", "OOD decision", "notes"], rows, text_columns=10)
+
+
+__all__ = ["build_subject_report"]
