@@ -3,7 +3,14 @@
 - :mod:`.nets` — CT anatomy autoencoder and MRI encoder (MONAI ``PatchEmbeddingBlock`` +
   ``TransformerBlock``), residual log-ratio correction net (MONAI ``UnetResBlock``);
 - :mod:`.losses` — reconstruction, patch-wise InfoNCE, log-domain voxel and regional losses;
-- :mod:`.train` — :func:`~.train.train_model`, stage by stage with checkpoints;
+- :mod:`.config` — dataclasses, and the stage-3 input channel layout declared once
+  (:data:`~.config.INPUT_CHANNELS`, :func:`~.config.stage3_channels`);
+- :mod:`.train` — :func:`~.train.train_model`, stage by stage with checkpoints, wiring
+  :mod:`.data` (patches), :mod:`.stages` (per-stage losses), :mod:`.engine` (epoch loop),
+  :mod:`.runtime` (device, torchrun/DDP), :mod:`.checkpoints` and :mod:`.card` (the
+  model card's generated parts);
+- :mod:`.physics` — expected attenuation-correction error of the scanner's mu-map (the
+  ``ac_error`` channel of physics-guided models);
 - :mod:`.dataset` — :class:`~.dataset.TrainingPair`,
   :func:`~.dataset.load_pairs_from_derivatives`;
 - :mod:`.weights` — model directories (safetensors + ``model.json``),

@@ -9,11 +9,82 @@ stored in the model card (``model.json``) so that a model rebuilds its nets from
 (4, 4, 4)
 >>> HarmonizerConfig.from_dict(cfg.to_dict()) == cfg
 True
+
+The stage-3 input layout is declared here once (:data:`INPUT_CHANNELS`,
+:attr:`CorrectionConfig.inputs`); the nets, the patch data set, inference and the model
+card all read it through :func:`stage3_channels`:
+
+>>> [c.name for c in stage3_channels(cfg.correction)]
+['pet', 't1w']
+>>> [c.name for c in stage3_channels(cfg.correction, route="voxel")]
+['pet']
+>>> v2 = cfg.replace(correction={"inputs": ("pet", "t1w", "ac_error")})
+>>> [c.name for c in stage3_channels(v2.correction, route="voxel")]
+['pet', 'ac_error']
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
+
+
+@dataclass(frozen=True)
+class InputChannel:
+    """One input channel of stage 3, as the data set, the nets and inference see it.
+
+    ``route`` says where the channel goes: ``"voxel"`` channels are stacked and fed to the
+    correction net voxel by voxel; the ``"anatomy"`` channel (the T1w) goes through the
+    MRI encoder, whose tokens and pseudo-mu reach the correction net.
+    """
+
+    name: str  #: key in the patch dictionaries and in the inference stack
+    modality: str
+    normalisation: str
+    required: bool  #: False: inference fills it in (or zeros) when the data lack it
+    route: str = "voxel"
+
+    def describe(self, spacing_mm: float) -> dict:
+        """The model-card entry of this channel."""
+        return {
+            "modality": self.modality,
+            "channels": 1,
+            "spacing_mm": [spacing_mm] * 3,
+            "value_range": self.normalisation,
+            "grid": "T1w grid",
+            "required": self.required,
+            "route": "MRI encoder (stages 1-2) then stage 3" if self.route == "anatomy" else "stage 3",
+        }
+
+
+#: Every stage-3 input channel the package knows; a configuration picks a subset (in order).
+INPUT_CHANNELS: dict[str, InputChannel] = {
+    c.name: c
+    for c in (
+        InputChannel("pet", "PET (PET-MR, static, any tracer)", "divided by its brain mean", True),
+        InputChannel(
+            "t1w", "MR T1w", "divided by its brain mean, clipped to [0, 5]", True, route="anatomy"
+        ),
+        InputChannel(
+            "ac_error",
+            "expected attenuation-correction error: log of the ratio of attenuation-correction "
+            "factors (pseudo-CT mu over the scanner's mu-map) along lines of response, back in "
+            "the image (bids_harmonize.harmonizer.physics)",
+            "log ratio, no unit (0 = no expected error)",
+            False,
+        ),
+    )
+}
+
+MODEL_SPACING_MM = 2.0  #: voxel size the nets work at (inputs are resampled to it)
+
+
+def stage3_channels(correction: CorrectionConfig, route: str | None = None) -> list[InputChannel]:
+    """The configured stage-3 input channels, in order (``route`` filters them)."""
+    unknown = [n for n in correction.inputs if n not in INPUT_CHANNELS]
+    if unknown:
+        raise ValueError(f"unknown stage-3 input channel(s) {unknown}; known: {list(INPUT_CHANNELS)}")
+    chans = [INPUT_CHANNELS[n] for n in correction.inputs]
+    return [c for c in chans if route is None or c.route == route]
 
 
 @dataclass(frozen=True)
@@ -44,6 +115,28 @@ class CorrectionConfig:
     max_abs_log_ratio: float = 1.0  #: r is bounded by tanh to +-this value
     downsample: int = 2  #: r is predicted at 1/downsample resolution (low-frequency r)
     norm: str = "none"  #: "none" or "instance" (instance norm hides how much bone a patch has)
+    #: stage-3 input channels, names of :data:`INPUT_CHANNELS` ("pet" first); v1 models
+    #: have ("pet", "t1w"), physics-guided v2 models add "ac_error"
+    inputs: tuple[str, ...] = ("pet", "t1w")
+    #: with "ac_error" among the inputs: r = ac_error + learned residual (the net learns
+    #: only what the physics map misses); False: ac_error is only an input
+    physics_offset: bool = True
+
+
+@dataclass(frozen=True)
+class PhysicsConfig:
+    """The expected attenuation-correction error map (:mod:`.physics`), channel ``ac_error``.
+
+    2-D parallel-beam line integrals per axial slice on a grid ``downsample`` times coarser
+    than the 2 mm T1w grid, over ``n_angles`` angles in 180 degrees.
+    """
+
+    n_angles: int = 24
+    downsample: int = 2  #: 2 mm * 2 = 4 mm voxels for the line integrals
+    axial_axis: int = 2  #: the T1w-grid axis along which slices are taken (RAS+: 2)
+    #: training: the true-mu estimate the map is made from: "pseudo_ct" (stage 2's, as at
+    #: inference) or "ct" (the paired CT)
+    mu_source: str = "pseudo_ct"
 
 
 @dataclass(frozen=True)
@@ -80,6 +173,7 @@ class HarmonizerConfig:
     anatomy: AnatomyConfig = field(default_factory=AnatomyConfig)
     correction: CorrectionConfig = field(default_factory=CorrectionConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    physics: PhysicsConfig = field(default_factory=PhysicsConfig)
     stage1: StageTraining = field(default_factory=lambda: _stage_default(2, 8, 1e-3))
     stage2: StageTraining = field(default_factory=lambda: _stage_default(2, 8, 1e-3))
     stage3: StageTraining = field(default_factory=lambda: _stage_default(2, 8, 1e-3))
@@ -97,6 +191,7 @@ class HarmonizerConfig:
             "anatomy": AnatomyConfig,
             "correction": CorrectionConfig,
             "loss": LossConfig,
+            "physics": PhysicsConfig,
             "stage1": StageTraining,
             "stage2": StageTraining,
             "stage3": StageTraining,
@@ -108,8 +203,9 @@ class HarmonizerConfig:
                 raise ValueError(f"unknown harmonizer configuration key {key!r}")
             if key in kinds:
                 sub = dict(value)
-                if "channels" in sub:
-                    sub["channels"] = tuple(sub["channels"])
+                for name in ("channels", "inputs"):
+                    if name in sub:
+                        sub[name] = tuple(sub[name])
                 kwargs[key] = kinds[key](**sub)
             else:
                 kwargs[key] = value

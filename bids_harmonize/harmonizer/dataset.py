@@ -30,7 +30,10 @@ class TrainingPair:
     """One training example: arrays (or NIfTI paths) on ONE common grid (the T1w grid).
 
     ``labels`` (integer region map, 0 = background) is optional; without it the regional
-    loss uses the brain mask as a single region.
+    loss uses the brain mask as a single region. ``mu_map`` is the PET-MR scanner's own
+    attenuation map (1/cm at 511 keV) on the same grid, when the data have one;
+    ``ac_setup`` names the PET-MR attenuation-correction setup
+    (``bids_harmonize.acsetups``; "unknown" when not known).
     """
 
     subject: str
@@ -44,11 +47,13 @@ class TrainingPair:
     petct_model: str = "unknown"
     petmr_model: str = "unknown"
     extra: dict = field(default_factory=dict)
+    mu_map: np.ndarray | str | Path | None = None
+    ac_setup: str = "unknown"
 
     def load(self) -> dict[str, np.ndarray]:
         """Arrays of every field (paths are read with nibabel); checks they share a shape."""
         out = {}
-        for name in (*ARRAY_FIELDS, "labels"):
+        for name in (*ARRAY_FIELDS, "labels", "mu_map"):
             value = getattr(self, name)
             if value is None:
                 continue

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+from bids_harmonize.harmonizer.data import PatchDataset, crop, prepare_pair
 from bids_harmonize.harmonizer.dataset import InsufficientDataError
-from bids_harmonize.harmonizer.train import PatchDataset, crop, prepare_pair, train_model
+from bids_harmonize.harmonizer.train import train_model
 from bids_harmonize.harmonizer.weights import load_model
 
 
@@ -23,7 +24,7 @@ def test_trained_model_card(tiny_model_dir):
 
 
 def test_resume_skips_finished_stages(tiny_model_dir, phantom_pairs, tiny_config, caplog):
-    caplog.set_level("INFO", logger="bids_harmonize.harmonizer.train")
+    caplog.set_level("INFO", logger="bids_harmonize.harmonizer")
     before = load_model(tiny_model_dir).net.state_dict()
     train_model(phantom_pairs, tiny_model_dir, tiny_config, device="cpu", progress=False)
     assert "complete in checkpoint" in caplog.text
@@ -45,7 +46,7 @@ def test_seeded_training_is_deterministic(tmp_path, phantom_pairs, tiny_config):
 
 
 def test_each_stage_step_decreases_its_loss(phantom_pairs, tiny_config):
-    from bids_harmonize.harmonizer import train as T
+    from bids_harmonize.harmonizer import stages as T
     from bids_harmonize.harmonizer.nets.harmonizer import ThreeStageHarmonizer
 
     torch.manual_seed(0)
@@ -55,9 +56,9 @@ def test_each_stage_step_decreases_its_loss(phantom_pairs, tiny_config):
     ds = PatchDataset(vols, keys, 16, 4, seed=0, stage=1, centre_key="mask")
     batch = {k: torch.stack([ds[i][k] for i in range(4)]) for k in keys}
     cases = [
-        (net.ct_autoencoder, lambda: T._stage1_loss(net.ct_autoencoder, batch)),
-        (net.mri_encoder, lambda: T._stage2_loss(net, batch, tiny_config, net.mri_encoder)),
-        (net.correction, lambda: T._stage3_loss(net, batch, tiny_config, net.correction, 4)),
+        (net.ct_autoencoder, lambda: T.stage1_loss(net.ct_autoencoder, batch)),
+        (net.mri_encoder, lambda: T.stage2_loss(net, batch, tiny_config, net.mri_encoder)),
+        (net.correction, lambda: T.stage3_loss(net, batch, tiny_config, net.correction, 4)),
     ]
     for module, loss_fn in cases:
         opt = torch.optim.Adam(module.parameters(), lr=3e-3)
@@ -71,7 +72,7 @@ def test_each_stage_step_decreases_its_loss(phantom_pairs, tiny_config):
 
 def test_stage3_loss_is_zero_for_a_perfect_correction():
     from bids_harmonize.harmonizer.config import HarmonizerConfig
-    from bids_harmonize.harmonizer.train import stage3_terms
+    from bids_harmonize.harmonizer.stages import stage3_terms
 
     pet = torch.rand(1, 1, 8, 8, 8) + 0.5
     target = pet * 1.2

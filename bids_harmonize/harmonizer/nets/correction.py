@@ -36,7 +36,9 @@ class ResidualCorrectionNet(nn.Module):
 
     Args:
         spatial_dims: 3.
-        in_channels: PET channels (1: the brain-mean normalised PET-MR).
+        in_channels: voxel input channels (the configured layout,
+            :func:`~bids_harmonize.harmonizer.config.stage3_channels` with route "voxel":
+            the brain-mean normalised PET-MR first, then e.g. the physics map).
         out_channels: 1 (the log-ratio map).
         anatomy_in: width of the anatomy token features (the encoders' hidden size);
             0 turns the anatomy branch off (the image-to-image ablation).
@@ -48,6 +50,8 @@ class ResidualCorrectionNet(nn.Module):
             upsampled back (trilinear): ``r`` is then low-frequency by construction (the
             attenuation error is smooth), and the net costs ``downsample**3`` times less.
             1 keeps full resolution, where ``r`` may also match the two scanners' PSFs.
+        offset_channel: index of an input channel added to ``r`` at full resolution (the
+            physics map ``ac_error``): the net then learns only the residual. None: off.
     """
 
     def __init__(
@@ -61,8 +65,12 @@ class ResidualCorrectionNet(nn.Module):
         max_abs_log_ratio: float = 1.0,
         downsample: int = 2,
         norm: str = "none",
+        offset_channel: int | None = None,
     ) -> None:
         super().__init__()
+        if offset_channel is not None and not 0 <= offset_channel < in_channels:
+            raise ValueError(f"offset_channel {offset_channel} is not one of {in_channels} input channels")
+        self.offset_channel = offset_channel
         self.downsample = int(downsample)
         c0, c1 = channels
         self.use_anatomy = anatomy_in > 0
@@ -92,7 +100,8 @@ class ResidualCorrectionNet(nn.Module):
         """Log-ratio map.
 
         Args:
-            pet: ``(B, 1, S, S, S)`` PET-MR divided by its brain mean.
+            pet: ``(B, in_channels, S, S, S)``: PET-MR divided by its brain mean, then the
+                other configured voxel channels.
             tokens: ``(B, hidden, g, g, g)`` MRI token features (needed when the anatomy
                 branch is on).
             pseudo_mu: ``(B, 1, S, S, S)`` pseudo attenuation (normalised mu).
@@ -101,6 +110,9 @@ class ResidualCorrectionNet(nn.Module):
             ``(B, 1, S, S, S)`` log ratio ``r``.
         """
         full = pet.shape[2:]
+        offset = None
+        if self.offset_channel is not None:
+            offset = pet[:, self.offset_channel : self.offset_channel + 1]
         if self.downsample > 1:
             pet = F.avg_pool3d(pet, self.downsample)
             if pseudo_mu is not None:
@@ -121,12 +133,20 @@ class ResidualCorrectionNet(nn.Module):
         raw = self.head(self.decode(torch.cat([x, low], dim=1)))
         if self.downsample > 1:
             raw = F.interpolate(raw, size=full, mode="trilinear", align_corners=False)
+        if offset is not None:
+            raw = raw + offset.to(raw.dtype)
         return self.max_abs * torch.tanh(raw / self.max_abs)
 
 
 def build_correction_net(anatomy_cfg, correction_cfg) -> ResidualCorrectionNet:
-    """The stage-3 net of a configuration."""
+    """The stage-3 net of a configuration (its inputs from the configured channel layout)."""
+    from ..config import stage3_channels
+
+    voxel = [c.name for c in stage3_channels(correction_cfg, route="voxel")]
+    offset = voxel.index("ac_error") if "ac_error" in voxel and correction_cfg.physics_offset else None
     return ResidualCorrectionNet(
+        in_channels=len(voxel),
+        offset_channel=offset,
         anatomy_in=anatomy_cfg.hidden_size if correction_cfg.use_anatomy else 0,
         anatomy_channels=correction_cfg.anatomy_channels,
         channels=tuple(correction_cfg.channels),

@@ -12,10 +12,12 @@ from .correction import build_correction_net
 class ThreeStageHarmonizer(nn.Module):
     """CT autoencoder (stage 1), MRI encoder (stage 2), residual correction (stage 3).
 
-    ``forward(pet, t1w)`` takes two ``(B, 1, S, S, S)`` patches (brain-mean normalised
-    PET-MR and T1w) and returns ``(B, 2, S, S, S)``: channel 0 the log ratio ``r``,
-    channel 1 the pseudo attenuation (mu / mu_water) decoded from MRI tokens by the CT
-    decoder.
+    ``forward(voxel, t1w)`` takes the stacked voxel channels of the configured layout
+    ``(B, C, S, S, S)`` (brain-mean normalised PET-MR first; see
+    :func:`~bids_harmonize.harmonizer.config.stage3_channels`) and the brain-mean
+    normalised T1w ``(B, 1, S, S, S)``, and returns ``(B, 2, S, S, S)``: channel 0 the log
+    ratio ``r``, channel 1 the pseudo attenuation (mu / mu_water) decoded from MRI tokens
+    by the CT decoder.
     """
 
     def __init__(self, config) -> None:
@@ -30,11 +32,15 @@ class ThreeStageHarmonizer(nn.Module):
         tokens = self.mri_encoder(t1w)
         return tokens, self.ct_autoencoder.decode(tokens)
 
-    def forward(self, pet: torch.Tensor, t1w: torch.Tensor) -> torch.Tensor:
+    def pseudo_mu(self, t1w: torch.Tensor) -> torch.Tensor:
+        """Pseudo attenuation (mu / mu_water) ``(B, 1, S, S, S)`` from T1w patches."""
+        return self.ct_autoencoder.decode(self.mri_encoder(t1w))
+
+    def forward(self, voxel: torch.Tensor, t1w: torch.Tensor) -> torch.Tensor:
         if self.config.correction.use_anatomy:
             tokens, pseudo_mu = self.anatomy(t1w)
-            r = self.correction(pet, tokens, pseudo_mu)
+            r = self.correction(voxel, tokens, pseudo_mu)
         else:
-            pseudo_mu = torch.zeros_like(pet)
-            r = self.correction(pet)
+            pseudo_mu = torch.zeros_like(voxel[:, :1])
+            r = self.correction(voxel)
         return torch.cat([r, pseudo_mu], dim=1)
