@@ -39,7 +39,8 @@ _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;
 margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
 h1{border-bottom:2px solid #444}h2{margin-top:2em;border-bottom:1px solid #aaa}
-table{border-collapse:collapse;font-size:0.85em;margin:0.5em 0}
+table{border-collapse:collapse;font-size:0.85em;margin:0.5em 0;display:block;overflow-x:auto;
+max-width:100%}
 td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}th{background:#f0f0f0}
 .note{background:#fff8e1;border-left:4px solid #f0b400;padding:0.5em 1em}
 .explain{color:#444;font-size:0.95em}figure{margin:1em 0}svg{max-width:100%;height:auto}
@@ -57,7 +58,8 @@ def _read(path: Path) -> pd.DataFrame:
     if not path.is_file():
         return pd.DataFrame()
     try:
-        return pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=False)
+        return pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=False,
+                           dtype={"subject": str, "session": str})
     except pd.errors.EmptyDataError:
         return pd.DataFrame()
 
@@ -201,6 +203,7 @@ def write_group_report(group_dir: str | Path) -> Path:
     cut = _read(group_dir / "cutoff_agreement.tsv")
     changes = _read(group_dir / "cutoff_changes.tsv")
     sims = _read(group_dir / "correlation_similarity.tsv")
+    meta = image_metadata(group_dir.parent)
 
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
              f"<title>bids_harmonize group report</title><style>{_CSS}</style></head><body>",
@@ -223,6 +226,7 @@ def write_group_report(group_dir: str | Path) -> Path:
         parts.append(f"<p class='note'>{len(summary['SkippedParticipants'])} participants "
                      "were skipped because their tables were missing or malformed (all listed "
                      "in <code>group_summary.json</code>):</p>" + _table(probs.head(MAX_ROWS)))
+    parts.append(status_section(group_dir.parent))
 
     if not measures.empty:
         keys = [k for k in ("tracer", "seg", "platform", "version") if k in measures.columns]
@@ -263,6 +267,8 @@ def write_group_report(group_dir: str | Path) -> Path:
                          "bias); pearson_r / spearman_rho: correlations; mean_abs_diff: mean "
                          "absolute difference (for centiloid, in CL).</p>"
                          + _table(am.drop(columns=["tracer", "seg"], errors="ignore")))
+            parts.append(ci_table(sel, measure))
+            parts.append(breakdown_table(pairs, meta, measure, tracer, seg))
             ar = _select(agree_r, tracer, seg)
             if not ar.empty:
                 parts.append(_figure(
@@ -286,6 +292,7 @@ def write_group_report(group_dir: str | Path) -> Path:
                              + (f"<p>First {MAX_ROWS} of {len(ch)} rows; all are in "
                                 "<code>cutoff_changes.tsv</code>.</p>"
                                 if len(ch) > MAX_ROWS else ""))
+                parts.append(_class_change_figure(grp, ct, tracer, fig_dir / f"{tag}_cutoff.svg"))
             mats, sim = {}, {}
             for cond in ("petct", "petmr_raw", "petmr_harmonized"):
                 f = (group_dir / "correlations"
@@ -315,8 +322,253 @@ def write_group_report(group_dir: str | Path) -> Path:
                 desc = measures.groupby(["tracer", "seg", "platform", "version"])[key].describe()
                 parts.append(f"<h2>{html.escape(key)} by group</h2>"
                              + _table(desc.reset_index()))
+    parts.append(ood_summary(meta))
     parts.append("</body></html>")
     out = group_dir / "group_report.html"
     out.write_text("\n".join(parts))
     LOGGER.info("group report written to %s", out)
     return out
+
+
+# --------------------------------------------------------------------------- uncertainty of the
+# agreement, breakdowns by scanner / site / attenuation-correction setup, classification changes
+
+#: Bootstrap resamples for the confidence intervals (percentile method, Efron & Tibshirani
+#: 1993, ch. 13); 2000 keeps the 2.5/97.5 % percentiles stable to about 0.01 SD.
+N_BOOTSTRAP = 2000
+#: Fewer paired subjects than this: no interval (a bootstrap of 2-4 points is not meaningful).
+MIN_BOOTSTRAP_N = 5
+#: Sidecar fields that define a PET-MR group of the breakdowns (the ones present are used).
+GROUP_FIELDS = {"site": "InstitutionName", "scanner": "ManufacturersModelName",
+                "ac_setup": "AttenuationCorrectionSetup", "ac_method": "AttenuationCorrection"}
+
+
+def bootstrap_agreement(ref, test, *, n_boot: int = N_BOOTSTRAP, seed: int = 0,
+                        level: float = 95.0) -> dict[str, float]:
+    """Bias, 95 % limits of agreement and ICC(2,1) with percentile bootstrap intervals.
+
+    Subjects are resampled with replacement (pairs kept together). Returns the
+    point estimates and ``<stat>_lo`` / ``<stat>_hi``; intervals are NaN below
+    :data:`MIN_BOOTSTRAP_N` subjects.
+
+    >>> rng = np.random.default_rng(1)
+    >>> ct = rng.normal(50, 20, 40); mr = ct - 5 + rng.normal(0, 2, 40)
+    >>> ci = bootstrap_agreement(ct, mr, n_boot=500)
+    >>> ci["bias_lo"] < ci["bias"] < ci["bias_hi"] < 0, ci["icc_2_1_lo"] < ci["icc_2_1_hi"] <= 1
+    (True, True)
+    >>> bool(np.isnan(bootstrap_agreement([1, 2], [1, 3])["bias_lo"]))
+    True
+    """
+    from bids_harmonize.group.agreement import Z95, icc
+
+    ref, test = np.asarray(ref, float), np.asarray(test, float)
+    ok = np.isfinite(ref) & np.isfinite(test)
+    ref, test = ref[ok], test[ok]
+    n = ref.size
+
+    def stats(r, t):
+        d = t - r
+        bias = d.mean() if d.size else np.nan
+        sd = d.std(ddof=1) if d.size > 1 else np.nan
+        return {"bias": bias, "loa_lower": bias - Z95 * sd, "loa_upper": bias + Z95 * sd,
+                "icc_2_1": icc(r, t, "2,1") if d.size > 1 else np.nan}
+
+    out: dict[str, float] = {"n": n, **stats(ref, test)}
+    keys = ("bias", "loa_lower", "loa_upper", "icc_2_1")
+    if n < MIN_BOOTSTRAP_N:
+        out.update({f"{k}_{e}": np.nan for k in keys for e in ("lo", "hi")})
+        return out
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(n_boot, n))
+    boots = [stats(ref[i], test[i]) for i in idx]
+    alpha = (100 - level) / 2
+    for k in keys:
+        vals = np.array([b[k] for b in boots], float)
+        vals = vals[np.isfinite(vals)]
+        lo, hi = (np.percentile(vals, [alpha, 100 - alpha]) if vals.size else (np.nan, np.nan))
+        out[f"{k}_lo"], out[f"{k}_hi"] = float(lo), float(hi)
+    return out
+
+
+def _ci(value, lo, hi, digits: int = 3) -> str:
+    """``1.23 [0.9, 1.5]``; the point estimate alone when there is no interval.
+
+    >>> _ci(1.234, 0.9, 1.51), _ci(2.0, float("nan"), float("nan"))
+    ('1.23 [0.9, 1.51]', '2')
+    """
+    from bids_harmonize.reports.html import fmt
+
+    if lo is None or not np.isfinite(lo):
+        return fmt(value, digits)
+    return f"{fmt(value, digits)} [{fmt(lo, digits)}, {fmt(hi, digits)}]"
+
+
+def ci_table(sel: pd.DataFrame, measure: str) -> str:
+    """Bias, limits of agreement and ICC(2,1) with 95 % bootstrap intervals, per version."""
+    rows = []
+    for comp in _comparisons(sel):
+        ok = sel["petct"].notna() & sel[comp].notna()
+        b = bootstrap_agreement(sel.loc[ok, "petct"], sel.loc[ok, comp])
+        rows.append([LABELS[comp], b["n"], _ci(b["bias"], b["bias_lo"], b["bias_hi"]),
+                     _ci(b["loa_lower"], b["loa_lower_lo"], b["loa_lower_hi"]),
+                     _ci(b["loa_upper"], b["loa_upper_lo"], b["loa_upper_hi"]),
+                     _ci(b["icc_2_1"], b["icc_2_1_lo"], b["icc_2_1_hi"])])
+    if not rows:
+        return ""
+    from bids_harmonize.reports.html import table
+
+    small = any(r[1] < MIN_BOOTSTRAP_N for r in rows)
+    return ("<h3>Agreement with 95% confidence intervals</h3><p class='explain'>Point estimate "
+            f"and [2.5%, 97.5%] percentile bootstrap interval ({N_BOOTSTRAP} resamples of "
+            f"subjects) of {html.escape(measure)}: bias (mean PET-MR - PET-CT), lower and upper "
+            "95% limits of agreement, and ICC(2,1)."
+            + (f" With fewer than {MIN_BOOTSTRAP_N} subjects no interval is given." if small
+               else "") + "</p>"
+            + table(["version", "n", "bias", "lower limit", "upper limit", "ICC(2,1)"], rows))
+
+
+def image_metadata(output_dir: Path) -> pd.DataFrame:
+    """One row per PET image (subject, session, tracer, desc) with its sidecar's group fields
+    and out-of-distribution fields (read from the participant outputs; unreadable ones skipped).
+    """
+    rows = []
+    for sidecar in sorted(Path(output_dir).glob("sub-*/ses-*/pet/*_space-T1w_desc-*_pet.json")):
+        ents = dict(p.split("-", 1) for p in sidecar.name.split("_")[:-1] if "-" in p)
+        try:
+            meta = json.loads(sidecar.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(meta, dict):
+            continue
+        row = {"subject": ents.get("sub"), "session": ents.get("ses"),
+               "tracer": ents.get("trc"), "desc": ents.get("desc"),
+               "platform": meta.get("Platform")}
+        for col, field in GROUP_FIELDS.items():
+            row[col] = meta.get(field)
+        row["ood_decision"] = meta.get("OODDecision")
+        row["ood_score"] = meta.get("OODScore")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def breakdown_table(pairs: pd.DataFrame, meta: pd.DataFrame, measure: str, tracer: str,
+                    seg: str) -> str:
+    """Bias before/after (with intervals) per PET-MR site, scanner and attenuation setup."""
+    if meta.empty or pairs.empty:
+        return ""
+    mr = meta.loc[(meta["platform"] == "PET-MR") & (meta["desc"] == "preproc")
+                  & (meta["tracer"] == tracer)].drop_duplicates(["subject", "tracer"])
+    cols = [c for c in GROUP_FIELDS if c in mr.columns and mr[c].notna().any()]
+    if not cols:
+        return ""
+    sel = pairs.loc[(pairs["tracer"] == tracer) & (pairs["seg"] == seg)
+                    & (pairs["measure"] == measure)].copy()
+    sel["subject"] = sel["subject"].astype(str)
+    mr = mr.assign(subject=mr["subject"].astype(str))
+    merged = sel.merge(mr[["subject", *cols]], on="subject", how="left")
+    comps = _comparisons(merged)
+    rows = []
+    for col in cols:
+        for value, grp in merged.groupby(merged[col].fillna("n/a"), sort=True):
+            row = [col.replace("_", " "), value]
+            for comp in comps:
+                ok = grp["petct"].notna() & grp[comp].notna()
+                b = bootstrap_agreement(grp.loc[ok, "petct"], grp.loc[ok, comp])
+                row += [b["n"] if comp == comps[0] else None, _ci(b["bias"], b["bias_lo"],
+                                                                  b["bias_hi"])]
+            rows.append([r for r in row if r is not None])
+    from bids_harmonize.reports.html import table
+
+    head = ["grouped by", "group", "n"] + [f"bias {LABELS[c]}" for c in comps]
+    return ("<h3>By site, scanner and attenuation correction</h3><p class='explain'>Bias "
+            f"of {html.escape(measure)} (PET-MR - PET-CT) with its 95% bootstrap interval, "
+            "for the PET-MR images of each site (<code>InstitutionName</code>), scanner "
+            "(<code>ManufacturersModelName</code>) and attenuation-correction setup or method "
+            "named in their sidecars. A harmonizer that works for one setup and not another "
+            "shows here.</p>" + table(head, rows, text_columns=2))
+
+
+def plot_class_changes(sel: pd.DataFrame, measure: str, cutoff: float, title: str,
+                       path: Path) -> str:
+    """Each subject's measure on PET-CT, PET-MR raw and harmonized, with the cut-off line;
+    subjects whose call differs from PET-CT on either PET-MR version are drawn in red."""
+    cols = [c for c in ("petct", "petmr_raw", "petmr_harmonized") if c in sel.columns]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    x = np.arange(len(cols))
+    changed = np.zeros(len(sel), bool)
+    ref = sel["petct"].to_numpy(float) >= cutoff
+    for c in cols[1:]:
+        v = sel[c].to_numpy(float)
+        changed |= np.isfinite(v) & ((v >= cutoff) != ref)
+    for k, (_, row) in enumerate(sel.iterrows()):
+        ax.plot(x, row[cols].to_numpy(float), "-o", ms=3, lw=1.4 if changed[k] else 0.7,
+                color="#c62828" if changed[k] else "#9e9e9e", alpha=1 if changed[k] else 0.6)
+    ax.axhline(cutoff, color="k", ls="--", lw=1, label=f"cut-off {cutoff:g}")
+    ax.set_xticks(x, [LABELS[c] for c in cols])
+    ax.set_ylabel(measure)
+    ax.plot([], [], color="#c62828", label=f"call changes ({int(changed.sum())})")
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    return _svg(fig, path)
+
+
+def ood_summary(meta: pd.DataFrame) -> str:
+    """Counts of the harmonizer's out-of-distribution decisions per scanner and setup."""
+    if meta.empty or "ood_decision" not in meta.columns:
+        return ""
+    harm = meta.loc[meta["desc"] == "harmonized"]
+    if harm.empty:
+        return ""
+    if not harm["ood_decision"].notna().any():
+        return ("<h2>Uncertainty and out-of-distribution checks</h2><p class='note'>The "
+                "harmonized images' sidecars carry no <code>OODDecision</code>: the model "
+                "used does not report one.</p>")
+    keys = [c for c in ("scanner", "ac_setup") if harm[c].notna().any()] or ["platform"]
+    harm = harm.assign(ood_decision=harm["ood_decision"].fillna("not reported"),
+                       ood_score=pd.to_numeric(harm["ood_score"], errors="coerce"))
+    counts = (harm.groupby([*keys, "ood_decision"], dropna=False)
+              .agg(images=("subject", "size"), mean_score=("ood_score", "mean")).reset_index())
+    from bids_harmonize.reports.html import table
+
+    return ("<h2>Uncertainty and out-of-distribution checks</h2><p class='explain'>The "
+            "harmonizer's decision for each PET-MR image (apply, warn, or pass the image "
+            "through unchanged) from its out-of-distribution score, per scanner and "
+            "attenuation-correction setup.</p>"
+            + table([*[k.replace("_", " ") for k in keys], "decision", "images", "mean score"],
+                    counts.to_numpy().tolist(), text_columns=len(keys) + 1))
+
+
+def status_section(output_dir: Path) -> str:
+    """Participants whose run did not finish cleanly (:mod:`bids_harmonize.runstatus`)."""
+    try:
+        from bids_harmonize.runstatus import read_status
+    except ImportError:  # pragma: no cover - the module ships with the package
+        return ""
+    bad = [r for r in read_status(output_dir) if r.get("status") != "ok"]
+    if not bad:
+        return ""
+    from bids_harmonize.reports.html import table
+
+    rows = [[f"sub-{r.get('participant')}", r.get("status"),
+             "; ".join(str(x) for x in r.get("reasons") or []) or "n/a"] for r in bad]
+    return ("<p class='note'>Participants whose last run did not finish cleanly (their "
+            "outputs are left out or may be partial; see <a href='../index.html'>the run "
+            "summary</a>):</p>" + table(["participant", "status", "reason"], rows,
+                                        text_columns=3))
+
+
+def _class_change_figure(grp: pd.DataFrame, cut: pd.DataFrame, tracer: str, path: Path) -> str:
+    """The classification-change figure of one tracer, or a note saying why there is none."""
+    first = cut.iloc[0]
+    sel = grp.loc[grp["measure"] == first["measure"]]
+    if sel.empty:
+        return ""
+    try:
+        svg = plot_class_changes(sel, str(first["measure"]), float(first["cutoff"]),
+                                 f"{tracer}: calls at the cut-off", path)
+    except Exception as exc:  # a figure never breaks the report
+        LOGGER.warning("cut-off figure failed: %s", exc)
+        return f"<p class='note'>The cut-off figure could not be drawn: {html.escape(str(exc))}</p>"
+    return _figure(svg, "Each line is one subject: its value on PET-CT, PET-MR raw and "
+                   "PET-MR harmonized. Red lines are subjects called differently from PET-CT "
+                   "on a PET-MR version (they cross the dashed cut-off line).")

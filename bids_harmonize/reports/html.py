@@ -14,7 +14,8 @@ CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;
 margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
 h1{border-bottom:2px solid #444}h2{margin-top:2em;border-bottom:1px solid #aaa}
-table{border-collapse:collapse;font-size:0.85em;margin:0.5em 0}
+table{border-collapse:collapse;font-size:0.85em;margin:0.5em 0;display:block;overflow-x:auto;
+max-width:100%}
 td,th{border:1px solid #ccc;padding:2px 6px;text-align:right;vertical-align:top}
 th{background:#f0f0f0}td.text,th.text{text-align:left}
 .note{background:#fff8e1;border-left:4px solid #f0b400;padding:0.5em 1em}
