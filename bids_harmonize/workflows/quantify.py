@@ -1,0 +1,71 @@
+"""Quantification: regional SUVR tables and tracer measures of one template-space image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nipype.interfaces import utility as niu
+from nipype.pipeline import engine as pe
+from niworkflows.engine.workflows import LiterateWorkflow as Workflow
+
+from bids_harmonize.interfaces.quant import RegionalQuantification
+from bids_harmonize.workflows.outputs import TABLE_OUTPUTS, init_ds_tables_wf
+
+
+def init_quantify_wf(*, tracer: str, desc: str, output_dir, pet_source, atlas: str = "synth",
+                     atlas_labels: Path | None = None, centiloid_vois: Path | None = None,
+                     name: str = "quantify_wf") -> Workflow:
+    """Regional tables of one template-space PET image with each requested atlas, written.
+
+    Parameters
+    ----------
+    tracer
+        Tracer name (reference region, measures).
+    desc
+        ``preproc`` or ``harmonized``: which image the tables describe.
+    output_dir, pet_source
+        Derivatives folder and the input PET series (names derive from it).
+    atlas, atlas_labels
+        ``synth``, a TemplateFlow atlas spec, or a label image with its label TSV.
+    centiloid_vois
+        The GAAIN Centiloid VOIs folder: adds the standard Centiloid tables.
+
+    Inputs
+    ------
+    in_file
+        The PET image in the template space.
+
+    .. workflow::
+
+        from bids_harmonize.workflows.quantify import init_quantify_wf
+        wf = init_quantify_wf(tracer="PiB", desc="preproc", output_dir="/out",
+                              pet_source="/d/sub-01/ses-a/pet/sub-01_ses-a_trc-PiB_pet.nii.gz")
+    """
+    workflow = Workflow(name=name)
+    workflow.__desc__ = (
+        "Regional uptake was summarised as SUVR relative to the tracer's reference region "
+        "in the template space" + (", with the GAAIN Centiloid regions for Centiloid."
+                                   if centiloid_vois else ".")
+    )
+    inputnode = pe.Node(niu.IdentityInterface(fields=["in_file"]), name="inputnode")
+    for spec in [atlas] + (["centiloid"] if centiloid_vois else []):
+        node = RegionalQuantification(tracer=tracer, desc=desc)
+        if spec == "centiloid":
+            node.inputs.atlas = "centiloid"
+            node.inputs.centiloid_vois = str(centiloid_vois)
+        elif atlas_labels:
+            node.inputs.atlas = "file"
+            node.inputs.atlas_file = str(spec)
+            node.inputs.atlas_labels = str(atlas_labels)
+        else:
+            node.inputs.atlas = spec
+        tag = "centiloid" if spec == "centiloid" else "atlas"
+        quant = pe.Node(node, name=f"quant_{tag}")
+        ds_tables = init_ds_tables_wf(output_dir=output_dir, pet_source=pet_source, desc=desc,
+                                      name=f"ds_tables_{tag}_wf")
+        workflow.connect([
+            (inputnode, quant, [("in_file", "in_file")]),
+            (quant, ds_tables, [(o, f"inputnode.{o}") for o, _, _ in TABLE_OUTPUTS]
+             + [("seg", "inputnode.seg")]),
+        ])  # fmt: skip
+    return workflow
