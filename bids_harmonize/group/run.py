@@ -251,7 +251,7 @@ def cutoff_for(tracer: str, cutoffs: dict | None = None) -> tuple[str, float] | 
     """(measure, value) of a tracer's cut-off: tracers.yaml, overridden by ``cutoffs``.
 
     >>> cutoff_for("PiB"), cutoff_for("PiB", {"pib": 20}), cutoff_for("FDG")
-    (('centiloid', 24.1), ('centiloid', 20.0), None)
+    (('centiloid', 20.1), ('centiloid', 20.0), None)
     """
     tr = _lookup(tracer)
     base = dict(tr.cutoff) if tr is not None and tr.cutoff else {}
@@ -353,7 +353,7 @@ def run_group(output_dir: str | Path, *, cutoffs: dict | None = None, atlas: str
     cutoffs : dict, optional
         Per tracer (label or alias), a cut-off value (same measure as tracers.yaml) or a
         ``{"measure": ..., "value": ...}`` dict; default: tracers.yaml ``cutoff``
-        (amyloid 24.1 CL).
+        (amyloid 20.1 CL, Amadoru et al. 2020).
     atlas : str, optional
         Only use tables of this ``seg-`` atlas (default: all atlases found).
     report : bool

@@ -5,8 +5,9 @@ Each function takes the regional table of :func:`bids_harmonize.quant.regional.r
 ``measure, value, units, reference, description``:
 
 * amyloid: ``suvr_cortical`` (cortical target / whole cerebellum) and ``centiloid``
-  (the tracer's published equation). With the GAAIN VOIs (``voi_ctx`` / ``voi_WhlCbl``)
-  this is the standard Centiloid method (``centiloid_standard_vois`` = 1); with
+  (the tracer's published equation; the standard-method one unless another is named,
+  e.g. florbetapir ``avid``, whose row is then ``centiloid_avid``). With the GAAIN VOIs
+  (``voi_ctx`` / ``voi_WhlCbl``) this is the standard Centiloid method (``centiloid_standard_vois`` = 1); with
   another atlas' ``cortical_composite`` / ``whole_cerebellum`` it is flagged
   non-standard (``centiloid_standard_vois`` = 0).
 * tau: ``suvr_braak_I_II``, ``suvr_braak_III_IV``, ``suvr_braak_V_VI`` vs the tracer's
@@ -18,7 +19,8 @@ Each function takes the regional table of :func:`bids_harmonize.quant.regional.r
 * FDG: ``suvr_pons_<target>`` and ``suvr_global_<target>`` (global = whole_brain mean) for
   the cortical composite and the posterior cingulate / precuneus.
 
-Every family adds ``positive`` (1/0) when the tracer has a cut-off in tracers.yaml.
+Every family adds ``positive`` (1/0) when the tracer has a cut-off in tracers.yaml (n/a,
+with the reason, where the literature has no value for the measure).
 
 >>> import pandas as pd
 >>> regions = pd.DataFrame({"region": ["voi_ctx", "voi_WhlCbl"], "mean": [2.076, 1.0]})
@@ -91,8 +93,15 @@ def _ratio(means, target, reference):
         return np.float64(means[target]) / np.float64(means[reference])
 
 
-def amyloid_measures(regions: pd.DataFrame, tracer: Tracer) -> list[dict]:
-    """Cortical SUVR and Centiloid (standard VOIs when present, else flagged non-standard)."""
+def amyloid_measures(regions: pd.DataFrame, tracer: Tracer, *,
+                     equation: str | None = None) -> list[dict]:
+    """Cortical SUVR and Centiloid (standard VOIs when present, else flagged non-standard).
+
+    ``equation`` names one of the tracer's Centiloid equations (``tracers.yaml``), e.g.
+    ``avid`` for florbetapir; the default is its first (the standard method). Another
+    equation's row is named ``centiloid_<equation>`` (so that cut-offs of the standard
+    scale are not applied to it) and its description names the equation and pipeline.
+    """
     means = _means(regions)
     target = _first(means, "voi_ctx", "cortical_composite")
     ref = _first(means, "voi_WhlCbl", "whole_cerebellum")
@@ -102,11 +111,15 @@ def amyloid_measures(regions: pd.DataFrame, tracer: Tracer) -> list[dict]:
            "non-standard: atlas composite, not the GAAIN Centiloid VOIs")
     rows = [_row("suvr_cortical", suvr, "unitless", ref,
                  f"Mean uptake of {target} / {ref} ({how}).")]
-    if tracer.centiloid:
-        eq = tracer.centiloid
-        rows.append(_row("centiloid", tracer.centiloid_from_suvr(suvr), "CL", ref,
-                         f"CL = {eq['slope']} * suvr_cortical + {eq['intercept']} "
-                         f"({eq.get('source', '')}); {how}."))
+    if tracer.centiloid_equations:
+        eq = tracer.equation(equation)
+        default = eq["name"] == tracer.centiloid["name"]
+        label = "" if default else f" [{eq['name'].upper()} EQUATION, not the default]"
+        rows.append(_row("centiloid" if default else f"centiloid_{eq['name']}",
+                         tracer.centiloid_from_suvr(suvr, eq["name"]), "CL", ref,
+                         f"CL = {eq['slope']:g} * suvr_cortical + {eq['intercept']:g}, "
+                         f"equation '{eq['name']}'{label}: {eq.get('pipeline', '')} "
+                         f"({eq['source']}); VOIs here: {how}."))
         rows.append(_row("centiloid_standard_vois", float(standard), "boolean", "n/a",
                          "1 if Centiloid used the GAAIN standard VOIs, 0 if an atlas "
                          "composite (not comparable to published cut-offs without validation)."))
@@ -175,23 +188,44 @@ _FAMILY = {"amyloid": amyloid_measures, "tau": tau_measures, "dat": dat_measures
 
 
 def summary_measures(regions: pd.DataFrame, tracer: str | Tracer, *,
-                     cutoff: float | None = None) -> pd.DataFrame:
+                     cutoff: float | None = None, equation: str | None = None) -> pd.DataFrame:
     """The tracer family's summary measures, plus ``positive`` vs the tracer's cut-off.
 
-    ``cutoff`` overrides the value of ``tracers.yaml: cutoff`` (same measure).
+    ``cutoff`` overrides the value of ``tracers.yaml: cutoff`` (same measure); where the
+    table has no published value and none is given, ``positive`` is n/a and its
+    description says so. ``equation`` picks a named Centiloid equation (amyloid). A
+    tracer of family ``unknown`` gets no tracer-specific measure (an empty table).
+
+    >>> regions = pd.DataFrame({"region": ["braak_III_IV", "inferior_cerebellar_grey"],
+    ...                         "mean": [1.5, 1.0]})
+    >>> m = summary_measures(regions, "flortaucipir").set_index("measure")
+    >>> bool(np.isnan(m.loc["positive", "value"])), m.loc["positive", "description"][:24]
+    (True, 'no published cut-off for')
     """
     tracer = get_tracer(tracer) if isinstance(tracer, str) else tracer
-    rows = _FAMILY[tracer.family](regions, tracer)
+    if tracer.family not in _FAMILY:
+        LOGGER.info("%s: tracer of family %r, no tracer-specific measures", tracer.name,
+                    tracer.family)
+        return pd.DataFrame([], columns=list(MEASURE_COLUMNS))
+    if tracer.family == "amyloid":
+        rows = amyloid_measures(regions, tracer, equation=equation)
+    else:
+        rows = _FAMILY[tracer.family](regions, tracer)
     if tracer.cutoff:
         measure = tracer.cutoff["measure"]
-        value = float(tracer.cutoff["value"] if cutoff is None else cutoff)
+        value = tracer.cutoff.get("value") if cutoff is None else float(cutoff)
+        source = "--cutoff" if cutoff is not None else tracer.cutoff.get("source", "tracers.yaml")
         found = [r for r in rows if r["measure"] == measure]
+        side = "<" if measure.startswith("sbr") else ">="
         if not found:
             LOGGER.warning("cut-off measure %r of %s not computed", measure, tracer.name)
+        elif value is None:
+            rows.append(_row("positive", None, "boolean", found[0]["reference"],
+                             f"no published cut-off for {measure} of {tracer.name} "
+                             f"({source}); n/a"))
         else:
             x = found[0]["value"]
             flag = np.nan if np.isnan(x) else float(cutoff_is_positive(measure, x, value))
-            side = "<" if measure.startswith("sbr") else ">="
             rows.append(_row("positive", flag, "boolean", found[0]["reference"],
-                             f"1 if {measure} {side} {value:g} (tracers.yaml cut-off), else 0."))
+                             f"1 if {measure} {side} {value:g}, else 0 (cut-off: {source})."))
     return pd.DataFrame(rows, columns=list(MEASURE_COLUMNS))

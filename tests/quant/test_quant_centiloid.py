@@ -26,27 +26,48 @@ PUBLISHED = {
     "florbetaben": lambda s: 153.4 * s - 154.9,  # Rowe 2017
     "flutemetamol": lambda s: 121.42 * s - 121.16,  # Battle 2018
     "NAV4694": lambda s: 100 * (s - 1.028) / 1.174,  # Rowe 2016
-    "florbetapir": lambda s: 183.07 * s - 177.26,  # Navitsky 2018, AVID pipeline
+    "florbetapir": lambda s: 175.4 * s - 182.3,  # Navitsky 2018, standard method
 }
+AVID = lambda s: 183.07 * s - 177.26  # noqa: E731  Navitsky 2018, Avid pipeline
+SPM12_REFIT = lambda s: 179.64 * s - 186.95  # noqa: E731  C-PAS 2024, SPM12 refit
 
 
 @pytest.mark.parametrize(
     ("tracer", "suvr", "expected"),
     [
+        # Klunk 2015: YC-0 mean SUVR 1.009 -> 0 CL, AD-100 mean SUVR 2.076 -> 100 CL
         ("PiB", 1.009, 0.0),
         ("PiB", 2.076, 100.0),
+        # Rowe 2016: young controls 1.028 -> 0 CL, AD-100 1.028 + 1.174 -> 100 CL
         ("NAV4694", 1.028, 0.0),
         ("NAV4694", 2.202, 100.0),
-        ("florbetaben", 154.9 / 153.4, 0.0),
-        ("florbetaben", 254.9 / 153.4, 100.0),
-        ("flutemetamol", 121.16 / 121.42, 0.0),
-        ("flutemetamol", 221.16 / 121.42, 100.0),
-        ("florbetapir", 177.26 / 183.07, 0.0),
-        ("florbetapir", 277.26 / 183.07, 100.0),
     ],
 )
 def test_centiloid_anchor_points(tracer, suvr, expected):
     assert get_tracer(tracer).centiloid_from_suvr(suvr) == pytest.approx(expected, abs=0.01)
+
+
+@pytest.mark.parametrize(
+    ("tracer", "slope", "intercept", "tolerance"),
+    [
+        # Rowe 2017: SUVR_FBB = 0.61 SUVR_PiB + 0.39 (2-digit coefficients: ~1.5 CL)
+        ("florbetaben", 0.61, 0.39, 1.5),
+    ],
+)
+def test_centiloid_anchor_points_through_pib_regression(tracer, slope, intercept, tolerance):
+    """The PiB anchors (1.009, 2.076), mapped to the tracer's SUVR by the paper's own
+    head-to-head regression, land on 0 and 100 CL with the tracer's equation."""
+    eq = get_tracer(tracer)
+    assert eq.centiloid_from_suvr(slope * 1.009 + intercept) == pytest.approx(0, abs=tolerance)
+    assert eq.centiloid_from_suvr(slope * 2.076 + intercept) == pytest.approx(100, abs=tolerance)
+
+
+def test_avid_equation_anchor_points_through_pib_regression():
+    """Navitsky et al. (AAIC 2016 abstract, Avid method): SUVR_FBP = 0.514 SUVR_PiB + 0.451
+    puts the PiB anchors at 0 and 100 CL with the Avid equation (3-digit coefficients)."""
+    fbp = get_tracer("florbetapir")
+    assert fbp.centiloid_from_suvr(0.514 * 1.009 + 0.451, "avid") == pytest.approx(0, abs=1.0)
+    assert fbp.centiloid_from_suvr(0.514 * 2.076 + 0.451, "avid") == pytest.approx(100, abs=1.0)
 
 
 @pytest.mark.parametrize("tracer", sorted(PUBLISHED))
@@ -54,6 +75,34 @@ def test_centiloid_anchor_points(tracer, suvr, expected):
 def test_centiloid_matches_published_equation(tracer, suvr):
     got = get_tracer(tracer).centiloid_from_suvr(suvr)
     assert got == pytest.approx(PUBLISHED[tracer](suvr), abs=0.01)
+
+
+def test_florbetapir_equations():
+    fbp = get_tracer("florbetapir")
+    assert fbp.centiloid["name"] == "standard"
+    assert fbp.centiloid_from_suvr(1.3, "avid") == pytest.approx(AVID(1.3))
+    assert fbp.centiloid_from_suvr(1.3, "spm12_refit") == pytest.approx(SPM12_REFIT(1.3))
+    suvr = np.linspace(1.0, 1.7, 15)
+    # the independent SPM12 refit on the same calibration data agrees with the standard
+    # equation within 3 CL over the calibration range
+    assert np.abs(fbp.centiloid_from_suvr(suvr) - SPM12_REFIT(suvr)).max() < 3.0
+    # the Avid equation on standard-method SUVRs overstates by 13-17 CL (issue 15)
+    gap = fbp.centiloid_from_suvr(suvr[suvr <= 1.55], "avid") - fbp.centiloid_from_suvr(
+        suvr[suvr <= 1.55])
+    assert gap.min() > 12.5 and gap.max() < 17.0
+
+
+def test_avid_equation_is_labelled():
+    regions = pd.DataFrame({"region": ["voi_ctx", "voi_WhlCbl"], "mean": [1.5, 1.0]})
+    std = summary_measures(regions, "florbetapir").set_index("measure")
+    avid = summary_measures(regions, "florbetapir", equation="avid").set_index("measure")
+    assert std.loc["centiloid", "value"] == pytest.approx(PUBLISHED["florbetapir"](1.5))
+    assert "centiloid" not in avid.index
+    assert avid.loc["centiloid_avid", "value"] == pytest.approx(AVID(1.5))
+    assert "AVID EQUATION" in avid.loc["centiloid_avid", "description"]
+    assert "Navitsky" in avid.loc["centiloid_avid", "description"]
+    # the standard-scale cut-off is not applied to the Avid number
+    assert "positive" not in avid.index
 
 
 def test_measures_use_centiloid_equation():

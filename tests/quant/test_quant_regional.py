@@ -95,7 +95,12 @@ def test_measures_per_family_match_hand_values():
     for stage in ("braak_I_II", "braak_III_IV", "braak_V_VI"):
         assert tau.loc[f"suvr_{stage}", "value"] == pytest.approx(
             mean[stage] / mean["inferior_cerebellar_grey"])
-    assert tau.loc["positive", "value"] == float(
+    # no published cut-off for this meta-ROI/reference: n/a, and the output says so
+    assert np.isnan(tau.loc["positive", "value"])
+    assert tau.loc["positive", "description"].startswith("no published cut-off")
+    tau13 = summary_measures(regional_table(pet, atlas, "MK6240"), "MK6240",
+                             cutoff=1.30).set_index("measure")
+    assert tau13.loc["positive", "value"] == float(
         mean["braak_III_IV"] / mean["inferior_cerebellar_grey"] >= 1.30)
 
     dat = summary_measures(regional_table(pet, atlas, "FPCIT"), "FPCIT").set_index("measure")
@@ -110,7 +115,10 @@ def test_measures_per_family_match_hand_values():
     assert dat.loc["sbr_putamen_min", "value"] == pytest.approx(min(pl, pr))
     assert dat.loc["putamen_caudate_ratio_left", "value"] == pytest.approx(
         pl / sbr["caudate_left"])
-    assert dat.loc["positive", "value"] == float(min(pl, pr) < 2.0)
+    assert np.isnan(dat.loc["positive", "value"])  # no published [18F]FP-CIT cut-off
+    dat2 = summary_measures(regional_table(pet, atlas, "FPCIT"), "FPCIT",
+                            cutoff=2.0).set_index("measure")
+    assert dat2.loc["positive", "value"] == float(min(pl, pr) < 2.0)
 
     fdg = summary_measures(regional_table(pet, atlas, "FDG"), "FDG").set_index("measure")
     assert fdg.loc["suvr_pons_cortical_composite", "value"] == pytest.approx(
