@@ -11,8 +11,10 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -29,7 +31,14 @@ PLATFORMS = ("PET-MR", "PET-CT")
 
 
 class InputError(ValueError):
-    """The input dataset or an option is unusable; the message is one line for the user."""
+    """The input dataset or an option is unusable; the message is one line for the user.
+
+    ``problems`` holds every one-line problem found (the message is the first).
+    """
+
+    def __init__(self, message: str, problems: list[str] | None = None):
+        super().__init__(message)
+        self.problems = list(problems or [message])
 
 
 @dataclass
@@ -44,6 +53,9 @@ class PetSeries:
     platform: str
     platform_source: str
     ct: Path | None = None
+    #: the other entities that tell series of one session apart (task, acquisition,
+    #: reconstruction, run), as pybids names them
+    entities: dict = field(default_factory=dict)
 
     @property
     def model_name(self) -> str:
@@ -51,9 +63,11 @@ class PetSeries:
 
     @property
     def key(self) -> str:
-        """A unique, Nipype-safe name: ``ses_petmr_trc_PiB``."""
+        """A unique, Nipype-safe name keyed by every entity: ``ses_petmr_trc_PiB_rec_ac_run_2``."""
+        short = {"task": "task", "acquisition": "acq", "reconstruction": "rec", "run": "run"}
         parts = ([f"ses_{self.session}"] if self.session else []) + [f"trc_{self.tracer}"]
-        return "_".join(parts)
+        parts += [f"{short.get(k, k)}_{v}" for k, v in self.entities.items()]
+        return "_".join("".join(ch for ch in part if ch.isalnum() or ch == "_") for part in parts)
 
 
 @dataclass
@@ -121,21 +135,33 @@ def platform_from_ac_text(text: str | None) -> str | None:
 
 
 def read_platform_map(path: Path | None) -> dict[str, str]:
-    """Read a ``--platform-map`` TSV (columns ``key``, ``platform``)."""
+    """Read a ``--platform-map`` TSV (columns ``key``, ``platform``; UTF-8, BOM tolerated)."""
     if path is None:
         return {}
+    try:
+        text = Path(path).read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"--platform-map {path}: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise InputError(f"--platform-map {path}: cannot be read ({exc.strerror or exc})") from None
     mapping = {}
-    with open(path) as handle:
-        reader = csv.DictReader(handle, delimiter="\t")
+    try:
+        reader = csv.DictReader(text.splitlines(), delimiter="\t")
         if not reader.fieldnames or not {"key", "platform"} <= set(reader.fieldnames):
-            raise InputError(f"--platform-map {path}: needs tab-separated columns 'key' and 'platform'")
+            raise InputError(f"--platform-map {path}: needs tab-separated columns 'key' and "
+                             "'platform'")
         for row in reader:
+            if row.get("key") is None or row.get("platform") is None:
+                raise InputError(f"--platform-map {path}: line {reader.line_num} has too few "
+                                 "columns")
             platform = row["platform"].strip().upper()
             if platform not in PLATFORMS:
                 raise InputError(
                     f"--platform-map {path}: platform {row['platform']!r} is not PET-MR or PET-CT"
                 )
             mapping[row["key"].strip()] = platform
+    except csv.Error as exc:
+        raise InputError(f"--platform-map {path}: not a tab-separated table ({exc})") from None
     return mapping
 
 
@@ -186,57 +212,317 @@ def infer_platform(
 
 # --------------------------------------------------------------------------- checks
 
+#: Largest image accepted, from the header before any data is read. A 0.5 mm isotropic
+#: MPRAGE (512 x 512 x 384, 1e8 voxels) or a 512 x 512 x 600 CT fits; a 1 MB gzip declaring
+#: 800^3 voxels (5e8, 2 GB as float32) does not. Not a published constant: a sanity bound
+#: for brain imaging, raise it here if a real dataset needs more.
+MAX_SPATIAL_VOXELS = 2**28
+#: Largest image including frames (4 GiB as float32): a 344 x 344 x 127 x 60-frame dynamic
+#: PET (9e8 voxels) fits.
+MAX_TOTAL_VOXELS = 2**30
+#: Voxel sizes outside this range (mm) are a broken header, not a scanner.
+VOXEL_SIZE_RANGE_MM = (0.01, 50.0)
+
 
 def check_nifti(path: Path, *, ndim: tuple[int, ...] = (3, 4)) -> nb.Nifti1Image:
-    """Load an image and refuse empty, corrupt, NaN-holding or wrongly shaped ones."""
-    if path.stat().st_size == 0:
-        raise InputError(f"{path}: empty file (0 bytes)")
+    """Load an image and refuse unusable ones, each with a one-line message naming the file.
+
+    From the header, before any data is read: empty or corrupt file, wrong number of
+    dimensions, a zero-length dimension, a declared size over :data:`MAX_SPATIAL_VOXELS`
+    / :data:`MAX_TOTAL_VOXELS`, a NaN/infinite/singular affine. From the data: NaN or
+    infinite values, an image without signal (every voxel equal).
+    """
     try:
+        if path.stat().st_size == 0:
+            raise InputError(f"{path}: empty file (0 bytes)")
         img = nb.load(path)
-        data = np.asanyarray(img.dataobj)
+    except InputError:
+        raise
+    except PermissionError:
+        raise InputError(f"{path}: not readable (permission denied)") from None
     except Exception as exc:  # nibabel raises many types for corrupt files
-        raise InputError(f"{path}: not a readable NIfTI ({type(exc).__name__}: {exc})") from None
+        raise InputError(f"{path}: not a readable NIfTI ({type(exc).__name__}: "
+                         f"{_one_line(exc)})") from None
+    shape = tuple(int(n) for n in img.shape)
     if img.ndim not in ndim:
         raise InputError(f"{path}: expected a {' or '.join(map(str, ndim))}-D image, got {img.ndim}-D")
+    if any(n < 1 for n in shape):
+        raise InputError(f"{path}: the header declares a zero-length dimension {shape}")
+    spatial = int(np.prod(shape[:3], dtype=np.int64))
+    total = int(np.prod(shape, dtype=np.int64))
+    if spatial > MAX_SPATIAL_VOXELS or total > MAX_TOTAL_VOXELS:
+        raise InputError(
+            f"{path}: the header declares {' x '.join(map(str, shape))} voxels, more than this "
+            f"app accepts ({MAX_SPATIAL_VOXELS} per volume, {MAX_TOTAL_VOXELS} in all)"
+        )
+    affine = np.asarray(img.affine, dtype=float)
+    if not np.isfinite(affine).all():
+        raise InputError(f"{path}: the header's affine holds NaN or infinite values")
+    linear = affine[:3, :3]
+    sizes = np.sqrt((linear**2).sum(axis=0))
+    if abs(np.linalg.det(linear)) < 1e-9 or not (
+        (sizes >= VOXEL_SIZE_RANGE_MM[0]) & (sizes <= VOXEL_SIZE_RANGE_MM[1])
+    ).all():
+        raise InputError(
+            f"{path}: the header's affine is singular or its voxel sizes "
+            f"({', '.join(f'{s:g}' for s in sizes)} mm) are not those of an image"
+        )
+    try:
+        data = np.asanyarray(img.dataobj)
+    except Exception as exc:  # truncated gzip, short file, ...
+        raise InputError(f"{path}: image data unreadable ({type(exc).__name__}: "
+                         f"{_one_line(exc)})") from None
     if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
         raise InputError(f"{path}: the image holds NaN or infinite values")
+    if data.size and data.min() == data.max():
+        raise InputError(f"{path}: the image holds no signal (every voxel is {data.flat[0]:g})")
     return img
 
 
-def check_pet(path: Path, metadata: dict | None) -> None:
-    """Check a PET image against its sidecar (frame timing, lengths, image)."""
-    if metadata is None:
-        raise InputError(f"{path}: PET image without a JSON sidecar")
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def _number_list(value, key: str, path: Path) -> list[float]:
+    """A JSON array of finite numbers (no booleans, nulls, strings or nested lists)."""
+    if not isinstance(value, list):
+        raise InputError(f"{path}: {key} must be a list of numbers (seconds), got "
+                         f"{type(value).__name__} {json.dumps(value)[:60]}")
+    out = []
+    for i, item in enumerate(value):
+        if isinstance(item, bool) or not isinstance(item, int | float):
+            raise InputError(f"{path}: {key}[{i}] must be a number (seconds), got "
+                             f"{json.dumps(item)[:60]}")
+        if not np.isfinite(item):
+            raise InputError(f"{path}: {key}[{i}] is not finite ({item})")
+        out.append(float(item))
+    return out
+
+
+def check_frames(metadata: dict, path: Path,
+                 n_frames: int | None) -> tuple[list[float], list[float]]:
+    """Validate ``FrameTimesStart`` and ``FrameDuration``; return them as float lists.
+
+    >>> check_frames({"FrameTimesStart": [0, 600], "FrameDuration": [600, 600]}, Path("p"), 2)
+    ([0.0, 600.0], [600.0, 600.0])
+    >>> check_frames({"FrameTimesStart": [0, 600], "FrameDuration": [600, -1]}, Path("p"), 2)
+    Traceback (most recent call last):
+    ...
+    bids_harmonize.bids.InputError: p: FrameDuration[1] must be positive, got -1
+    """
     for key in ("FrameTimesStart", "FrameDuration"):
-        if not metadata.get(key):
+        if key not in metadata or metadata[key] in (None, [], ""):
             raise InputError(f"{path}: sidecar lacks {key}, needed to pick the uptake window")
-    img = check_nifti(path)
-    n_frames = img.shape[3] if img.ndim == 4 else 1
-    starts, durations = metadata["FrameTimesStart"], metadata["FrameDuration"]
+    starts = _number_list(metadata["FrameTimesStart"], "FrameTimesStart", path)
+    durations = _number_list(metadata["FrameDuration"], "FrameDuration", path)
+    if n_frames is None:  # image unreadable: check the sidecar on its own
+        n_frames = len(starts)
     if not (len(starts) == len(durations) == n_frames):
         raise InputError(
             f"{path}: image has {n_frames} frame(s) but FrameTimesStart has {len(starts)} and "
             f"FrameDuration {len(durations)} entries"
         )
+    for i, (start, duration) in enumerate(zip(starts, durations, strict=True)):
+        if duration <= 0:
+            raise InputError(f"{path}: FrameDuration[{i}] must be positive, got {duration:g}")
+        if start < 0:
+            raise InputError(f"{path}: FrameTimesStart[{i}] is negative ({start:g} s)")
+    for i in range(1, len(starts)):
+        # one second of slack for rounded times
+        if starts[i] < starts[i - 1] + durations[i - 1] - 1.0:
+            raise InputError(
+                f"{path}: frame {i} starts at {starts[i]:g} s, before frame {i - 1} ends "
+                f"({starts[i - 1] + durations[i - 1]:g} s): FrameTimesStart must increase "
+                "and frames must not overlap"
+            )
+    return starts, durations
+
+
+#: Sidecar fields the app reads as text, and those it reads as numbers.
+TEXT_FIELDS = ("ManufacturersModelName", "Manufacturer", "AttenuationCorrection", "TracerName",
+               "Units", "InjectedRadioactivityUnits", "TracerRadionuclide")
+NUMBER_FIELDS = ("InjectedRadioactivity", "BodyWeight", "ImageDecayCorrectionTime")
+
+
+def metadata_type_problems(metadata: dict, path: Path) -> list[str]:
+    """Sidecar fields of the wrong JSON type (a list where text is expected, ...), one line each.
+
+    >>> for line in metadata_type_problems({"ManufacturersModelName": ["mMR"],
+    ...                                     "BodyWeight": "70"}, Path("p")):
+    ...     print(line)
+    p: ManufacturersModelName must be text, got list ["mMR"]
+    p: BodyWeight must be a finite number, got "70"
+    """
+    problems = []
+    for key in TEXT_FIELDS:
+        if key in metadata and metadata[key] is not None and not isinstance(metadata[key], str):
+            problems.append(f"{path}: {key} must be text, got {type(metadata[key]).__name__} "
+                            f"{json.dumps(metadata[key])[:60]}")
+    for key in NUMBER_FIELDS:
+        value = metadata.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
+                                  or not np.isfinite(value)):
+            problems.append(f"{path}: {key} must be a finite number, got "
+                            f"{json.dumps(value)[:60]}")
+    return problems
+
+
+def check_pet(path: Path, metadata: dict | None) -> None:
+    """Check a PET image against its sidecar (field types, frame timing, lengths, image).
+
+    Raises one :class:`InputError` whose ``problems`` list every problem found.
+    """
+    if metadata is None:
+        raise InputError(f"{path}: PET image without a JSON sidecar")
+    problems = metadata_type_problems(metadata, path)
+    img = None
+    try:
+        img = check_nifti(path)
+    except InputError as exc:
+        problems.append(str(exc))
+    try:
+        check_frames(metadata, path, img.shape[3] if img is not None and img.ndim == 4 else None)
+    except InputError as exc:
+        problems.append(str(exc))
+    if problems:
+        raise InputError(problems[0], problems)
+
+
+def sidecar_path(image: Path) -> Path:
+    """The JSON sidecar next to an image (same name, ``.json``)."""
+    name = image.name
+    for ext in (".nii.gz", ".nii"):
+        if name.endswith(ext):
+            return image.with_name(name[: -len(ext)] + ".json")
+    return image.with_suffix(".json")
+
+
+def read_json_object(path: Path) -> dict:
+    """A JSON file that must hold an object; :class:`InputError` with one line otherwise."""
+    try:
+        text = Path(path).read_bytes().decode("utf-8-sig")
+    except PermissionError:
+        raise InputError(f"{path}: not readable (permission denied)") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, "
+                         f"column {exc.colno})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: a sidecar must be a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _name_entities(name: str) -> tuple[dict[str, str], str]:
+    stem = name.split(".")[0]
+    parts = stem.split("_")
+    entities = dict(p.split("-", 1) for p in parts[:-1] if "-" in p)
+    return entities, parts[-1]
+
+
+def read_sidecar(image: Path, bids_dir: Path) -> dict | None:
+    """The metadata of an image by the BIDS inheritance principle; None without its own sidecar.
+
+    JSON files of the same suffix from the dataset root down to the image's folder whose
+    entities are a subset of the image's are merged, the closer (and more specific) ones
+    winning. The image's own sidecar must exist; every file read is checked (UTF-8, valid
+    JSON, an object), so a truncated sidecar is one line naming it.
+    """
+    image, bids_dir = Path(image), Path(bids_dir)
+    own = sidecar_path(image)
+    if not own.exists():
+        return None
+    entities, suffix = _name_entities(image.name)
+    try:
+        folders = [bids_dir, *(bids_dir / p for p in
+                               _accumulate(image.parent.relative_to(bids_dir).parts))]
+    except ValueError:
+        folders = [image.parent]
+    candidates = []
+    for depth, folder in enumerate(folders):
+        try:
+            names = sorted(p.name for p in folder.glob(f"*_{suffix}.json"))
+        except OSError:
+            names = []
+        for name in names:
+            ents, suf = _name_entities(name)
+            if suf == suffix and all(entities.get(k) == v for k, v in ents.items()):
+                candidates.append((depth, len(ents), folder / name))
+    metadata: dict = {}
+    for _depth, _n, path in sorted(candidates):
+        metadata.update(read_json_object(path))
+    if own not in {c[2] for c in candidates}:
+        metadata.update(read_json_object(own))
+    return metadata
+
+
+def _accumulate(parts):
+    out = []
+    for i in range(len(parts)):
+        out.append(Path(*parts[: i + 1]))
+    return out
+
+
+def unreadable_paths(folder: Path, limit: int = 5) -> list[str]:
+    """Files or folders under ``folder`` this process cannot read (at most ``limit``)."""
+    bad = []
+
+    def onerror(exc):
+        bad.append(str(getattr(exc, "filename", None) or exc))
+
+    for root, dirs, files in os.walk(folder, onerror=onerror):
+        for name in dirs:
+            if not os.access(Path(root) / name, os.R_OK | os.X_OK):
+                bad.append(str(Path(root) / name))
+        for name in files:
+            if not os.access(Path(root) / name, os.R_OK):
+                bad.append(str(Path(root) / name))
+        if len(bad) >= limit:
+            break
+    return sorted(set(bad))[:limit]
 
 
 # --------------------------------------------------------------------------- discovery
 
 
+def find_validator() -> str | None:
+    """``bids-validator-deno`` next to the running interpreter (a venv's or container's bin/),
+    else on ``PATH``; None when neither has it."""
+    beside = Path(sys.executable).parent / "bids-validator-deno"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which("bids-validator-deno")
+
+
 def validate_bids(bids_dir: Path) -> None:
-    """Run the BIDS validator (bids-validator-deno) and refuse a dataset with errors."""
-    exe = shutil.which("bids-validator-deno")
+    """Run the BIDS validator (bids-validator-deno) and refuse a dataset with errors.
+
+    A missing validator is an error: the user either installs it or passes
+    ``--skip-bids-validation``.
+    """
+    exe = find_validator()
     if exe is None:
-        LOGGER.warning("bids-validator-deno not found: skipping BIDS validation")
-        return
-    LOGGER.info("Validating %s with bids-validator-deno", bids_dir)
-    proc = subprocess.run(
-        [exe, str(bids_dir), "--json", "--ignoreNiftiHeaders"],
-        capture_output=True, text=True, timeout=600, check=False,
-    )
+        raise InputError(
+            f"bids-validator-deno is neither next to {sys.executable} nor on PATH: install it "
+            "(pip install bids-validator-deno) or pass --skip-bids-validation"
+        )
+    LOGGER.info("Validating %s with %s", bids_dir, exe)
+    try:
+        proc = subprocess.run(
+            [exe, str(bids_dir), "--json", "--ignoreNiftiHeaders"],
+            capture_output=True, text=True, timeout=600, check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise InputError(f"bids-validator-deno ({exe}) could not run: {_one_line(exc)}; "
+                         "pass --skip-bids-validation to go on without it") from None
     try:
         issues = json.loads(proc.stdout)["issues"]["issues"]
-    except (ValueError, KeyError):
+    except (ValueError, KeyError, TypeError):
         LOGGER.warning("BIDS validator gave no readable report: %s", proc.stderr.strip()[:300])
         return
     errors = sorted({i["code"] for i in issues if i.get("severity") == "error"})
@@ -247,17 +533,100 @@ def validate_bids(bids_dir: Path) -> None:
         )
 
 
+def read_bids_filters(path: Path | None) -> dict:
+    """A ``--bids-filter-file``: a JSON object of query name -> object of pybids filters.
+
+    >>> import tempfile
+    >>> f = Path(tempfile.mkdtemp()) / "f.json"
+    >>> _ = f.write_text('{"pet": {"reconstruction": "acdyn"}}')
+    >>> read_bids_filters(f)
+    {'pet': {'reconstruction': 'acdyn'}}
+    >>> _ = f.write_text('{"pet": ["acdyn"]}')
+    >>> read_bids_filters(f)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    bids_harmonize.bids.InputError: ...: query 'pet' must map to a JSON object of entity filters...
+    """
+    if path is None:
+        return {}
+    data = read_json_object(path)
+    for query, filters in data.items():
+        if query not in FILTER_QUERIES:
+            raise InputError(f"{path}: unknown query {query!r}; known: {', '.join(FILTER_QUERIES)}")
+        if not isinstance(filters, dict):
+            raise InputError(f"{path}: query {query!r} must map to a JSON object of entity "
+                             f"filters, got {type(filters).__name__}")
+        for entity, value in filters.items():
+            ok = (value is None or isinstance(value, str | int | bool) or (
+                isinstance(value, list) and all(isinstance(v, str | int) for v in value)))
+            if not ok:
+                raise InputError(f"{path}: filter {query}.{entity} must be text, a number, null "
+                                 f"or a list of them, got {json.dumps(value)[:60]}")
+    return data
+
+
+#: Queries a ``--bids-filter-file`` may restrict.
+FILTER_QUERIES = ("t1w", "pet", "ct")
+
+
+def read_participants(bids_dir: Path) -> list[dict] | None:
+    """Rows of ``participants.tsv`` (BOM tolerated); None when the file is absent.
+
+    Raises :class:`InputError` for an unreadable file or one without ``participant_id``.
+    """
+    path = Path(bids_dir) / "participants.tsv"
+    if not path.exists():
+        return None
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except PermissionError:
+        raise InputError(f"{path}: not readable (permission denied)") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    try:
+        rows = list(csv.DictReader(text.splitlines(), delimiter="\t"))
+        header = next(csv.reader(text.splitlines()[:1], delimiter="\t"), [])
+    except csv.Error as exc:
+        raise InputError(f"{path}: not a tab-separated table ({exc})") from None
+    if "participant_id" not in [h.strip() for h in header]:
+        raise InputError(f"{path}: no 'participant_id' column (columns: "
+                         f"{', '.join(header) or 'none'})")
+    return rows
+
+
 def load_layout(bids_dir: Path):
-    """Index a BIDS dataset with pybids (CT files included, derivatives left out)."""
-    from bids import BIDSLayout
+    """Index a BIDS dataset with pybids (CT files included, derivatives left out).
+
+    Metadata is not indexed here (a truncated sidecar of one subject would stop the
+    indexing of all): :func:`read_sidecar` reads each selected sidecar with checks.
+    """
+    from bids import BIDSLayout, BIDSLayoutIndexer
 
     if not (bids_dir / "dataset_description.json").is_file():
         raise InputError(f"{bids_dir}: not a BIDS dataset (no dataset_description.json)")
-    return BIDSLayout(str(bids_dir), validate=False, derivatives=False)
+    read_json_object(bids_dir / "dataset_description.json")
+    try:
+        return BIDSLayout(str(bids_dir), validate=False, derivatives=False,
+                          indexer=BIDSLayoutIndexer(validate=False, index_metadata=False))
+    except Exception as exc:  # pybids raises many types for odd trees
+        raise InputError(f"{bids_dir}: pybids cannot index the dataset ({type(exc).__name__}: "
+                         f"{_one_line(exc)})") from None
 
 
 def _filters(bids_filters: dict, query: str) -> dict:
     return dict(bids_filters.get(query, {}))
+
+
+@dataclass
+class Discovery:
+    """What discovery found: plans to run, benign skips, and participants excluded for problems.
+
+    ``excluded`` maps a participant label to every problem found (one line each).
+    """
+
+    plans: list[SubjectPlan]
+    skipped: list[str]
+    excluded: dict[str, list[str]]
 
 
 def discover(
@@ -269,11 +638,13 @@ def discover(
     bids_filters: dict | None = None,
     platform_map: dict[str, str] | None = None,
     uptake_windows: dict[str, list[float]] | None = None,
-) -> tuple[list[SubjectPlan], list[str]]:
-    """Build a plan per subject; return ``(plans, skipped)`` with one message per skip.
+) -> Discovery:
+    """Check every selected participant and build a plan for each usable one.
 
-    Raises :class:`InputError` for problems that make the whole run unsafe
-    (unknown participants, unreadable images, PET without usable sidecar).
+    A participant with no PET matching the selection is skipped (benign); one with
+    unusable inputs is excluded with every problem found (one line each). Raises
+    :class:`InputError` only for problems of the whole dataset (not BIDS, unknown
+    participants, nothing selected).
     """
     layout = load_layout(bids_dir)
     bids_filters = bids_filters or {}
@@ -288,72 +659,103 @@ def discover(
     if not subjects:
         raise InputError(f"{bids_dir}: no subjects found")
 
-    plans, skipped = [], []
+    plans, skipped, excluded = [], [], {}
     for subject in subjects:
-        plan, why = _plan_subject(
-            layout, subject, session_label=session_label, tracer_label=tracer_label,
-            bids_filters=bids_filters, platform_map=platform_map or {},
-            uptake_windows=uptake_windows or {},
+        plan, why, problems = _plan_subject(
+            layout, Path(bids_dir), subject, session_label=session_label,
+            tracer_label=tracer_label, bids_filters=bids_filters,
+            platform_map=platform_map or {}, uptake_windows=uptake_windows or {},
         )
-        if plan is None:
+        if problems:
+            for problem in problems:
+                LOGGER.error("Excluding sub-%s: %s", subject, problem)
+            excluded[subject] = problems
+        elif plan is None:
             LOGGER.warning("Skipping sub-%s: %s", subject, why)
             skipped.append(f"sub-{subject}: {why}")
         else:
             plans.append(plan)
-    return plans, skipped
+    return Discovery(plans, skipped, excluded)
 
 
-def _plan_subject(layout, subject, *, session_label, tracer_label, bids_filters, platform_map,
-                  uptake_windows):
+#: Entities besides sub/ses/trc that tell two PET series of one session apart, in BIDS order.
+SERIES_ENTITIES = ("task", "acquisition", "reconstruction", "run")
+
+
+def _plan_subject(layout, bids_dir, subject, *, session_label, tracer_label, bids_filters,
+                  platform_map, uptake_windows):
+    """``(plan, why_skipped, problems)`` for one subject; problems exclude it."""
+    unreadable = unreadable_paths(bids_dir / f"sub-{subject}")
+    if unreadable:
+        return None, "", [f"{p}: not readable (permission denied)" for p in unreadable]
     query = {"subject": subject, "extension": [".nii", ".nii.gz"], "return_type": "filename"}
-    pets = layout.get(suffix="pet", datatype="pet", **query, **_filters(bids_filters, "pet"))
+    try:
+        pets = layout.get(suffix="pet", datatype="pet", **query, **_filters(bids_filters, "pet"))
+        t1ws = layout.get(suffix="T1w", datatype="anat", **query, **_filters(bids_filters, "t1w"))
+    except Exception as exc:  # pybids refuses unknown filter entities with various types
+        return None, "", [f"--bids-filter-file does not apply: {_one_line(exc)}"]
     if session_label:
         pets = [p for p in pets if _entity(layout, p, "session") in set(session_label)]
     if tracer_label:
         wanted = {t.lower() for t in tracer_label}
         pets = [p for p in pets if (_entity(layout, p, "tracer") or "").lower() in wanted]
     if not pets:
-        return None, "no PET images match the selection"
+        return None, "no PET images match the selection", []
 
-    t1ws = layout.get(suffix="T1w", datatype="anat", **query, **_filters(bids_filters, "t1w"))
-    series = []
+    series, problems = [], []
     for pet in sorted(pets):
-        path = Path(pet)
-        session = _entity(layout, pet, "session")
-        metadata = layout.get_metadata(pet) or None
-        if not path.with_name(path.name.replace(".nii.gz", ".json").replace(".nii", ".json")).exists():
-            metadata = None
-        check_pet(path, metadata)
-        tracer = _resolve_tracer(_entity(layout, pet, "tracer"), metadata.get("TracerName"), path)
-        window = uptake_windows.get(tracer.name, tracer.window_min)
         try:
-            window_weights(metadata["FrameTimesStart"], metadata["FrameDuration"], tuple(window))
-        except FrameWindowError as exc:
-            raise InputError(f"{path}: {exc} ({tracer.name}); see --uptake-window") from None
-        cts = layout.get(
-            suffix="CT", session=session, **query, **_filters(bids_filters, "ct")
-        ) if session else []
-        ct = Path(cts[0]) if cts else None
-        if ct is not None:
-            check_nifti(ct, ndim=(3,))
-        platform, how = infer_platform(
-            metadata, subject=subject, session=session, has_ct=ct is not None,
-            platform_map=platform_map,
-        )
-        if platform is None:
-            raise InputError(f"{path}: cannot tell PET-MR from PET-CT ({how}); use --platform-map")
-        LOGGER.info("sub-%s ses-%s trc-%s: %s, from %s", subject, session, tracer.name, platform,
-                    how)
-        series.append(PetSeries(path, subject, session, tracer.name, metadata, platform, how, ct))
+            series.append(_plan_series(layout, bids_dir, subject, pet, bids_filters=bids_filters,
+                                       platform_map=platform_map, uptake_windows=uptake_windows))
+        except InputError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        return None, "", problems
 
     sessions_with_pet = {s.session for s in series}
     t1w = _pick_t1w(layout, t1ws, sessions_with_pet)
     if t1w is None:
         if any(s.platform == "PET-MR" for s in series):
-            return None, "PET-MR session(s) but no T1w in any session of this subject"
-        return None, "no T1w in any session (needed for registration)"
-    check_nifti(Path(t1w), ndim=(3,))
-    return SubjectPlan(subject=subject, t1w=Path(t1w), pet=series), ""
+            return None, "", ["PET-MR session(s) but no T1w in any session of this subject"]
+        return None, "", ["no T1w in any session (needed for registration)"]
+    try:
+        check_nifti(Path(t1w), ndim=(3,))
+    except InputError as exc:
+        return None, "", [str(exc)]
+    return SubjectPlan(subject=subject, t1w=Path(t1w), pet=series), "", []
+
+
+def _plan_series(layout, bids_dir, subject, pet, *, bids_filters, platform_map, uptake_windows):
+    """One checked :class:`PetSeries`; raises :class:`InputError` naming the file."""
+    path = Path(pet)
+    query = {"subject": subject, "extension": [".nii", ".nii.gz"], "return_type": "filename"}
+    session = _entity(layout, pet, "session")
+    metadata = read_sidecar(path, bids_dir)
+    check_pet(path, metadata)
+    tracer = _resolve_tracer(_entity(layout, pet, "tracer"), metadata.get("TracerName"), path)
+    window = uptake_windows.get(tracer.name, tracer.window_min)
+    try:
+        window_weights(metadata["FrameTimesStart"], metadata["FrameDuration"], tuple(window))
+    except FrameWindowError as exc:
+        raise InputError(f"{path}: {exc} ({tracer.name}); see --uptake-window") from None
+    cts = layout.get(
+        suffix="CT", session=session, **query, **_filters(bids_filters, "ct")
+    ) if session else []
+    ct = Path(sorted(cts)[0]) if cts else None
+    if ct is not None:
+        check_nifti(ct, ndim=(3,))
+    platform, how = infer_platform(
+        metadata, subject=subject, session=session, has_ct=ct is not None,
+        platform_map=platform_map,
+    )
+    if platform is None:
+        raise InputError(f"{path}: cannot tell PET-MR from PET-CT ({how}); use --platform-map")
+    entities = {k: str(v) for k in SERIES_ENTITIES
+                if (v := _entity(layout, pet, k)) is not None}
+    LOGGER.info("sub-%s ses-%s trc-%s%s: %s, from %s", subject, session, tracer.name,
+                "".join(f" {k}-{v}" for k, v in entities.items()), platform, how)
+    return PetSeries(path, subject, session, tracer.name, metadata, platform, how, ct,
+                     entities=entities)
 
 
 def _resolve_tracer(label: str | None, tracer_name: str | None, path: Path):

@@ -57,6 +57,7 @@ class RunConfig:
     cutoffs: dict[str, float] = field(default_factory=dict)
     train_epochs: dict[str, int] = field(default_factory=dict)
     train_min_subjects: int = 2
+    overwrite_model: bool = False
     seed: int = 0
 
     @property
@@ -80,12 +81,68 @@ def config_to_dict(config: RunConfig) -> dict:
     return out
 
 
-def config_from_dict(data: dict) -> RunConfig:
-    """Rebuild a :class:`RunConfig`, rejecting keys it does not know."""
-    known = {f.name for f in dataclasses.fields(RunConfig)}
-    unknown = sorted(set(data) - known)
+class ConfigError(ValueError):
+    """A settings file that cannot be replayed; the message is one line naming the setting."""
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+#: what each annotation accepts in TOML (a type not listed here is not checked)
+_CHECKS = {
+    "Path": (lambda v: isinstance(v, str) and bool(v), "a path (text)"),
+    "Path | None": (lambda v: v is None or (isinstance(v, str) and bool(v)), "a path (text)"),
+    "str": (lambda v: isinstance(v, str), "text"),
+    "str | None": (lambda v: v is None or isinstance(v, str), "text"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "int": (_is_int, "an integer"),
+    "float | None": (lambda v: v is None or _is_number(v), "a number"),
+    "list[str]": (lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+                  "a list of text"),
+    "dict": (lambda v: isinstance(v, dict), "a table"),
+    "dict[str, float]": (lambda v: isinstance(v, dict) and all(_is_number(x) for x in v.values()),
+                         "a table of numbers"),
+    "dict[str, int]": (lambda v: isinstance(v, dict) and all(_is_int(x) for x in v.values()),
+                       "a table of integers"),
+    "dict[str, list[float]]": (
+        lambda v: isinstance(v, dict) and all(
+            isinstance(x, list) and all(_is_number(y) for y in x) for x in v.values()),
+        "a table of number lists"),
+}
+_CHOICES = {"analysis_level": ANALYSIS_LEVELS, "device": ("auto", "cpu", "cuda"),
+            "nipype_plugin": (None, "Linear", "MultiProc", "SLURM", "SLURMGraph")}
+
+
+def config_from_dict(data: dict, *, source: str = "config") -> RunConfig:
+    """Rebuild a :class:`RunConfig`, rejecting unknown keys and values of the wrong type.
+
+    >>> config_from_dict({"bids_dir": "/d", "output_dir": "/o", "analysis_level": "group",
+    ...                   "nprocs": "two"})
+    Traceback (most recent call last):
+    ...
+    bids_harmonize.config.ConfigError: config: setting 'nprocs' must be an integer, got 'two'
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a table of settings")
+    fields = {f.name: f for f in dataclasses.fields(RunConfig)}
+    unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ValueError(f"unknown settings in config: {', '.join(unknown)}")
+        raise ConfigError(f"{source}: unknown settings: {', '.join(unknown)}")
+    for key, value in data.items():
+        check = _CHECKS.get(str(fields[key].type))
+        if check and not check[0](value):
+            raise ConfigError(f"{source}: setting {key!r} must be {check[1]}, got {value!r}"[:300])
+        if key in _CHOICES and value not in _CHOICES[key]:
+            raise ConfigError(f"{source}: setting {key!r} must be one of "
+                              f"{', '.join(map(str, _CHOICES[key]))}, got {value!r}")
+    missing = [k for k in ("bids_dir", "output_dir", "analysis_level") if k not in data]
+    if missing:
+        raise ConfigError(f"{source}: missing settings: {', '.join(missing)}")
     kwargs = {k: (Path(v) if k in _PATH_FIELDS and v is not None else v) for k, v in data.items()}
     return RunConfig(**kwargs)
 
@@ -98,7 +155,13 @@ def save_config(config: RunConfig, path: Path) -> Path:
 
 
 def load_config(path: Path) -> RunConfig:
-    """Read settings written by :func:`save_config`."""
-    with open(path, "rb") as handle:
-        data = tomllib.load(handle)
-    return config_from_dict(data.get("run", data))
+    """Read settings written by :func:`save_config`; :class:`ConfigError` names what is wrong."""
+    try:
+        data = tomllib.loads(Path(path).read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    return config_from_dict(data.get("run", data), source=str(path))

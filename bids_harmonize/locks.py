@@ -81,9 +81,15 @@ class ParticipantLock:
 
 def acquire(out_dir, label: str, *, run_id: str) -> ParticipantLock:
     """Take the lock of one participant or raise :class:`LockHeldError` naming the holder."""
-    path = lock_path(out_dir, label)
+    label = str(label).removeprefix("sub-")
+    return acquire_path(lock_path(out_dir, label), f"sub-{label}", run_id=run_id)
+
+
+def acquire_path(path: Path, what: str, *, run_id: str) -> ParticipantLock:
+    """Take the lock file ``path`` guarding ``what`` (e.g. a model folder)."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    info = {"participant": str(label).removeprefix("sub-"), "host": socket.gethostname(),
+    info = {"what": what, "host": socket.gethostname(),
             "pid": os.getpid(), "started": now_iso(), "run_id": run_id,
             "token": f"{socket.gethostname()}-{os.getpid()}-{run_id}"}
     for _attempt in range(3):
@@ -106,11 +112,11 @@ def acquire(out_dir, label: str, *, run_id: str) -> ParticipantLock:
                 continue
             if not holder:
                 raise LockHeldError(
-                    f"sub-{info['participant']} is locked by {path} (holder unreadable); "
+                    f"{what} is locked by {path} (holder unreadable); "
                     "remove that file if no other run is writing this participant"
                 ) from None
             raise LockHeldError(
-                f"sub-{info['participant']} is held by another run ({describe_holder(holder)}); "
+                f"{what} is held by another run ({describe_holder(holder)}); "
                 f"wait for it, or remove {path} if that run is gone"
             ) from None
         with os.fdopen(fd, "w", encoding="utf-8") as handle:

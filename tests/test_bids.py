@@ -19,7 +19,9 @@ SIDECAR = {
 
 def _nifti(path, shape=(8, 8, 8), value=1.0):
     path.parent.mkdir(parents=True, exist_ok=True)
-    nb.save(nb.Nifti1Image(np.full(shape, value, dtype=np.float32), np.eye(4)), path)
+    data = np.full(shape, value, dtype=np.float32)
+    data[(0,) * len(shape)] = 0  # some signal: a constant image is refused
+    nb.save(nb.Nifti1Image(data, np.eye(4)), path)
     return path
 
 
@@ -69,19 +71,19 @@ def test_platform_map_wins(tmp_path):
 
 
 def test_discovery_finds_series(tmp_path):
-    plans, skipped = discover(_dataset(tmp_path / "d"))
-    assert not skipped
-    (plan,) = plans
+    found = discover(_dataset(tmp_path / "d"))
+    assert not found.skipped and not found.excluded
+    (plan,) = found.plans
     (series,) = plan.pet
     assert series.tracer == "PiB" and series.platform == "PET-MR" and series.session == "petmr"
 
 
-def test_subject_without_t1w_is_skipped_others_run(tmp_path):
+def test_subject_without_t1w_is_excluded_others_run(tmp_path):
     root = _dataset(tmp_path / "d", subjects=("01",))
     _dataset(root, subjects=("02",), t1w=False)
-    plans, skipped = discover(root)
-    assert [p.subject for p in plans] == ["01"]
-    assert skipped and "sub-02" in skipped[0] and "no T1w" in skipped[0]
+    found = discover(root)
+    assert [p.subject for p in found.plans] == ["01"]
+    assert list(found.excluded) == ["02"] and "no T1w" in found.excluded["02"][0]
 
 
 def test_unknown_participant(tmp_path):
@@ -96,22 +98,27 @@ def test_unknown_participant(tmp_path):
     ({"sidecar": {**SIDECAR, "FrameTimesStart": [0, 600]}}, "frames cover 0.0 of 20.0 min"),
 ])
 def test_bad_pet_inputs(tmp_path, kwargs, message):
-    with pytest.raises(InputError) as exc:
-        discover(_dataset(tmp_path / "d", **kwargs))
-    assert message in str(exc.value)
+    found = discover(_dataset(tmp_path / "d", **kwargs))
+    assert not found.plans
+    (problem,) = found.excluded["01"]
+    assert message in problem
+
+
+def _problem(root):
+    found = discover(root)
+    assert not found.plans
+    (problem,) = found.excluded["01"]
+    return problem
 
 
 def test_corrupt_empty_and_nan_images(tmp_path):
     root = _dataset(tmp_path / "d")
     pet = root / "sub-01/ses-petmr/pet/sub-01_ses-petmr_trc-PiB_pet.nii.gz"
     pet.write_bytes(b"")
-    with pytest.raises(InputError, match="empty file"):
-        discover(root)
+    assert "empty file" in _problem(root)
     pet.write_bytes(b"not a nifti at all")
-    with pytest.raises(InputError, match="not a readable NIfTI"):
-        discover(root)
+    assert "not a readable NIfTI" in _problem(root)
     data = np.ones((8, 8, 8, 2), dtype=np.float32)
     data[0, 0, 0, 0] = np.nan
     nb.save(nb.Nifti1Image(data, np.eye(4)), pet)
-    with pytest.raises(InputError, match="NaN"):
-        discover(root)
+    assert "NaN" in _problem(root)

@@ -28,6 +28,30 @@ def _existing_file(value: str) -> Path:
     return path
 
 
+def _bids_filter_file(value: str) -> Path:
+    """An existing JSON file of pybids filters, checked now (one line, exit 2, when bad)."""
+    from bids_harmonize.bids import InputError, read_bids_filters
+
+    path = _existing_file(value)
+    try:
+        read_bids_filters(path)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return path
+
+
+def _platform_map(value: str) -> Path:
+    """An existing ``--platform-map`` TSV, checked now (one line, exit 2, when bad)."""
+    from bids_harmonize.bids import InputError, read_platform_map
+
+    path = _existing_file(value)
+    try:
+        read_platform_map(path)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return path
+
+
 def positive_int(value: str) -> int:
     try:
         number = int(value)
@@ -129,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="tracers (BIDS trc- labels) to process (default: all)",
     )
     bids.add_argument(
-        "--bids-filter-file", type=_existing_file, metavar="JSON",
+        "--bids-filter-file", type=_bids_filter_file, metavar="JSON",
         help="a JSON of pybids filters per query ('t1w', 'pet', 'ct'), as in fMRIPrep",
     )
     bids.add_argument(
@@ -137,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not run the BIDS validator on the input dataset",
     )
     bids.add_argument(
-        "--platform-map", type=_existing_file, metavar="TSV",
+        "--platform-map", type=_platform_map, metavar="TSV",
         help="TSV with columns 'key' and 'platform' (PET-MR or PET-CT); key is a session "
         "('ses-petmr'), a subject and session ('sub-01_ses-petmr') or a scanner model name. "
         "Wins over inference from the sidecars",
@@ -195,6 +219,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--train-epochs", action="extend", nargs="+", default=[], metavar="STAGE=N",
         help="epochs per stage: ct, mri, residual (e.g. ct=200)",
+    )
+    train.add_argument(
+        "--overwrite-model", action="store_true",
+        help="replace the model already in --model-dir (the new one is written aside and "
+        "renamed into place when complete; without this option a non-empty --model-dir is "
+        "refused)",
     )
     train.add_argument(
         "--train-min-subjects", type=positive_int, default=2,

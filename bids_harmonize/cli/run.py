@@ -11,21 +11,35 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 # ("unable to lock file") or crash; reading never needs the lock
 os.environ.setdefault("HDF5_USE_FILE_LOCKING", "FALSE")
 
-import json  # noqa: E402
 import logging  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
 import time  # noqa: E402
+import traceback  # noqa: E402
 import uuid  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from bids_harmonize.__about__ import __version__  # noqa: E402
 from bids_harmonize.cli.parser import build_parser  # noqa: E402
-from bids_harmonize.config import RunConfig, load_config, save_config  # noqa: E402
+from bids_harmonize.config import ConfigError, RunConfig, load_config, save_config  # noqa: E402
 
 LOGGER = logging.getLogger("bids_harmonize")
 
 
 class UsageError(RuntimeError):
-    """A problem the user can fix; reported in one line, exit status 1."""
+    """A problem the user can fix; reported in one line, exit status 1 (or ``status``)."""
+
+    def __init__(self, message: str, status: int = 1):
+        super().__init__(message)
+        self.status = status
+
+
+def new_run_id() -> str:
+    """``YYYYmmdd-HHMMSS_<8 hex>``: names the run's config, crash folders and status records."""
+    return time.strftime("%Y%m%d-%H%M%S") + "_" + uuid.uuid4().hex[:8]
 
 
 def _setup_logging(verbose: int) -> None:
@@ -41,7 +55,10 @@ def _setup_logging(verbose: int) -> None:
 def config_from_args(args) -> RunConfig:
     """Settings from the command line, or from ``--config-file`` with the positionals on top."""
     if args.config_file:
-        config = load_config(args.config_file)
+        try:
+            config = load_config(args.config_file)
+        except ConfigError as exc:
+            raise UsageError(f"--config-file {exc}", status=2) from None
         config.bids_dir, config.output_dir = args.bids_dir, args.output_dir
         config.analysis_level = args.analysis_level
         return config
@@ -49,7 +66,8 @@ def config_from_args(args) -> RunConfig:
     for item in args.train_epochs:
         stage, _, number = item.partition("=")
         if stage not in ("ct", "mri", "residual") or not number.isdigit():
-            raise UsageError(f"--train-epochs expects ct=N, mri=N or residual=N, got {item!r}")
+            raise UsageError(f"--train-epochs expects ct=N, mri=N or residual=N, got {item!r}",
+                             status=2)
         epochs[stage] = int(number)
     return RunConfig(
         bids_dir=args.bids_dir, output_dir=args.output_dir, analysis_level=args.analysis_level,
@@ -66,6 +84,7 @@ def config_from_args(args) -> RunConfig:
         atlas_labels=args.atlas_labels, centiloid_vois=args.centiloid_vois,
         cutoffs=dict(args.cutoff), train_epochs=epochs,
         train_min_subjects=args.train_min_subjects, seed=args.seed,
+        overwrite_model=args.overwrite_model,
     )
 
 
@@ -108,20 +127,28 @@ def check_device(device: str) -> str:
 # --------------------------------------------------------------------------- participant
 
 
-def run_participant(config: RunConfig) -> int:
-    """Discover, build the Nipype graph, run it, write reports; return the exit status."""
-    from bids_harmonize.bids import InputError, discover, read_platform_map, validate_bids
-    from bids_harmonize.execution import (
-        choose_plugin,
-        request_node_resources,
-        run_workflow,
-        unfinished_nodes,
+def run_participant(config: RunConfig, run_id: str | None = None) -> int:
+    """Check every input, exclude broken participants, run the graph, record each outcome.
+
+    Nothing is written to the output folder until every check has passed and the
+    graph is built. Each participant gets a status record and an "incomplete"
+    marker (removed when it finishes) under ``<out>/logs/status``, and a lock
+    under ``<out>/logs/locks`` for the duration of the run.
+    """
+    from bids_harmonize.bids import (
+        InputError,
+        discover,
+        read_bids_filters,
+        read_participants,
+        read_platform_map,
+        validate_bids,
     )
-    from bids_harmonize.provenance import write_dataset_description
+    from bids_harmonize.execution import choose_plugin
+    from bids_harmonize.locks import LockHeldError, acquire
     from bids_harmonize.slurm.scheduler import SlurmError
     from bids_harmonize.templates import TemplateNotFoundError, get_template
 
-    run_id = time.strftime("%Y%m%d-%H%M%S") + "_" + uuid.uuid4().hex[:8]
+    run_id = run_id or new_run_id()
     try:  # first: no SLURM for a SLURM plugin is a one-line error before any work
         execution = choose_plugin(config.nipype_plugin, nprocs=config.nprocs,
                                   mem_gb=config.mem_gb, run_id=run_id,
@@ -147,27 +174,98 @@ def run_participant(config: RunConfig) -> int:
             raise UsageError(str(exc)) from None
         check_device(config.device)
     try:
+        bids_filters = read_bids_filters(config.bids_filter_file)
+        platform_map = read_platform_map(config.platform_map)
         if not config.skip_bids_validation:
             validate_bids(config.bids_dir)
-        bids_filters = (json.loads(config.bids_filter_file.read_text())
-                        if config.bids_filter_file else {})
-        plans, skipped = discover(
+        read_participants(config.bids_dir)
+        found = discover(
             config.bids_dir, participant_label=config.participant_label,
             session_label=config.session_label, tracer_label=config.tracer_label,
-            bids_filters=bids_filters, platform_map=read_platform_map(config.platform_map),
+            bids_filters=bids_filters, platform_map=platform_map,
             uptake_windows=config.uptake_windows,
         )
-    except (InputError, json.JSONDecodeError) as exc:
+    except InputError as exc:
         raise UsageError(str(exc)) from None
+    excluded = dict(found.excluded)
+    if excluded and config.stop_on_first_crash:
+        raise UsageError(f"--stop-on-first-crash: {_excluded_summary(excluded)}; nothing was run")
+    plans = found.plans
     if not plans:
-        raise UsageError("no subject can be processed: " + "; ".join(skipped))
+        raise UsageError("no participant can be processed: "
+                         + "; ".join(filter(None, [_excluded_summary(excluded),
+                                                   "; ".join(found.skipped)])))
 
+    out = config.output_dir
+    held, locks = {}, []
+    for plan in plans:
+        try:
+            locks.append(acquire(out, plan.subject, run_id=run_id))
+        except LockHeldError as exc:
+            LOGGER.error("%s", exc)
+            held[plan.subject] = str(exc)
+    try:
+        if held and config.stop_on_first_crash:
+            raise UsageError(f"--stop-on-first-crash: {next(iter(held.values()))}")
+        plans = [p for p in plans if p.subject not in held]
+        if not plans:
+            raise UsageError("no participant can be processed: " + "; ".join(held.values()))
+        return _run_plans(config, plans, excluded, held, found.skipped, run_id=run_id,
+                          execution=execution, template=template, model_dir=model_dir)
+    finally:
+        for lock in locks:
+            lock.release()
+
+
+def _excluded_summary(excluded: dict[str, list[str]]) -> str:
+    """``2 participant(s) excluded: sub-02 (reason; ...), sub-03 (...)`` in one line."""
+    if not excluded:
+        return ""
+    parts = [f"sub-{s} ({reasons[0]}{f'; +{len(reasons) - 1} more' if len(reasons) > 1 else ''})"
+             for s, reasons in sorted(excluded.items())]
+    return f"{len(excluded)} participant(s) excluded for unusable inputs: " + ", ".join(parts)
+
+
+def _crash_reason(path: Path) -> str:
+    """One line from a Nipype crash file: the node and the last line of its traceback."""
+    try:
+        lines = [line.strip() for line in path.read_text(errors="replace").splitlines()]
+    except OSError:
+        return f"crashed: {path.name}"
+    node = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("Node:")),
+                path.name)
+    last = next((line for line in reversed(lines) if line and not line.startswith("File ")), "")
+    return f"node {node} failed: {last[:200]}" if last else f"node {node} failed"
+
+
+def _run_plans(config: RunConfig, plans, excluded, held, skipped, *, run_id, execution,
+               template, model_dir) -> int:
+    """Build the graph, then write, run and record; the participants' locks are held."""
     from nipype import config as ncfg
 
+    from bids_harmonize import runstatus
+    from bids_harmonize.execution import request_node_resources, run_workflow, unfinished_nodes
+    from bids_harmonize.provenance import write_dataset_description
     from bids_harmonize.workflows.base import init_bids_harmonize_wf
 
     out = config.output_dir
     work = config.work_dir or out / "work"
+    # the graph is built before anything is written: a factory error leaves no outputs
+    workflow = init_bids_harmonize_wf(
+        plans, bids_dir=config.bids_dir, output_dir=out, template=template, model_dir=model_dir,
+        device=config.device, sloppy=config.sloppy, seed=config.seed,
+        omp_nthreads=config.omp_nthreads, uptake_windows=config.uptake_windows,
+        atlas=config.atlas, atlas_labels=config.atlas_labels,
+        centiloid_vois=config.centiloid_vois,
+    )
+    records = {}
+    for plan in plans:
+        runstatus.mark_incomplete(out, plan.subject, run_id=run_id)
+        records[plan.subject] = runstatus.new_record(plan.subject, run_id=run_id)
+        runstatus.write_status(out, records[plan.subject])
+    for subject, reasons in excluded.items():
+        record = runstatus.new_record(subject, run_id=run_id, status="excluded", reasons=reasons)
+        runstatus.write_status(out, runstatus.finish_record(record, "excluded"))
     write_dataset_description(out, config.bids_dir)
     config_file = save_config(config, out / "logs" / f"config-{run_id}.toml")
     LOGGER.info("Settings written to %s (replay with --config-file)", config_file)
@@ -186,13 +284,6 @@ def run_participant(config: RunConfig) -> int:
     from nipype import logging as nlogging
 
     nlogging.update_logging(ncfg)
-    workflow = init_bids_harmonize_wf(
-        plans, bids_dir=config.bids_dir, output_dir=out, template=template, model_dir=model_dir,
-        device=config.device, sloppy=config.sloppy, seed=config.seed,
-        omp_nthreads=config.omp_nthreads, uptake_windows=config.uptake_windows,
-        atlas=config.atlas, atlas_labels=config.atlas_labels,
-        centiloid_vois=config.centiloid_vois,
-    )
     workflow.base_dir = str(work)
     for plan in plans:  # per-subject crash folders
         crash_dir = str(out / f"sub-{plan.subject}" / "log" / run_id)
@@ -210,8 +301,10 @@ def run_participant(config: RunConfig) -> int:
     error = run_workflow(workflow, execution)
     elapsed = time.time() - started
 
-    failed = {p.subject for p in plans
-              if any((out / f"sub-{p.subject}" / "log" / run_id).glob("crash-*"))}
+    crashes = {p.subject: sorted((out / f"sub-{p.subject}" / "log" / run_id).glob("crash-*"))
+               for p in plans}
+    failed = {s for s, files in crashes.items() if files}
+    unfinished = []
     if error is not None:
         unfinished = unfinished_nodes(workflow)
         LOGGER.error("Nipype stopped with %s: %s", type(error).__name__,
@@ -222,15 +315,37 @@ def run_participant(config: RunConfig) -> int:
         failed |= {p.subject for p in plans
                    if any(n.split(".")[1:2] == [f"sub_{p.subject}_wf"] for n in unfinished)}
         failed = failed or {p.subject for p in plans}
+    for plan in plans:
+        record = records[plan.subject]
+        if plan.subject in failed:
+            files = crashes[plan.subject]
+            reasons = [_crash_reason(f) for f in files] or [
+                "the workflow did not finish for this participant"
+                + (f" ({type(error).__name__})" if error is not None else "")]
+            record = runstatus.finish_record(
+                record, "failed", reasons=reasons,
+                crash_files=[f.relative_to(out).as_posix() for f in files])
+            runstatus.write_status(out, record)
+        else:
+            runstatus.write_status(out, runstatus.finish_record(record, "ok"))
+            runstatus.clear_incomplete(out, plan.subject)
     failed = sorted(failed)
     _write_reports(out, plans, workflow, failed, run_id)
     LOGGER.info("Participant level finished in %.0f s", elapsed)
     if skipped:
         print("Skipped: " + "; ".join(skipped), file=sys.stderr)
+    problems = []
+    if excluded:
+        problems.append(_excluded_summary(excluded))
+    if held:
+        problems.append(f"{len(held)} participant(s) locked by another run: "
+                        + ", ".join(f"sub-{s}" for s in sorted(held)))
     if failed:
-        print(f"bids_harmonize: {len(failed)} of {len(plans)} subject(s) failed: "
-              + ", ".join(f"sub-{s} (see {out / f'sub-{s}' / 'log' / run_id})" for s in failed),
-              file=sys.stderr)
+        problems.append(f"{len(failed)} of {len(plans)} participant(s) failed: "
+                        + ", ".join(f"sub-{s} (see {out / f'sub-{s}' / 'log' / run_id})"
+                                    for s in failed))
+    if problems:
+        print("bids_harmonize: " + "; ".join(problems), file=sys.stderr)
         return 1
     return 0
 
@@ -279,38 +394,106 @@ def run_group(config: RunConfig) -> int:
 
     if not config.output_dir.is_dir():
         raise UsageError(f"{config.output_dir} does not exist: run the participant level first")
+    incomplete = _warn_incomplete(config.output_dir, "group")
     try:
         written = group(config.output_dir, cutoffs=config.cutoffs or None)
     except (NoParticipantTablesError, ValueError) as exc:
         raise UsageError(str(exc)) from None
     LOGGER.info("Group level wrote %d file(s) under %s", len(written), config.output_dir / "group")
     _write_run_summary(config.output_dir)
+    if incomplete:
+        print("bids_harmonize: group tables leave out incomplete participant(s): "
+              + ", ".join(f"sub-{s}" for s in incomplete), file=sys.stderr)
     return 0
 
 
-def run_train(config: RunConfig) -> int:
-    """Train the three-stage harmonizer on the paired sessions that 'participant' processed."""
+def _warn_incomplete(out: Path, level: str) -> list[str]:
+    """Participants marked incomplete (a run started them and never finished), logged."""
+    from bids_harmonize.runstatus import incomplete_participants
+
+    incomplete = incomplete_participants(out)
+    if incomplete:
+        LOGGER.warning("%s: leaving out %d participant(s) whose outputs are marked incomplete "
+                       "(a run did not finish them; rerun 'participant' for them): %s", level,
+                       len(incomplete), ", ".join(f"sub-{s}" for s in incomplete))
+    return incomplete
+
+
+def run_train(config: RunConfig, run_id: str | None = None) -> int:
+    """Train the three-stage harmonizer on the paired sessions that 'participant' processed.
+
+    Participants marked incomplete are left out (and listed). The model is trained in
+    ``.<name>.partial/<name>`` next to ``--model-dir`` (checkpoints there: a rerun resumes)
+    and renamed into place only when complete, so a kill never leaves a half-written
+    model and never destroys the previous one. A non-empty ``--model-dir`` is refused
+    unless ``--overwrite-model`` is given.
+    """
     from bids_harmonize.harmonizer.dataset import (
         InsufficientDataError,
         load_pairs_from_derivatives,
     )
     from bids_harmonize.harmonizer.train import train_model
+    from bids_harmonize.locks import LockHeldError, acquire_path
 
+    run_id = run_id or new_run_id()
     check_device(config.device)
+    model_dir = (config.model_dir or config.output_dir / "models" / "site").absolute()
+    if model_dir.exists() and (not model_dir.is_dir() or any(model_dir.iterdir())):
+        if not config.overwrite_model:
+            raise UsageError(f"--model-dir {model_dir} is not empty: choose another folder or "
+                             "pass --overwrite-model to replace it", status=2)
+        if not (model_dir / "model.json").is_file():
+            raise UsageError(f"--model-dir {model_dir} is not empty and holds no model.json: "
+                             "refusing to replace a folder that is not a model")
+    labels = list(config.participant_label)
+    incomplete = _warn_incomplete(config.output_dir, "train")
+    if incomplete:
+        if not labels:
+            labels = sorted(p.name.removeprefix("sub-") for p in config.output_dir.glob("sub-*")
+                            if p.is_dir())
+        labels = [label for label in labels if label not in incomplete]
+        if not labels:
+            raise UsageError("every selected participant is marked incomplete: "
+                             + ", ".join(f"sub-{s}" for s in incomplete))
     try:
         pairs, excluded = load_pairs_from_derivatives(
-            config.output_dir, participant_labels=config.participant_label or None,
+            config.output_dir, participant_labels=labels or None,
             tracers=config.tracer_label or None, min_pairs=config.train_min_subjects,
         )
     except InsufficientDataError as exc:
         raise UsageError(str(exc)) from None
     for what, why in excluded:
         LOGGER.warning("Not used for training: %s (%s)", what, why)
-    model_dir = config.model_dir or config.output_dir / "models" / "site"
     train_config = _train_config(config)
-    path = train_model(pairs, model_dir, train_config, device=config.device)
-    print(f"model written to {path}")
+    model_dir.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        lock = acquire_path(model_dir.parent / f".{model_dir.name}.lock",
+                            f"model folder {model_dir}", run_id=run_id)
+    except LockHeldError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        staging = model_dir.parent / f".{model_dir.name}.partial"
+        partial = staging / model_dir.name  # same folder name: the card names the model by it
+        train_model(pairs, partial, train_config, device=config.device)
+        install_model(partial, model_dir, run_id=run_id)
+        shutil.rmtree(staging, ignore_errors=True)
+    finally:
+        lock.release()
+    print(f"model written to {model_dir}")
     return 0
+
+
+def install_model(partial: Path, model_dir: Path, *, run_id: str) -> None:
+    """Rename a finished model folder into place; an old model is moved aside, then removed."""
+    old = None
+    if model_dir.exists() and any(model_dir.iterdir()):
+        old = model_dir.parent / f".{model_dir.name}.old-{run_id}"
+        os.replace(model_dir, old)
+    elif model_dir.exists():
+        model_dir.rmdir()
+    os.replace(partial, model_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _train_config(config: RunConfig):
@@ -321,21 +504,74 @@ def _train_config(config: RunConfig):
     return HarmonizerConfig().replace(seed=config.seed, **changes)
 
 
+def write_crash_file(exc: BaseException, config: RunConfig | None, run_id: str) -> Path:
+    """Write the traceback of an unexpected error, fMRIPrep style; return the file.
+
+    Under ``<out>/logs/`` when the output folder already exists (a run that failed
+    before writing anything does not create it), else in the temporary folder.
+    """
+    text = "".join(traceback.format_exception(exc))
+    header = (f"bids_harmonize {__version__} crashed (run {run_id})\n"
+              f"command: {' '.join(sys.argv)}\n\n")
+    folder = None
+    if config is not None and config.output_dir.is_dir() and os.access(config.output_dir,
+                                                                         os.W_OK):
+        folder = config.output_dir / "logs"
+    for candidate in filter(None, (folder, Path(tempfile.gettempdir()))):
+        try:
+            candidate.mkdir(parents=True, exist_ok=True)
+            path = candidate / f"crash-{run_id}-bids_harmonize.txt"
+            path.write_text(header + text)
+            return path
+        except OSError:
+            continue
+    raise exc
+
+
+def _terminate(signum, _frame):
+    """SIGTERM (SLURM's time limit, ``kill``): unwind so that locks are released."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the BIDS App; return the exit status."""
+    """Run the BIDS App; return the exit status.
+
+    Known problems end in one line (exit 1, or 2 for bad arguments); anything else
+    ends in one line naming a crash file that holds the traceback.
+    """
     args = build_parser().parse_args(argv)
+    run_id = new_run_id()
+    config = None
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         config = config_from_args(args)
         _setup_logging(config.verbose)
         check_paths(config)
         if config.analysis_level == "participant":
-            return run_participant(config)
+            return run_participant(config, run_id)
         if config.analysis_level == "group":
             return run_group(config)
-        return run_train(config)
+        return run_train(config, run_id)
     except UsageError as exc:
-        print(f"bids_harmonize: error: {exc}", file=sys.stderr)
+        print(f"bids_harmonize: error: {_one_line(exc)}", file=sys.stderr)
+        return exc.status
+    except KeyboardInterrupt:
+        print("bids_harmonize: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the top-level handler: never a bare traceback
+        try:
+            crash = write_crash_file(exc, config, run_id)
+        except Exception:  # noqa: BLE001 - nowhere to write: the traceback is all there is
+            raise exc from None
+        print(f"bids_harmonize: error: unexpected {type(exc).__name__}: {_one_line(exc)} "
+              f"(this is a bug; the traceback is in {crash})", file=sys.stderr)
         return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:500] if text else type(exc).__name__
 
 
 if __name__ == "__main__":
