@@ -17,6 +17,38 @@ from importlib import resources
 
 import pandas as pd
 
+#: Regions of the synth atlas by the Braak stage at which tau reaches them, following the
+#: PET Braak-stage regions of Schöll et al. 2016, Neuron 89:971-982 (Fig. 1; Desikan-
+#: Killiany parcels): I entorhinal; II hippocampus; III parahippocampal, fusiform, lingual,
+#: amygdala; IV insula, inferior and middle temporal, posterior and isthmus cingulate,
+#: inferior parietal; V orbitofrontal, superior temporal, inferior/superior/rostral middle
+#: frontal, anterior cingulate, supramarginal, superior parietal, precuneus, cuneus,
+#: lateral occipital; VI pericalcarine, pre-/post-central, paracentral.
+#: The synth atlas merges some of these; a merged label goes where most of its volume does:
+#: ``hippocampus_parahippocampal`` to III (the parahippocampal gyrus; Schöll et al. leave
+#: the hippocampus, Braak II, out of their PET stages because of choroid-plexus
+#: off-target binding, so stage II has no label here), ``inferior_temporal_fusiform`` to
+#: III (fusiform; inferior temporal is IV), ``lateral_temporal_cortex`` to IV (middle
+#: temporal; superior temporal is V), ``posterior_cingulate_precuneus`` to V (precuneus;
+#: posterior/isthmus cingulate is IV), ``frontal_cortex`` and ``parietal_cortex`` to V,
+#: ``occipital_cortex`` to VI (its primary visual cortex; cuneus/lateral occipital are V,
+#: which leaves the V-VI meta-ROI unchanged). The simulator's tau model
+#: (``synth/uptake.py``) reads this same table.
+BRAAK_STAGE_REGIONS: dict[int, tuple[str, ...]] = {
+    1: ("entorhinal_cortex",),
+    2: (),
+    3: ("hippocampus_parahippocampal", "inferior_temporal_fusiform"),
+    4: ("lateral_temporal_cortex", "insula"),
+    5: ("frontal_cortex", "parietal_cortex", "posterior_cingulate_precuneus",
+        "anterior_cingulate"),
+    6: ("occipital_cortex",),
+}
+
+
+def _braak(*stages: int) -> tuple[str, ...]:
+    return tuple(name for stage in stages for name in BRAAK_STAGE_REGIONS[stage])
+
+
 #: Composite regions, as unions of synth-atlas region names.
 COMPOSITES: dict[str, tuple[str, ...]] = {
     "whole_cerebellum": (
@@ -32,15 +64,10 @@ COMPOSITES: dict[str, tuple[str, ...]] = {
         "posterior_cingulate_precuneus",
         "anterior_cingulate",
     ),
-    "braak_I_II": ("entorhinal_cortex", "hippocampus_parahippocampal"),
-    "braak_III_IV": ("inferior_temporal_fusiform", "lateral_temporal_cortex", "insula"),
-    "braak_V_VI": (
-        "frontal_cortex",
-        "parietal_cortex",
-        "occipital_cortex",
-        "posterior_cingulate_precuneus",
-        "anterior_cingulate",
-    ),
+    # Braak meta-ROIs (Schöll et al. 2016): stages I-II, III-IV, V-VI of BRAAK_STAGE_REGIONS
+    "braak_I_II": _braak(1, 2),
+    "braak_III_IV": _braak(3, 4),
+    "braak_V_VI": _braak(5, 6),
     "striatum": (
         "caudate_left",
         "caudate_right",

@@ -28,6 +28,7 @@ import zlib
 
 import numpy as np
 
+from bids_harmonize.atlas import BRAAK_STAGE_REGIONS
 from bids_harmonize.synth.template import LABELS
 from bids_harmonize.tracers import Tracer
 
@@ -49,15 +50,9 @@ AMYLOID_WEIGHTS = {
     "putamen_anterior_left": 0.7, "putamen_anterior_right": 0.7,
     "putamen_posterior_left": 0.6, "putamen_posterior_right": 0.6, "thalamus": 0.3,
 }
-#: Tau regions by Braak stage at which they become involved.
-BRAAK_REGIONS = {
-    1: ("entorhinal_cortex",),
-    2: ("hippocampus_parahippocampal",),
-    3: ("inferior_temporal_fusiform",),
-    4: ("lateral_temporal_cortex", "insula", "posterior_cingulate_precuneus"),
-    5: ("parietal_cortex", "frontal_cortex", "anterior_cingulate"),
-    6: ("occipital_cortex",),
-}
+#: Tau regions by Braak stage at which they become involved: the one definition of
+#: ``bids_harmonize.atlas.BRAAK_STAGE_REGIONS`` (Schöll et al. 2016), shared with quantification.
+BRAAK_REGIONS = BRAAK_STAGE_REGIONS
 DOSE_MBQ = {"FDG": 200.0, "flortaucipir": 370.0, "MK6240": 185.0, "FPCIT": 185.0,
             **{k: v[1] for k, v in AMYLOID.items()}}
 

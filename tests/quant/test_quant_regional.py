@@ -262,3 +262,20 @@ def test_real_synth_atlas_with_known_uptake():
     assert table.loc["pons", "n_voxels"] == counts[22]
     measures = summary_measures(table.reset_index(), "PiB").set_index("measure")
     assert measures.loc["suvr_cortical", "value"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_braak_meta_rois_follow_one_definition():
+    """Schöll et al. 2016 stages, shared by quantification and the simulator's tau model."""
+    from bids_harmonize.atlas import BRAAK_STAGE_REGIONS, COMPOSITES
+    from bids_harmonize.synth.uptake import BRAAK_REGIONS
+
+    assert BRAAK_REGIONS is BRAAK_STAGE_REGIONS
+    for name, stages in (("braak_I_II", (1, 2)), ("braak_III_IV", (3, 4)),
+                         ("braak_V_VI", (5, 6))):
+        assert set(COMPOSITES[name]) == {r for s in stages for r in BRAAK_STAGE_REGIONS[s]}
+    every = [r for regions in BRAAK_STAGE_REGIONS.values() for r in regions]
+    assert len(every) == len(set(every))  # each label in one stage only
+    assert COMPOSITES["braak_I_II"] == ("entorhinal_cortex",)
+    assert "hippocampus_parahippocampal" in COMPOSITES["braak_III_IV"]  # parahippocampal: III
+    assert "anterior_cingulate" in COMPOSITES["braak_V_VI"]  # anterior cingulate: V
+    assert set(every) <= set(synth_label_table()["name"])
