@@ -37,12 +37,12 @@ def _runtime(seconds) -> str:
 
 
 def _link(out_dir: Path, rel: str, text: str | None = None) -> str:
-    """A relative link when the target exists, else the name in grey with 'missing'."""
+    """A relative link when the target exists, else its path with '(missing)'."""
     target = out_dir / rel
     label = html.escape(text or rel)
     if target.exists():
         return f"<a href='{html.escape(rel)}'>{label}</a>"
-    return f"<span title='not found'>{label} (missing)</span>"
+    return f"<span title='not found'>{html.escape(rel)} (missing)</span>"
 
 
 def _rel(out_dir: Path, path) -> str:
