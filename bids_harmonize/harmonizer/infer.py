@@ -40,6 +40,8 @@ class HarmonizationResult:
     model_info: dict = field(default_factory=dict)
     ac_error: np.ndarray | None = None  #: the physics channel, when the model uses one
     ac_error_source: str | None = None  #: where ac_error came from (scanner mu-map, setup, ...)
+    #: ``(M, ...)`` log ratios of an ensemble (member 0 = ``log_ratio``) when members were given
+    member_log_ratios: np.ndarray | None = None
 
 
 def tracer_notes(tracer, model) -> list[str]:
@@ -123,6 +125,7 @@ def harmonize_volume(
     overlap: float = 0.25,
     spacing=None,
     progress: bool = False,
+    members=None,
 ) -> HarmonizationResult:
     """Harmonize a PET-MR image towards PET-CT.
 
@@ -142,6 +145,8 @@ def harmonize_volume(
         overlap: sliding-window overlap (0..1).
         spacing: voxel size (mm) of the inputs; resampled to 2 mm when it differs.
         progress: show MONAI's sliding-window progress bar.
+        members: extra stage-3 nets of an ensemble (:func:`.uncertainty.load_members`);
+            their log ratios come back in ``member_log_ratios``.
 
     Returns:
         :class:`HarmonizationResult` (harmonized PET, pseudo-CT in HU, log-ratio map, notes).
@@ -209,19 +214,30 @@ def harmonize_volume(
     x = torch.from_numpy(np.stack(stack).astype(np.float32))[None].to(dev)
     n_voxel = len(voxel_names)
 
+    members = [m.to(dev).eval() for m in (members or [])]
+
     def predictor(patch):
-        return net(patch[:, :n_voxel], patch[:, n_voxel : n_voxel + 1]).float()
+        voxel, t1w_patch = patch[:, :n_voxel], patch[:, n_voxel : n_voxel + 1]
+        out = net(voxel, t1w_patch).float()
+        if members:
+            from .uncertainty import member_log_ratios
+
+            out = torch.cat([out, member_log_ratios(net, members, voxel, t1w_patch)], dim=1)
+        return out
 
     amp = dev.type == "cuda"
     with torch.inference_mode(), torch.autocast(device_type=dev.type, enabled=amp):
         out = _sliding(x, predictor, roi, sw_batch_size, overlap, progress)
     out = out[0].float().cpu().numpy()
     model.net.to("cpu")
-    r, pseudo_mu = out[0], out[1]
+    for m in members:
+        m.to("cpu")
+    r, pseudo_mu, extra = out[0], out[1], out[2:]
     if factors is not None:
         back = [s / n for s, n in zip(shape, r.shape, strict=True)]
         inside = tuple(slice(0, s) for s in shape)
         r, pseudo_mu = _zoom(r, back, 1)[inside], _zoom(pseudo_mu, back, 1)[inside]
+        extra = np.stack([_zoom(e, back, 1)[inside] for e in extra]) if len(extra) else extra
         if ac_error is not None:
             ac_error = _zoom(ac_error, back, 1)[inside]
     r = r.astype(np.float32)
@@ -236,4 +252,5 @@ def harmonize_volume(
         model_info=model.info(),
         ac_error=None if ac_error is None else ac_error.astype(np.float32),
         ac_error_source=source,
+        member_log_ratios=np.concatenate([r[None], extra]).astype(np.float32) if members else None,
     )

@@ -1,0 +1,86 @@
+"""Deep-ensemble uncertainty: members trained by the stage engine, calibration, OOD wiring."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from bids_harmonize.harmonizer import uncertainty as unc
+from bids_harmonize.harmonizer.phantom import phantom_pair
+from bids_harmonize.harmonizer.weights import ModelError, load_model
+
+
+@pytest.fixture(scope="module")
+def ensemble_dir(tmp_path_factory, tiny_model_dir, phantom_pairs):
+    out = tmp_path_factory.mktemp("ens") / "tiny"
+    shutil.copytree(tiny_model_dir, out, ignore=shutil.ignore_patterns("checkpoints"))
+    held_out = [phantom_pair(i, shape=(24, 28, 24), tracer="PiB") for i in (5, 6)]
+    unc.fit_uncertainty(out, phantom_pairs, validation_pairs=held_out, n_members=2, device="cpu")
+    return out
+
+
+def test_card_lists_verified_members(ensemble_dir):
+    card = json.loads((ensemble_dir / "model.json").read_text())
+    block = card["uncertainty"]
+    assert [m["file"] for m in block["members"]] == [unc.member_file(1), unc.member_file(2)]
+    assert len({m["seed"] for m in block["members"]}) == 2
+    assert block["calibrated"] and block["scale"] > 0
+    cal = block["calibration"]
+    assert cal["n_regions"] == 8
+    # the scale is fitted to give the target coverage on the held-out regions
+    assert cal["coverage_scaled"] >= unc.LEVEL
+    assert block["training_disagreement"] > 0
+    stats = card["ood"]["feature_statistics"]
+    assert stats["n"] == 3 and len(stats["mean"]) == 6
+    model = load_model(ensemble_dir)
+    assert len(unc.load_members(model)) == 2
+
+
+def test_members_differ_and_give_uncertainty(ensemble_dir, phantom_pairs):
+    model = load_model(ensemble_dir)
+    a = phantom_pairs[0].load()
+    result, sd, members, assessment = unc.harmonize_with_assessment(
+        a["pet_mr"], a["t1w"], a["brain_mask"], model, tracer="PiB", tracer_family="amyloid",
+        device="cpu")
+    brain = a["brain_mask"] > 0.5
+    assert result.member_log_ratios.shape == (3, *a["pet_mr"].shape)
+    assert sd.shape == a["pet_mr"].shape and float(np.median(sd[brain])) > 0
+    assert len(members) == 3
+    np.testing.assert_allclose(members[0], result.harmonized, rtol=1e-5)
+    assert assessment.decision in ("apply", "warn")
+    assert set(assessment.components) == {"metadata", "feature", "disagreement"}
+
+
+def test_unknown_setup_passthrough_writes_the_input(ensemble_dir, phantom_pairs):
+    model = load_model(ensemble_dir)
+    model.card["training_data"]["ac_setups"] = ["dixon-nobone"]
+    a = phantom_pairs[0].load()
+    result, _, members, assessment = unc.harmonize_with_assessment(
+        a["pet_mr"], a["t1w"], a["brain_mask"], model, ac_setup="atlas", policy="passthrough",
+        device="cpu")
+    assert assessment.decision == "passthrough" and assessment.components["metadata"] == 1.0
+    np.testing.assert_array_equal(result.harmonized, a["pet_mr"].astype(np.float32))
+    assert not result.log_ratio.any()
+    assert "passthrough" in result.notes[-1]
+
+
+def test_tampered_member_is_refused(ensemble_dir, tmp_path):
+    copy = tmp_path / "m"
+    shutil.copytree(ensemble_dir, copy)
+    path = copy / unc.member_file(1)
+    path.write_bytes(path.read_bytes()[:-8] + b"\0" * 8)
+    with pytest.raises(ModelError, match="does not match its sha256"):
+        unc.load_members(load_model(copy))
+
+
+def test_coverage_of_a_calibrated_gaussian():
+    rng = np.random.default_rng(0)
+    sd = rng.uniform(0.01, 0.05, 4000)
+    errors = rng.normal(0.0, 2.0 * sd)  # the ensemble is over-confident by a factor 2
+    assert unc.interval_coverage(errors, sd) < 0.6
+    scale = unc.calibration_scale(errors[:2000], sd[:2000])
+    assert scale == pytest.approx(2.0, rel=0.1)
+    assert unc.interval_coverage(errors[2000:], scale * sd[2000:]) == pytest.approx(0.9, abs=0.03)
