@@ -19,7 +19,8 @@ and the simulator's true activity, side by side:
   (``bids_harmonize.atlas``), and classification agreement at 24.1 CL;
 
 for three test sets: seen tracers; unseen tracers (florbetapir, FPCIT); seen tracers on a
-held-out PET-MR variant (scanner model not in training and atlas-based MR-AC).
+held-out PET-MR attenuation-correction setup (``atlas``: GE SIGNA PET/MR head atlas; training
+and seen test sets use ``dixon-nobone``, ``dixon-bone`` and ``zte``).
 
 Writes ``RESULTS.md`` (and ``results.json``) next to this file, or where ``--out`` says.
 """
@@ -47,8 +48,10 @@ LOGGER = logging.getLogger("benchmark")
 
 TRAIN_TRACERS = ("PiB", "FDG", "flortaucipir", "florbetaben")
 UNSEEN_TRACERS = ("florbetapir", "FPCIT")
-TRAIN_PETMR = ("Biograph mMR", "SIGNA PET/MR")
-VARIANT_PETMR = ("uPMR 790",)
+#: PET-MR attenuation-correction setups (``bids_harmonize/data/acsetups.tsv``) of the training
+#: and seen-setup test subjects, and the setup held out of training ("variant" test set).
+TRAIN_SETUPS = ("dixon-nobone", "dixon-bone", "zte")
+HELDOUT_SETUPS = ("atlas",)
 N_LABELS = 24
 CL_CUTOFF = 24.1
 
@@ -144,6 +147,7 @@ def simulate(indices, tracers, seed, synth_config, cache_dir=None):
                 "petct_model": s.sessions["petct"].model,
                 "petmr_model": s.sessions["petmr"].model,
                 "mrac": s.sessions["petmr"].attenuation_correction,
+                "ac_setup": s.sessions["petmr"].ac_setup,
             }
             d = {
                 "t1w": s.t1w,
@@ -172,7 +176,11 @@ def simulate(indices, tracers, seed, synth_config, cache_dir=None):
                 pet_mr={t: d[f"pet_mr_{t}"] for t in meta["tracers"]},
                 sessions={
                     "petct": SimpleNamespace(model=meta["petct_model"]),
-                    "petmr": SimpleNamespace(model=meta["petmr_model"], attenuation_correction=meta["mrac"]),
+                    "petmr": SimpleNamespace(
+                        model=meta["petmr_model"],
+                        attenuation_correction=meta["mrac"],
+                        ac_setup=meta.get("ac_setup"),
+                    ),
                 },
             )
         )
@@ -183,6 +191,7 @@ def simulate_phantoms(indices, tracers, seed, synth_config, cache_dir=None):
     """Stand-in for :func:`simulate` with the unit-test phantom (pipeline check only)."""
     from types import SimpleNamespace
 
+    from bids_harmonize.acsetups import get_setup
     from bids_harmonize.harmonizer.phantom import phantom_pair
 
     subjects = []
@@ -202,8 +211,9 @@ def simulate_phantoms(indices, tracers, seed, synth_config, cache_dir=None):
                 activity={t: p.pet_ct for t, p in pairs.items()},
                 sessions={
                     "petmr": SimpleNamespace(
-                        model=synth_config.petmr_models[0],
-                        attenuation_correction=synth_config.mrac,
+                        model=get_setup(synth_config.petmr_setups[0]).model,
+                        attenuation_correction=get_setup(synth_config.petmr_setups[0]).ac_text,
+                        ac_setup=synth_config.petmr_setups[0],
                     )
                 },
             )
@@ -488,7 +498,7 @@ LABELS = {
 GROUPS = {
     "seen": "Seen tracers, held-out subjects",
     "unseen": "Unseen tracers (florbetapir, FPCIT; not in training)",
-    "variant": "Held-out PET-MR variant (uPMR 790, atlas MR-AC), seen tracers",
+    "variant": "Held-out PET-MR AC setup (atlas, GE SIGNA PET/MR), seen tracers",
 }
 
 
@@ -590,8 +600,8 @@ def markdown(summary, meta):
         "`bids_harmonize.synth`; nothing here is a claim about real scanners.",
         "",
         f"Training: subjects {meta['train_subjects']} with tracers "
-        f"{', '.join(meta['train_tracers'])}, PET-MR models {', '.join(TRAIN_PETMR)} "
-        "(Dixon MR-AC). Test: held-out subjects " + meta["test_subjects"] + ".",
+        f"{', '.join(meta['train_tracers'])}, PET-MR AC setups {', '.join(TRAIN_SETUPS)}. "
+        "Test: held-out subjects " + meta["test_subjects"] + ".",
         "",
         "Columns: MAE in % of the PET-CT brain mean, PSNR and SSIM vs PET-CT inside the "
         "brain mask; |regional bias| vs PET-CT over the 24 synth regions (mean over regions "
@@ -718,8 +728,8 @@ def main(argv=None):
     train_idx = range(1, n_tr + 1)
     test_idx = range(n_tr + 1, n_tr + n_te + 1)
     var_idx = range(n_tr + n_te + 1, n_tr + n_te + n_va + 1)
-    train_cfg = SynthConfig(petmr_models=TRAIN_PETMR)
-    var_cfg = SynthConfig(petmr_models=VARIANT_PETMR, mrac="atlas")
+    train_cfg = SynthConfig(petmr_setups=TRAIN_SETUPS)
+    var_cfg = SynthConfig(petmr_setups=HELDOUT_SETUPS)
     tracers = settings.train_tracers
     sim = simulate_phantoms if args.phantom else simulate
     cache = None if str(args.cache_dir).lower() == "none" else args.cache_dir

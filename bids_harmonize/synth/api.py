@@ -27,9 +27,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-#: Default scanner models per platform (names as in ``data/scanners.tsv``).
+#: Default PET-CT scanner models (names as in ``data/scanners.tsv``).
 PETCT_MODELS: tuple[str, ...] = ("Biograph Vision", "Discovery MI")
-PETMR_MODELS: tuple[str, ...] = ("Biograph mMR", "SIGNA PET/MR", "uPMR 790")
+#: Default PET-MR attenuation-correction setups (names of ``data/acsetups.tsv``), assigned
+#: to subjects in turn: like a 3-site, 4-setup consortium (site A's Biograph mMR before and
+#: after its VE11 upgrade, site B's SIGNA PET/MR with ZTE, site C's SIGNA with the atlas).
+PETMR_SETUPS: tuple[str, ...] = ("dixon-nobone", "dixon-bone", "zte", "atlas")
 
 
 @dataclass(frozen=True)
@@ -41,13 +44,15 @@ class SynthConfig:
     resolution_mm
         Voxel size of the reference anatomy grid (and of the T1w/CT images).
         2.0 is the default; 3.0 is faster and coarser.
-    petct_models, petmr_models
-        Scanner models to draw from (one per subject and platform, by seed).
+    petct_models
+        PET-CT scanner models to draw from (one per subject, by seed).
         Names of ``data/scanners.tsv`` known to :mod:`bids_harmonize.synth.physics`.
-    mrac
-        MR-based attenuation map of the PET-MR session: ``"dixon"`` (4-class:
-        air, fat, soft tissue; bone becomes soft tissue, part of the sinus air is
-        missed) or ``"atlas"`` (Dixon plus a blurred, mis-registered atlas bone).
+    petmr_setups
+        PET-MR attenuation-correction setups (``data/acsetups.tsv``: ``dixon-nobone``,
+        ``dixon-bone``, ``zte``, ``atlas``), assigned in turn: subject ``i`` gets
+        ``petmr_setups[(i - 1) % len(petmr_setups)]``.  The setup fixes the PET-MR
+        scanner model, its software version, the ``AttenuationCorrection`` text and how
+        the scanner's μ-map is made from the true anatomy (:mod:`~bids_harmonize.synth.mrac`).
     frame_duration_min
         Duration of each PET frame (minutes).
     pre_window_min
@@ -68,16 +73,11 @@ class SynthConfig:
         Multiplies the number of detected counts (1.0 ≈ clinical count levels).
     n_angles
         Projection angles over 180 degrees of the 2-D parallel-beam projector.
-    mr_soft_tissue_mu
-        Attenuation (1/cm) the MR-based map gives soft tissue (brain included): 0.100,
-        the value of Siemens' Dixon map (Martinez-Moller et al. 2009), by default; 0.096
-        (water) adds a uniform under-correction, as the CT gives brain about 0.099.
     """
 
     resolution_mm: float = 2.0
     petct_models: tuple[str, ...] = PETCT_MODELS
-    petmr_models: tuple[str, ...] = PETMR_MODELS
-    mrac: str = "dixon"
+    petmr_setups: tuple[str, ...] = PETMR_SETUPS
     frame_duration_min: float = 5.0
     pre_window_min: float = 10.0
     n_frames: int | None = None
@@ -86,15 +86,19 @@ class SynthConfig:
     noise: bool = True
     count_scale: float = 1.0
     n_angles: int = 96
-    mr_soft_tissue_mu: float = 0.100
 
     def __post_init__(self):
-        if self.mrac not in ("dixon", "atlas"):
-            raise ValueError(f"mrac must be 'dixon' or 'atlas', not {self.mrac!r}")
+        from bids_harmonize.acsetups import get_setup
+
+        if not self.petmr_setups:
+            raise ValueError("at least one PET-MR attenuation-correction setup is needed")
+        for name in self.petmr_setups:
+            if get_setup(name).platform != "PET-MR":  # unknown names raise ValueError
+                raise ValueError(f"setup {name!r} is not a PET-MR setup")
         if not 1.0 <= self.resolution_mm <= 4.0:
             raise ValueError("resolution_mm must be between 1 and 4 mm")
-        if not self.petct_models or not self.petmr_models:
-            raise ValueError("at least one PET-CT and one PET-MR scanner model is needed")
+        if not self.petct_models:
+            raise ValueError("at least one PET-CT scanner model is needed")
         if self.n_frames is not None and self.n_frames < 1:
             raise ValueError("n_frames must be at least 1")
         if self.frame_duration_min <= 0 or self.pre_window_min < 0:
@@ -103,8 +107,6 @@ class SynthConfig:
             raise ValueError("count_scale must be positive")
         if self.n_angles < 8:
             raise ValueError("n_angles must be at least 8")
-        if not 0.0 < self.mr_soft_tissue_mu < 0.2:
-            raise ValueError("mr_soft_tissue_mu must be between 0 and 0.2 1/cm")
 
 
 @dataclass
@@ -123,6 +125,8 @@ class SessionTruth:
     manufacturer: str
     model: str
     attenuation_correction: str  # text written to the sidecar
+    ac_setup: str  # name of data/acsetups.tsv ("ct" for PET-CT)
+    software_versions: str
     psf_fwhm_mm: float
     pose: np.ndarray  # 4x4
     rotation_deg: tuple[float, float, float]
@@ -149,7 +153,8 @@ class SimulatedSubject:
         True linear attenuation at 511 keV (1/cm): bilinear conversion (Carney 2006) of the
         noiseless CT (``ct_hu`` is the same CT with acquisition noise).
     mu_mr
-        The MR-based attenuation map the PET-MR used (``config.mrac``), 1/cm.
+        The MR-based attenuation map the PET-MR scanner used (its setup's mechanism,
+        ``sessions["petmr"].ac_setup``), 1/cm, patient only (no MR hardware).
     labels
         Synth atlas label map (int16, 0 = outside the brain, 1..24 as in
         ``data/atlas-synth_dseg.tsv``).

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from bids_harmonize.__about__ import __version__
+from bids_harmonize.acsetups import get_setup, mumap_path, mumap_sidecar
 from bids_harmonize.atlas import synth_label_table
 from bids_harmonize.synth import physics as phy
 from bids_harmonize.synth.api import SynthConfig
@@ -164,10 +165,12 @@ def _clock_plus(clock: str, seconds: float) -> str:
     return f"{total // 3600:02d}:{total % 3600 // 60:02d}:{total % 60:02d}"
 
 
-def pet_sidecar(*, tracer, scanner: phy.ScannerModel, ac_text: str, dose_mbq: float,
+def pet_sidecar(*, tracer, scanner: phy.ScannerModel, ac_setup: str, software: str,
+                dose_mbq: float,
                 weight_kg: float, starts_min, durations_min, injection_clock: str,
                 config: SynthConfig) -> dict:
     """The BIDS PET sidecar of one session and tracer."""
+    setup = get_setup(ac_setup)
     starts_s = [round(float(v) * 60.0, 3) for v in starts_min]
     durs_s = [round(float(v) * 60.0, 3) for v in durations_min]
     mass = INJECTED_MASS_UG[tracer.family]
@@ -177,6 +180,7 @@ def pet_sidecar(*, tracer, scanner: phy.ScannerModel, ac_text: str, dose_mbq: fl
     return {
         "Manufacturer": scanner.manufacturer,
         "ManufacturersModelName": scanner.model,
+        "SoftwareVersions": software,
         **INSTITUTION,
         "BodyPart": "Brain",
         "Units": "Bq/mL",
@@ -211,10 +215,8 @@ def pet_sidecar(*, tracer, scanner: phy.ScannerModel, ac_text: str, dose_mbq: fl
         "ReconMethodImplementationVersion": f"bids_harmonize.synth {__version__}",
         "ReconFilterType": "Gaussian",
         "ReconFilterSize": scanner.postfilter_fwhm_mm,
-        "AttenuationCorrection": ac_text,
-        "AttenuationCorrectionMethodReference": (
-            "Carney et al. 2006, Med Phys 33:976 (bilinear HU to 511 keV)" if ac_text ==
-            "CT-based" else "Martinez-Moller et al. 2009, J Nucl Med 50:520 (Dixon 4-class)"),
+        "AttenuationCorrection": setup.ac_text,
+        "AttenuationCorrectionMethodReference": setup.reference,
         "DoseCalibrationFactor": 1.0,
         "ScaleFactor": [1.0] * len(starts_s),
         "ScatterFraction": [0.0] * len(starts_s),
@@ -255,7 +257,12 @@ def validate_request(n_subjects: int, tracers: Sequence[str], config: SynthConfi
         raise SynthError(str(err)) from None
     if len(set(names)) != len(names):
         raise SynthError(f"duplicate tracers: {', '.join(tracers)}")
-    for models, platform in ((config.petct_models, "PET-CT"), (config.petmr_models, "PET-MR")):
+    for name in config.petmr_setups:
+        try:
+            get_setup(name)
+        except ValueError as err:
+            raise SynthError(str(err)) from None
+    for models, platform in ((config.petct_models, "PET-CT"),):
         for model in models:
             if model not in phy.SCANNERS:
                 raise SynthError(f"unknown scanner model {model!r}; simulated models: "
@@ -306,7 +313,8 @@ def _write_all(root: Path, *, n_subjects, tracers, seed, config, progress) -> pd
         "GeneratedBy": [{
             "Name": "bids_harmonize-synth", "Version": __version__,
             "Description": (f"bids_harmonize.synth, seed {seed}, tracers {','.join(tracers)}, "
-                            f"resolution {config.resolution_mm} mm, MR-AC {config.mrac}"),
+                            f"resolution {config.resolution_mm} mm, PET-MR setups "
+                            f"{','.join(config.petmr_setups)}"),
         }],
     })
     (root / "README.md").write_text(
@@ -315,10 +323,12 @@ def _write_all(root: Path, *, n_subjects, tracers, seed, config, progress) -> pd
         "PET-CT session (`ses-petct`: CT + PET) and a PET-MR session (`ses-petmr`: T1w + PET) "
         "on the same day. The PET-MR differs from the PET-CT through attenuation correction "
         "(MR-based maps ignore bone), scanner resolution and noise. CT images (`*_CT.nii.gz`, "
-        "HU) are not part of BIDS yet and are listed in `.bidsignore`. Ground truth is in "
+        "HU) are not part of BIDS yet and are listed in `.bidsignore`; so are the scanners' own "
+        "attenuation maps of the PET-MR series (`*_mumap.nii.gz`, 1/cm at 511 keV, next to "
+        "each PET with the same entities). Ground truth is in "
         "`derivatives/synth-truth/`.\n")
     (root / "CHANGES").write_text("1.0.0 2026-01-01\n  - Simulated by bids_harmonize-synth.\n")
-    (root / ".bidsignore").write_text("*_CT.nii.gz\n*_CT.json\n")
+    (root / ".bidsignore").write_text("*_CT.nii.gz\n*_CT.json\n*_mumap.nii.gz\n*_mumap.json\n")
     truth = root / TRUTH_DIR
     write_json(truth / "dataset_description.json", {
         "Name": "bids_harmonize synthetic dataset: ground truth",
@@ -348,6 +358,7 @@ def _write_all(root: Path, *, n_subjects, tracers, seed, config, progress) -> pd
             "centiloid": round(p["centiloid"], 2), "braak_stage": p["braak_stage"],
             "dat_status": "reduced" if p["dat_loss"] > 0 else "normal",
             "petct_scanner": p["scanners"]["petct"], "petmr_scanner": p["scanners"]["petmr"],
+            "petmr_ac_setup": p["ac_setups"]["petmr"],
         })
         msg = (f"sub-{subject.subject}: {p['scanners']['petct']} / {p['scanners']['petmr']}, "
                f"CL {p['centiloid']:.0f}, Braak {p['braak_stage']}, "
@@ -382,6 +393,8 @@ PARTICIPANTS_JSON = {
                               "reduced": "posterior-putamen-first loss"}},
     "petct_scanner": {"Description": "PET-CT scanner model of ses-petct"},
     "petmr_scanner": {"Description": "PET-MR scanner model of ses-petmr"},
+    "petmr_ac_setup": {"Description": "attenuation-correction setup of ses-petmr (names of "
+                                      "bids_harmonize/data/acsetups.tsv)"},
 }
 
 
@@ -445,20 +458,31 @@ def _write_subject(root: Path, subject, native, tracer_data, config) -> pd.DataF
             queue(pet_path, data, aff, dtype=np.int16, tr=tr)
             write_json(pet_path.with_name(pet_path.name.replace(".nii.gz", ".json")),
                        pet_sidecar(tracer=tracer, scanner=nat.scanner,
-                                   ac_text=st.attenuation_correction,
+                                   ac_setup=st.ac_setup, software=st.software_versions,
                                    dose_mbq=nat.dose_mbq[name], weight_kg=p["weight_kg"],
                                    starts_min=starts, durations_min=durs,
                                    injection_clock=nat.injection_clock[name], config=config))
             to_ref[ses][pet_path.name] = (inv_pose @ aff).tolist()
+            if ses == "petmr":  # the scanner's own μ-map, on the PET grid
+                mu_path = mumap_path(pet_path)
+                mu_data, mu_aff = _flip_first_axis(nat.mumap, nat.pet_affine)
+                queue(mu_path, mu_data, mu_aff)
+                uri = f"bids::{sub}/ses-{ses}/pet/{pet_path.name}"
+                write_json(mu_path.with_name(mu_path.name.replace(".nii.gz", ".json")),
+                           mumap_sidecar(get_setup(st.ac_setup), uri,
+                                         software_versions=st.software_versions))
+                to_ref[ses][mu_path.name] = (inv_pose @ mu_aff).tolist()
             if t_i == 0:
                 sessions_rows.append({"session_id": f"ses-{ses}", "platform": st.platform,
-                                      "scanner": st.model})
+                                      "scanner": st.model, "ac_setup": st.ac_setup})
     pd.DataFrame(sessions_rows).to_csv(root / sub / f"{sub}_sessions.tsv", sep="\t",
                                        index=False, lineterminator="\n")
     write_json(root / sub / f"{sub}_sessions.json", {
         "platform": {"Description": "PET platform of the session",
                      "Levels": {"PET-CT": "PET with CT", "PET-MR": "simultaneous PET and MRI"}},
         "scanner": {"Description": "scanner model (ManufacturersModelName)"},
+        "ac_setup": {"Description": "attenuation-correction setup (bids_harmonize/data/"
+                                    "acsetups.tsv)"},
     })
 
     # ---- truth
@@ -492,6 +516,7 @@ def _write_subject(root: Path, subject, native, tracer_data, config) -> pd.DataF
     params["sessions"] = {
         ses: {"platform": st.platform, "manufacturer": st.manufacturer, "model": st.model,
               "attenuation_correction": st.attenuation_correction,
+              "ac_setup": st.ac_setup, "software_versions": st.software_versions,
               "psf_fwhm_mm": st.psf_fwhm_mm, "rotation_deg": list(st.rotation_deg),
               "translation_mm": list(st.translation_mm), "pose": st.pose.tolist(),
               "to_ref_affines": to_ref[ses]}
@@ -504,7 +529,8 @@ def _write_subject(root: Path, subject, native, tracer_data, config) -> pd.DataF
             true_mean = r[f"true_{ses}"]
             recon_mean = r[ses]
             rows.append({
-                "participant_id": sub, "session": ses, "tracer": r["tracer"],
+                "participant_id": sub, "session": ses,
+                "ac_setup": subject.sessions[ses].ac_setup, "tracer": r["tracer"],
                 "index": r["index"], "region": r["region"], "voxels": r["voxels"],
                 "true_mean": true_mean, "recon_mean": recon_mean,
                 "recovery": r[f"{ses}_recovery"],

@@ -48,7 +48,7 @@ def _resolution(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from bids_harmonize.synth.api import PETCT_MODELS, PETMR_MODELS
+    from bids_harmonize.synth.api import PETCT_MODELS, PETMR_SETUPS
 
     p = _Parser(prog=PROG, description="Simulate N subjects scanned on the same day on "
                 "PET-CT and PET-MR and write them as a BIDS dataset with ground truth.")
@@ -59,12 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed = same files)")
     p.add_argument("--petct-models", type=_comma_list, default=list(PETCT_MODELS),
                    help="PET-CT scanner models to draw from (default: %(default)s)")
-    p.add_argument("--petmr-models", type=_comma_list, default=list(PETMR_MODELS),
-                   help="PET-MR scanner models to draw from (default: %(default)s)")
-    p.add_argument("--mrac", choices=("dixon", "atlas"), default="dixon",
-                   help="MR-based attenuation map of the PET-MR session")
-    p.add_argument("--mr-soft-mu", type=float, default=0.100,
-                   help="soft-tissue attenuation (1/cm) of the MR-based map")
+    p.add_argument("--petmr-setups", type=_comma_list, default=list(PETMR_SETUPS),
+                   help="PET-MR attenuation-correction setups of data/acsetups.tsv, given to "
+                   "subjects in turn; each fixes the scanner model, software version, "
+                   "AttenuationCorrection text and how its mu-map is made "
+                   "(default: %(default)s)")
     p.add_argument("--resolution", type=_resolution, default=2.0,
                    help="voxel size (mm) of the anatomy grid; scanners scale with it")
     p.add_argument("--n-frames", type=_positive_int, default=None,
@@ -104,10 +103,10 @@ def main(argv=None) -> int:
     try:
         config = SynthConfig(
             resolution_mm=args.resolution, petct_models=tuple(args.petct_models),
-            petmr_models=tuple(args.petmr_models), mrac=args.mrac,
+            petmr_setups=tuple(args.petmr_setups),
             frame_duration_min=args.frame_duration, n_frames=args.n_frames,
             dynamic=args.dynamic, motion=not args.no_motion, noise=not args.no_noise,
-            count_scale=args.count_scale, mr_soft_tissue_mu=args.mr_soft_mu)
+            count_scale=args.count_scale)
         table = write_dataset(args.output_dir, n_subjects=args.subjects, tracers=args.tracers,
                               seed=args.seed, config=config, overwrite=args.overwrite)
     except (SynthError, ValueError, OSError) as err:

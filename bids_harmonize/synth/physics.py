@@ -18,9 +18,9 @@ for the higher sensitivity at the centre of a 3-D field of view).  Scatter and r
 modelled.
 
 ``mu_true`` comes from the CT by the bilinear conversion of Carney et al. (2006)
-(:func:`hu_to_mu`); PET-CT corrects with the CT-derived map, PET-MR with an
-MR-based map (:func:`mr_mu_map`).  The PET-MR/PET-CT difference therefore comes
-from the physics: bone missing from the Dixon map under-corrects lines of response
+(:func:`hu_to_mu`); PET-CT corrects with the CT-derived map, PET-MR with the map of
+its attenuation-correction setup (:mod:`bids_harmonize.synth.mrac`).  The PET-MR/PET-CT
+difference therefore comes from the physics: bone missing from the Dixon map under-corrects lines of response
 that cross the skull.
 """
 
@@ -36,10 +36,7 @@ from scipy import ndimage
 
 LOGGER = logging.getLogger(__name__)
 
-MU_WATER = 0.096  # 1/cm at 511 keV
-MU_FAT_DIXON = 0.086
-MU_SOFT_DIXON = 0.100  # Siemens Dixon soft tissue (Martinez-Moller 2009)
-MU_BONE_ATLAS = 0.151
+MU_WATER = 0.096  # 1/cm at 511 keV (Carney et al. 2006 bilinear conversion at 0 HU)
 
 #: Counts gain of a brain at the centre of a 3-D scanner's field of view relative to the
 #: NEMA (line source, whole axial FOV) sensitivity; the 2-D model keeps every true
@@ -103,43 +100,6 @@ def hu_to_mu(hu):
     soft = 9.6e-5 * (hu + 1000.0)
     bone = 5.1e-5 * (hu + 1000.0) + 4.71e-2
     return np.clip(np.where(hu > 47.0, bone, soft), 0.0, None).astype(np.float32)
-
-
-def mr_mu_map(anat, rng: np.random.Generator, method: str = "dixon",
-              soft_mu: float = MU_SOFT_DIXON) -> tuple[np.ndarray, dict]:
-    """MR-based attenuation map on the reference grid, as PET-MR scanners make it.
-
-    ``dixon``: 4-class segmentation (air, lung - absent in the head, fat 0.086/cm,
-    soft tissue 0.100/cm): bone is soft tissue; thin/partly filled sinus air and
-    the mastoid air cells are missed (soft tissue); fatty diploe may read as fat.
-    ``atlas``: the Dixon map plus a blurred, slightly shifted atlas skull at
-    0.151/cm and 80 % of its weight (partial bone).
-    """
-    fr = anat.fractions
-    body = fr["air"] < 0.5
-    fat = (fr["fat"] > 0.5) | ((fr["diploe"] > 0.5) & (rng.random() < 0.5))
-    mu = np.where(body, soft_mu, 0.0).astype(np.float32)
-    mu[fat & body] = MU_FAT_DIXON
-    # internal air found only where the cavity is large: erode, then keep a fraction
-    air = anat.masks["internal_air"]
-    fill = rng.uniform(0.2, 0.5)
-    eroded = ndimage.binary_erosion(air, iterations=1)
-    noise = ndimage.gaussian_filter(rng.random(anat.shape).astype(np.float32), 2.0)
-    filled = noise < (np.quantile(noise[air], fill) if air.any() else 0.0)
-    found = eroded & ~filled
-    mu[found] = 0.0
-    info = {"method": method, "sinus_air_missed_fraction": round(
-        1.0 - float(found.sum()) / max(float(air.sum()), 1.0), 4)}
-    if method == "atlas":
-        h = float(anat.affine[0, 0])
-        bone = fr["cortical_bone"] + 0.6 * fr["diploe"]
-        bone = ndimage.gaussian_filter(bone, 2.5 / h)
-        shift = rng.uniform(-3.0, 3.0, size=3) / h
-        bone = ndimage.shift(bone, shift, order=1, mode="constant")
-        weight = np.clip(0.8 * bone, 0.0, 1.0) * (mu > 0)
-        mu = (mu * (1 - weight) + MU_BONE_ATLAS * weight).astype(np.float32)
-        info["atlas_shift_mm"] = [round(float(s * h), 3) for s in shift]
-    return mu.astype(np.float32), info
 
 
 # --------------------------------------------------------------------------- geometry

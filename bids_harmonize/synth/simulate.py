@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
+from bids_harmonize.__about__ import __version__
+from bids_harmonize.acsetups import get_setup
 from bids_harmonize.atlas import synth_label_table
 from bids_harmonize.synth import anatomy as anat_mod
+from bids_harmonize.synth import mrac, uptake
 from bids_harmonize.synth import physics as phy
-from bids_harmonize.synth import uptake
 from bids_harmonize.synth.api import SessionTruth, SimulatedSubject, SynthConfig
 from bids_harmonize.tracers import get_tracer
 
@@ -47,6 +49,7 @@ class NativeSession:
     dose_mbq: dict[str, float] = field(default_factory=dict)
     injection_clock: dict[str, str] = field(default_factory=dict)
     scanner: phy.ScannerModel | None = None
+    mumap: np.ndarray | None = None  # the μ-map the scanner used, on the PET grid (1/cm)
 
 
 def _rng(seed: int, index: int, *keys: int) -> np.random.Generator:
@@ -131,8 +134,8 @@ def _acquire(*, anat, pose, scanner, mu_true, mu_ac, mu_ac_affine, tracer_data, 
     """Simulate one session's PET for all tracers.
 
     Returns the PET grid affine (scanner RAS, axes x, y, z), ``{tracer: frames}``
-    with frames shaped ``(n, n, n_slices, n_frames)`` in Bq/mL, decay corrected, and the
-    expected true counts per frame.
+    with frames shaped ``(n, n, n_slices, n_frames)`` in Bq/mL, decay corrected, the
+    expected true counts per frame and the attenuation map used, on the PET grid.
     Projections of mu and of the noiseless activity are shared by all frames; each
     frame gets its own Poisson noise and FBP (all frames in one back-projection).
     """
@@ -146,8 +149,8 @@ def _acquire(*, anat, pose, scanner, mu_true, mu_ac, mu_ac_affine, tracer_data, 
     psf = scanner.psf_fwhm_mm / 2.3548
     post = scanner.postfilter_fwhm_mm / 2.3548
     voxel_ml = float(np.prod(scanner.voxel_mm)) / 1000.0
-    af_ac = np.exp(-phy.project(phy.resample(mu_ac, mu_ac_affine, pet_shape, pet_aff), n_ang)
-                   * step_cm)
+    mu_ac_pet = phy.resample(mu_ac, mu_ac_affine, pet_shape, pet_aff)
+    af_ac = np.exp(-phy.project(mu_ac_pet, n_ang) * step_cm)
     names = list(tracer_data)
 
     def blur(p):
@@ -187,7 +190,7 @@ def _acquire(*, anat, pose, scanner, mu_true, mu_ac, mu_ac_affine, tracer_data, 
             sino[:, :, f, :] = counts / (af_ac * k)
         frames = phy.fbp(sino, scanner.hann_cutoff, post_sigma=(post / vx, post / vz))
         out[name] = np.ascontiguousarray(np.moveaxis(frames, 2, 3), dtype=np.float32)
-    return pet_aff, out, total_counts
+    return pet_aff, out, total_counts, mu_ac_pet
 
 
 def _simulate(index: int, *, seed: int, tracers: Sequence[str], config: SynthConfig | None,
@@ -211,14 +214,14 @@ def _simulate(index: int, *, seed: int, tracers: Sequence[str], config: SynthCon
     t1w = anat_mod.t1w_image(anat, _rng(seed, index, 3))
     ct = anat_mod.ct_image(anat, _rng(seed, index, 4))
     mu_true = phy.hu_to_mu(anat.hu)
-    mu_mr, mr_info = phy.mr_mu_map(anat, _rng(seed, index, 5), config.mrac,
-                                   soft_mu=config.mr_soft_tissue_mu)
+    setup = get_setup(config.petmr_setups[(index - 1) % len(config.petmr_setups)])
+    mu_mr, mr_info = mrac.setup_mu_map(anat, setup, _rng(seed, index, 5), mu_true)
     timer["anatomy"] = time.perf_counter() - t_start
     cpu["anatomy"] = time.process_time() - c_start
 
     rs = _rng(seed, index, 6)
     petct_model = str(rs.choice(list(config.petct_models)))
-    petmr_model = str(rs.choice(list(config.petmr_models)))
+    petmr_model = setup.model
     scanners = {"petct": phy.get_scanner(petct_model, res), "petmr": phy.get_scanner(
         petmr_model, res)}
     for ses, platform in (("petct", "PET-CT"), ("petmr", "PET-MR")):
@@ -269,7 +272,8 @@ def _simulate(index: int, *, seed: int, tracers: Sequence[str], config: SynthCon
             anat_native = np.clip(np.round(anat_native), -1024, 3071).astype(np.int16)
             mu_ac = phy.hu_to_mu(anat_native.astype(np.float32))
             mu_ac_affine = aff_n
-            ac_text = "CT-based"
+            ses_setup = get_setup("ct")
+            software = f"bids_harmonize.synth {__version__}"
         else:
             grid = T1W_GRID
             voxel, shape = _grid_shape(grid, res)
@@ -285,9 +289,17 @@ def _simulate(index: int, *, seed: int, tracers: Sequence[str], config: SynthCon
             n2 = rn.normal(0, 0.02, shape)
             anat_native = (np.sqrt((t1n + n1) ** 2 + n2**2) * 1000.0).astype(np.float32)
             mu_ac = mu_mr
-            mu_ac_affine = pose @ anat.affine
-            ac_text = ("MR-based Dixon 4-class segmentation" if config.mrac == "dixon"
-                       else "MR-based Dixon 4-class segmentation with atlas bone")
+            ac_pose = pose
+            if config.motion:  # the head moved between the MR-AC acquisition and the PET
+                ra = _rng(seed, index, 14)
+                ac_rot = ra.normal(0.0, setup.get("ac_motion_deg"), 3)
+                ac_trans = ra.normal(0.0, setup.get("ac_motion_mm"), 3)
+                ac_pose = phy.rigid(tuple(ac_rot), tuple(ac_trans)) @ pose
+                mr_info["ac_motion_rotation_deg"] = [round(float(v), 3) for v in ac_rot]
+                mr_info["ac_motion_translation_mm"] = [round(float(v), 3) for v in ac_trans]
+            mu_ac_affine = ac_pose @ anat.affine
+            ses_setup = setup
+            software = setup.software_versions[-1]
         # activity concentration (Bq/mL) images: SUV * dose / weight
         tdata = {}
         for name, td in tracer_data.items():
@@ -306,7 +318,7 @@ def _simulate(index: int, *, seed: int, tracers: Sequence[str], config: SynthCon
                 frame_poses[name] = [
                     phy.rigid(tuple(drift_r * st / t_end), tuple(drift_t * st / t_end)) @ pose
                     for st in td["starts"]]
-        pet_aff, frames_all, counts = _acquire(
+        pet_aff, frames_all, counts, mu_ac_pet = _acquire(
             anat=anat, pose=pose, scanner=scanner, mu_true=mu_true, mu_ac=mu_ac,
             mu_ac_affine=mu_ac_affine, tracer_data=tdata, config=config,
             rng_for=lambda nm, s_i=s_i: _rng(seed, index, 12, s_i, uptake.tracer_seed(nm)),
@@ -330,7 +342,8 @@ def _simulate(index: int, *, seed: int, tracers: Sequence[str], config: SynthCon
             truth_activity.setdefault(name, {})[ses] = truth.astype(np.float32)
         sessions[ses] = SessionTruth(
             session=ses, platform=scanner.platform, manufacturer=scanner.manufacturer,
-            model=scanner.model, attenuation_correction=ac_text,
+            model=scanner.model, attenuation_correction=ses_setup.ac_text,
+            ac_setup=ses_setup.name, software_versions=software,
             psf_fwhm_mm=scanner.psf_fwhm_mm, pose=pose, rotation_deg=rot, translation_mm=trans)
         if keep_native:
             hh = _rng(seed, index, 13, s_i)
@@ -341,7 +354,7 @@ def _simulate(index: int, *, seed: int, tracers: Sequence[str], config: SynthCon
                 dose_mbq={k: v["doses"][ses] for k, v in tracer_data.items()},
                 injection_clock={k: f"{8 + 5 * s_i + 2 * i:02d}:{int(hh.integers(0, 59)):02d}:00"
                                  for i, k in enumerate(tracer_data)},
-                scanner=scanner)
+                scanner=scanner, mumap=mu_ac_pet)
         timer[f"session_{ses}"] = time.perf_counter() - t0
         cpu[f"session_{ses}"] = time.process_time() - c0
     cpu[f"session_{ses}"] = time.process_time() - c0
@@ -359,6 +372,7 @@ def _simulate(index: int, *, seed: int, tracers: Sequence[str], config: SynthCon
     params = {
         "subject": f"{index:02d}", "age": age, "sex": sex, "weight_kg": weight,
         **disease, "anatomy": anat.params, "mr_attenuation": mr_info,
+        "ac_setups": {"petct": "ct", "petmr": setup.name},
         "scanners": {s: sessions[s].model for s in SESSIONS}, "tracers": per_tracer,
     }
     subject = SimulatedSubject(

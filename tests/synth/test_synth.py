@@ -65,7 +65,10 @@ def test_layout_and_sidecars(dataset):
     desc = json.loads((out / "dataset_description.json").read_text())
     assert desc["BIDSVersion"] == "1.10.0" and desc["DatasetType"] == "raw"
     tracer = get_tracer("PiB")
-    for ses, ac in (("petct", "CT-based"), ("petmr", "MR-based Dixon 4-class segmentation")):
+    from bids_harmonize.acsetups import get_setup, infer_ac_setup, mumap_path
+
+    assert "*_mumap.nii.gz" in (out / ".bidsignore").read_text()
+    for ses, ac in (("petct", "CT-based"), ("petmr", get_setup("dixon-nobone").ac_text)):
         pet = sub / f"ses-{ses}" / "pet" / f"sub-01_ses-{ses}_trc-PiB_pet.nii.gz"
         meta = json.loads(pet.with_name(pet.name.replace(".nii.gz", ".json")).read_text())
         missing = [k for k in PET_REQUIRED if k not in meta]
@@ -82,13 +85,31 @@ def test_layout_and_sidecars(dataset):
         assert meta["FrameTimesStart"][-1] + meta["FrameDuration"][-1] == pytest.approx(t1 * 60)
         assert meta["ScanStart"] == meta["FrameTimesStart"][0]
         assert meta["ManufacturersModelName"] in (
-            ("Biograph Vision", "Discovery MI") if ses == "petct"
-            else ("Biograph mMR", "SIGNA PET/MR", "uPMR 790"))
+            ("Biograph Vision", "Discovery MI") if ses == "petct" else ("Biograph mMR",))
+        # the metadata tells the setup (sub-01 gets the first default setup)
+        setup, _ = infer_ac_setup(meta["ManufacturersModelName"], meta["SoftwareVersions"],
+                                  meta["AttenuationCorrection"])
+        assert setup == ("ct" if ses == "petct" else "dixon-nobone")
+        mu = mumap_path(pet)
+        assert mu.is_file() == (ses == "petmr")
+        if ses == "petmr":
+            mu_meta = json.loads(mu.with_name(mu.name.replace(".nii.gz", ".json")).read_text())
+            assert mu_meta["Units"] == "cm^-1" and mu_meta["PhotonEnergyKeV"] == 511
+            assert mu_meta["AttenuationCorrectionSetup"] == "dixon-nobone"
+            assert mu_meta["IntendedFor"] == [f"bids::sub-01/ses-petmr/pet/{pet.name}"]
+            mu_img = nib.load(mu)
+            assert mu_img.shape == img.shape[:3]
+            assert np.allclose(mu_img.affine, img.affine)
+            vals = np.asarray(mu_img.dataobj)
+            # Dixon without bone: soft tissue 0.100, fat 0.0854, no value above soft tissue
+            assert vals.min() >= 0 and 0.099 < vals.max() <= 0.1001
     truth = out / "derivatives" / "synth-truth"
     assert json.loads((truth / "dataset_description.json").read_text())["DatasetType"] == \
         "derivative"
     params = json.loads((truth / "sub-01" / "sub-01_desc-truth_params.json").read_text())
     assert {"centiloid", "braak_stage", "sessions", "reference_affine"} <= set(params)
+    assert params["sessions"]["petmr"]["ac_setup"] == "dixon-nobone"
+    assert (truth / "sub-01" / "anat" / "sub-01_space-ref_desc-mrac_mumap.nii.gz").is_file()
     parts = pd.read_csv(out / "participants.tsv", sep="\t")
     assert list(parts["participant_id"]) == ["sub-01"]
 
@@ -188,18 +209,28 @@ def test_mrac_underestimates_cortex_near_skull_more_than_deep_grey(subject):
     assert ratio_deep < 1.02
 
 
-def test_atlas_mrac_with_partial_bone_is_closer_to_petct(subject):
+@pytest.mark.parametrize("setup", ["dixon-bone", "zte", "atlas"])
+def test_bone_aware_setups_are_closer_to_petct(subject, setup):
+    """Setups with bone in the μ-map: cortex within ±6 % of PET-CT, above Dixon without bone."""
     from bids_harmonize.atlas import composite_labels
 
-    atlas = simulate_subject(1, seed=3, tracers=["FDG"], config=SynthConfig(
-        noise=False, resolution_mm=3.0, mrac="atlas"))
+    other = simulate_subject(1, seed=3, tracers=["FDG"], config=SynthConfig(
+        noise=False, resolution_mm=3.0, petmr_setups=(setup,)))
+    assert other.sessions["petmr"].ac_setup == setup
+    assert subject.sessions["petmr"].ac_setup == "dixon-nobone"
     mask = np.isin(subject.labels, composite_labels("cortical_composite"))
 
     def ratio(s):
         return s.pet_mr["FDG"][mask].mean() / s.pet_ct["FDG"][mask].mean()
 
-    assert ratio(subject) < ratio(atlas) < 1.0
-    assert atlas.sessions["petmr"].attenuation_correction.endswith("atlas bone")
+    assert ratio(subject) < ratio(other)
+    if other.params["mr_attenuation"].get("fat_water_swap"):
+        # this seed's Dixon scan has a fat/water swap over part of the head (brain as fat)
+        assert 0.85 < ratio(other) < 0.97
+    else:
+        assert 0.94 < ratio(other) < 1.06
+    # the scanner map has bone: values above soft tissue near the skull
+    assert other.mu_mr.max() > 0.12 and subject.mu_mr.max() <= 0.1001
 
 
 def test_bad_inputs_exit_nonzero_without_output(tmp_path, capsys):
@@ -218,8 +249,11 @@ def test_bad_inputs_exit_nonzero_without_output(tmp_path, capsys):
     code, err = run([str(target), "--subjects", "1", "--tracers", "NotATracer"])
     assert code != 0 and "NotATracer" in err and len(err.strip().splitlines()) == 1
     assert not target.exists()
-    code, err = run([str(target), "--petmr-models", "Biograph Vision"])
-    assert code != 0 and len(err.strip().splitlines()) == 1
+    code, err = run([str(target), "--petmr-setups", "dixon-nobone,nosuch"])
+    assert code != 0 and "nosuch" in err and len(err.strip().splitlines()) == 1
+    code, err = run([str(target), "--petmr-setups", "ct"])
+    assert code != 0 and "ct" in err and len(err.strip().splitlines()) == 1
+    assert not target.exists()
     full = tmp_path / "full"
     full.mkdir()
     (full / "keep.txt").write_text("x")
