@@ -43,6 +43,76 @@ class ModelError(RuntimeError):
     """A model directory that cannot be used (missing, corrupt, wrong version, bad hash)."""
 
 
+#: Bounds on a card's network configuration, checked before anything is built. Not published
+#: constants: generous sanity limits (ViT-B/16 has hidden 768, 12 layers, 12 heads, mlp 3072;
+#: this app's models are far smaller), so that a corrupt or hostile card cannot ask for a
+#: network that exhausts memory (hidden_size 400000 would be a 640 GB allocation).
+CONFIG_BOUNDS = {
+    ("anatomy", "roi_size"): (4, 256),
+    ("anatomy", "patch_size"): (1, 64),
+    ("anatomy", "hidden_size"): (4, 2048),
+    ("anatomy", "mlp_dim"): (4, 8192),
+    ("anatomy", "num_layers"): (1, 48),
+    ("anatomy", "num_heads"): (1, 64),
+    ("anatomy", "decoder_channels"): (1, 512),
+    ("correction", "anatomy_channels"): (1, 512),
+    ("correction", "downsample"): (1, 8),
+}
+#: Most parameters a card may describe (4e8 x 4 bytes = 1.6 GB of float32 weights).
+MAX_PARAMETERS = 400_000_000
+
+
+def config_sha256(config: dict) -> str:
+    """sha256 of a card's ``config`` block as canonical JSON (sorted keys, no spaces).
+
+    >>> config_sha256({"b": 1, "a": [1, 2]}) == config_sha256({"a": [1, 2], "b": 1})
+    True
+    """
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def check_config_bounds(config: dict, card_path) -> None:
+    """Refuse a card whose network configuration is impossible or absurdly large.
+
+    >>> check_config_bounds({"anatomy": {"hidden_size": 96, "num_heads": 5}}, "m/model.json")
+    Traceback (most recent call last):
+    ...
+    bids_harmonize.harmonizer.weights.ModelError: model card m/model.json: anatomy.num_heads (5) ...
+    """
+    for (block, key), (lo, hi) in CONFIG_BOUNDS.items():
+        section = config.get(block, {})
+        if not isinstance(section, dict):
+            raise ModelError(f"model card {card_path}: config.{block} is not an object")
+        if key not in section:
+            continue
+        value = section[key]
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise ModelError(f"model card {card_path}: {block}.{key} must be an integer in "
+                             f"{lo}..{hi}, got {value!r}")
+    anatomy = config.get("anatomy", {})
+    hidden, heads = anatomy.get("hidden_size"), anatomy.get("num_heads")
+    if isinstance(hidden, int) and isinstance(heads, int) and hidden % heads:
+        raise ModelError(f"model card {card_path}: anatomy.num_heads ({heads}) does not divide "
+                         f"anatomy.hidden_size ({hidden})")
+    roi, patch = anatomy.get("roi_size"), anatomy.get("patch_size")
+    if isinstance(roi, int) and isinstance(patch, int) and roi % patch:
+        raise ModelError(f"model card {card_path}: anatomy.patch_size ({patch}) does not divide "
+                         f"anatomy.roi_size ({roi})")
+    channels = config.get("correction", {}).get("channels", [])
+    if not isinstance(channels, list | tuple) or not 1 <= len(channels) <= 6 or not all(
+            isinstance(c, int) and not isinstance(c, bool) and 1 <= c <= 1024 for c in channels):
+        raise ModelError(f"model card {card_path}: correction.channels must be 1-6 integers in "
+                         f"1..1024, got {channels!r}"[:200])
+    if isinstance(hidden, int):  # a transformer layer has about 4 h^2 + 2 h mlp weights
+        mlp = anatomy.get("mlp_dim", 4 * hidden)
+        layers = anatomy.get("num_layers", 1)
+        estimate = 2 * layers * (4 * hidden * hidden + 2 * hidden * mlp)  # two encoders
+        if estimate > MAX_PARAMETERS:
+            raise ModelError(f"model card {card_path}: the configuration describes about "
+                             f"{estimate:.2g} parameters, more than {MAX_PARAMETERS:.0e}")
+
+
 def sha256_file(path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -86,13 +156,19 @@ def save_model(model_dir, net, card: dict) -> Path:
     files = {}
     for attr, fname in STAGE_FILES.items():
         files[fname] = save_state(model_dir / fname, getattr(net, attr).state_dict())
+    config = net.config.to_dict()
     card = {
         "format_version": FORMAT_VERSION,
-        **{k: v for k, v in card.items() if k not in ("format_version", "files")},
-        "config": net.config.to_dict(),
+        **{k: v for k, v in card.items() if k not in ("format_version", "files",
+                                                       "config_sha256")},
+        "config": config,
+        "config_sha256": config_sha256(json.loads(json.dumps(config))),
         "files": files,
     }
-    (model_dir / CARD_NAME).write_text(json.dumps(card, indent=2, sort_keys=False) + "\n")
+    # the card last and atomically: a kill leaves no card, never a half-written one
+    tmp = model_dir / f".{CARD_NAME}.tmp"
+    tmp.write_text(json.dumps(card, indent=2, sort_keys=False) + "\n")
+    tmp.replace(model_dir / CARD_NAME)
     return model_dir
 
 
@@ -158,6 +234,14 @@ def read_card(model_dir) -> tuple[dict, str]:
     for key in ("config", "files"):
         if not isinstance(card.get(key), dict):
             raise ModelError(f"model card {card_path} lacks {key!r}")
+    if "config_sha256" in card:
+        if card["config_sha256"] != config_sha256(card["config"]):
+            raise ModelError(f"model card {card_path}: its config does not match its "
+                             "config_sha256 (edited after training?)")
+    else:
+        LOGGER.info("model card %s has no config_sha256 (written by an older version)",
+                       card_path)
+    check_config_bounds(card["config"], card_path)
     for fname in STAGE_FILES.values():
         if fname not in card["files"]:
             raise ModelError(f"model card {card_path} lists no sha256 for {fname}")
@@ -186,12 +270,16 @@ def load_model(model_dir) -> HarmonizerModel:
         config = HarmonizerConfig.from_dict(card["config"])
     except (TypeError, ValueError) as err:
         raise ModelError(f"model card {model_dir / CARD_NAME} has a bad config: {err}") from None
-    net = ThreeStageHarmonizer(config)
+    try:
+        net = ThreeStageHarmonizer(config)
+    except Exception as err:  # noqa: BLE001 - MONAI/torch refuse impossible shapes in many ways
+        raise ModelError(f"model card {model_dir / CARD_NAME}: its config builds no network "
+                         f"({type(err).__name__}: {str(err).strip()[:150]})") from None
     for attr, fname in STAGE_FILES.items():
         try:
             getattr(net, attr).load_state_dict(load_file(str(model_dir / fname)))
-        except (RuntimeError, OSError) as err:
-            first = str(err).strip().splitlines()[0]
+        except Exception as err:  # noqa: BLE001 - safetensors/torch: garbage or mismatched
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
             raise ModelError(f"weight file {model_dir / fname} does not fit: {first}") from None
     net.eval()
     LOGGER.info(
