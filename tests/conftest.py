@@ -33,14 +33,23 @@ def pytest_addoption(parser):
         help="also run the container and SLURM tests (they install system packages and take "
         "minutes; .ci/integration runs them)",
     )
+    parser.addoption(
+        "--browser", action="store_true",
+        help="also run the real-browser report tests (headless Chromium through Playwright; "
+        "or set BH_BROWSER=1; .ci/browser installs them and runs them)",
+    )
 
 
 def pytest_collection_modifyitems(config, items):
-    if config.getoption("--integration"):
-        return
+    browser = config.getoption("--browser") or os.environ.get("BH_BROWSER") == "1"
+    skip_browser = pytest.mark.skip(reason="browser test: run with --browser or BH_BROWSER=1 "
+                                    "(see .ci/browser)")
     skip = pytest.mark.skip(reason="integration test: run with --integration (see .ci/integration)")
     for item in items:
-        if any(item.get_closest_marker(m) for m in INTEGRATION_MARKERS):
+        if not browser and item.get_closest_marker("browser"):
+            item.add_marker(skip_browser)
+        if not config.getoption("--integration") and any(
+                item.get_closest_marker(m) for m in INTEGRATION_MARKERS):
             item.add_marker(skip)
 
 

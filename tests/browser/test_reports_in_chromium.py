@@ -1,0 +1,126 @@
+"""Every report page of the demo output, opened in headless Chromium.
+
+A page fails on: a console error or an uncaught script error, an image that did
+not load, a link to a file or anchor that is not there, a figure (image or
+inline SVG) that did not render to a visible size, Python reprs in the text
+(``np.float64(``, ``array(``), raw Markdown citations (``[@key]``), or a
+missing piece the page should have. Each page's full screenshot is saved.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+REPRS = ("np.float64(", "np.float32(", "np.int64(", "array(", "np.True_", "np.False_",
+         "Timestamp(", "dtype=")
+MIN_FIGURE_PX = 60
+
+#: Text each kind of page must show (the demo is two paired PiB subjects).
+EXPECTED = {
+    "index.html": ["sub-01", "sub-02", "group report"],
+    "sub-01.html": ["PET-MR against PET-CT", "Regional SUVR bias", "References",
+                    "Registration to the template", "Methods"],
+    "group/group_report.html": ["Agreement with 95% confidence intervals",
+                                "By site, scanner and attenuation correction", "Cut-off transfer",
+                                "Uncertainty and out-of-distribution checks"],
+}
+
+
+def _pages(out: Path) -> list[Path]:
+    return [out / "index.html", *sorted(out.glob("sub-*.html")), out / "group" / "group_report.html"]
+
+
+def check_page(browser, page_file: Path, out: Path, shots: Path) -> list[str]:
+    """Open one page and return what is wrong with it (empty when nothing)."""
+    problems: list[str] = []
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}")
+            if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(f"script error: {e}"))
+    page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url}"))
+    page.goto(page_file.as_uri())
+    page.wait_for_load_state("load")
+
+    for img in page.eval_on_selector_all(
+            "img", "els => els.map(e => ({src: e.getAttribute('src'), ok: e.complete && "
+            "e.naturalWidth > 0, w: e.getBoundingClientRect().width, "
+            "h: e.getBoundingClientRect().height}))"):
+        if not img["ok"]:
+            problems.append(f"image did not load: {img['src']}")
+        elif min(img["w"], img["h"]) < MIN_FIGURE_PX:
+            problems.append(f"image rendered too small ({img['w']:.0f}x{img['h']:.0f}): "
+                            f"{img['src']}")
+    for box in page.eval_on_selector_all(
+            "figure > svg", "els => els.map(e => [e.getBoundingClientRect().width, "
+            "e.getBoundingClientRect().height, e.querySelectorAll('path,text,use').length])"):
+        if min(box[0], box[1]) < MIN_FIGURE_PX or box[2] == 0:
+            problems.append(f"inline SVG figure did not render: {box}")
+
+    ids = set(page.eval_on_selector_all("[id]", "els => els.map(e => e.id)"))
+    for href in page.eval_on_selector_all("a[href]", "els => els.map(e => e.getAttribute('href'))"):
+        url = urlparse(href)
+        if url.scheme in ("http", "https", "mailto"):
+            problems.append(f"link leaves the output (reports must work offline): {href}")
+            continue
+        if href.startswith("#"):
+            if href[1:] not in ids:
+                problems.append(f"link to a missing anchor: {href}")
+            continue
+        target = (page_file.parent / unquote(url.path)).resolve()
+        if not target.exists():
+            problems.append(f"broken link: {href}")
+        elif out.resolve() not in target.parents:
+            problems.append(f"link outside the output folder: {href}")
+
+    text = page.inner_text("body")
+    problems += [f"Python repr in the text: {r!r}" for r in REPRS if r in text]
+    if re.search(r"\[@[\w:.-]+", text):
+        problems.append("raw Markdown citation ([@key]) in the text")
+    if re.search(r"(?<![\w*])\*[A-Za-z_]+\*(?![\w*])", text):
+        problems.append("raw Markdown emphasis (*word*) in the text")
+    rel = page_file.relative_to(out).as_posix()
+    key = rel if rel in EXPECTED else ("sub-01.html" if rel.startswith("sub-") else rel)
+    problems += [f"missing on the page: {t!r}" for t in EXPECTED.get(key, []) if t not in text]
+    shot = shots / (rel.replace("/", "_").replace(".html", "") + ".png")
+    page.screenshot(path=str(shot), full_page=True)
+    page.close()
+    return problems
+
+
+def test_demo_has_every_report_page(demo_out):
+    missing = [p.relative_to(demo_out).as_posix() for p in _pages(demo_out) if not p.is_file()]
+    assert not missing, f"report pages not written: {missing}"
+    assert len(list(demo_out.glob("sub-*.html"))) == 2
+
+
+@pytest.mark.parametrize("which", ["index", "sub-01", "sub-02", "group"])
+def test_page_renders_cleanly(browser, demo_out, artefacts, which):
+    page_file = {"index": demo_out / "index.html", "group": demo_out / "group" / "group_report.html"
+                 }.get(which, demo_out / f"{which}.html")
+    problems = check_page(browser, page_file, demo_out, artefacts)
+    assert not problems, f"{page_file.name}:\n" + "\n".join(problems)
+    assert (artefacts / (page_file.relative_to(demo_out).as_posix().replace("/", "_")
+                         .replace(".html", "") + ".png")).stat().st_size > 10_000
+
+
+def test_the_checks_catch_a_broken_page(browser, demo_out, artefacts, tmp_path):
+    """The checker itself: a page with every fault is reported on each of them."""
+    bad = demo_out / "zz-broken-check.html"
+    bad.write_text(
+        "<html><body><h1>broken</h1><img src='nope.svg'><a href='gone.html'>x</a>"
+        "<a href='#nowhere'>y</a><p>value np.float64(2.0) and [@ants] and *bids_harmonize*</p>"
+        "<script>console.error('boom')</script></body></html>")
+    try:
+        problems = "\n".join(check_page(browser, bad, demo_out, tmp_path))
+    finally:
+        bad.unlink()
+    for expected in ("image did not load: nope.svg", "broken link: gone.html",
+                     "missing anchor: #nowhere", "np.float64(", "[@key]", "*word*",
+                     "console error: boom"):
+        assert expected in problems, (expected, problems)
