@@ -84,3 +84,40 @@ def test_coverage_of_a_calibrated_gaussian():
     scale = unc.calibration_scale(errors[:2000], sd[:2000])
     assert scale == pytest.approx(2.0, rel=0.1)
     assert unc.interval_coverage(errors[2000:], scale * sd[2000:]) == pytest.approx(0.9, abs=0.03)
+
+
+def _write(path, data):
+    import nibabel as nb
+
+    nb.Nifti1Image(np.asarray(data, dtype=np.float32), np.diag([2.0, 2.0, 2.0, 1.0])).to_filename(path)
+    return str(path)
+
+
+@pytest.mark.parametrize("policy", ["warn", "fail"])
+def test_interface_writes_uncertainty_and_ood_fields(ensemble_dir, tmp_path, monkeypatch, policy):
+    import nibabel as nb
+
+    from bids_harmonize.harmonizer.ood import OODFailure
+    from bids_harmonize.interfaces.harmonize import Harmonize
+
+    s = phantom_pair(7, shape=(24, 28, 24), tracer="PiB")
+    files = {k: _write(tmp_path / f"{k}.nii.gz", getattr(s, v))
+             for k, v in (("in_pet", "pet_mr"), ("in_t1w", "t1w"), ("in_mask", "brain_mask"))}
+    monkeypatch.chdir(tmp_path)
+    # the tiny model's card lists no setup: an inferred setup is unknown to it, so OOD
+    node = Harmonize(**files, model_dir=str(ensemble_dir), tracer="PiB", ac_setup="zte",
+                     ac_setup_inference="AttenuationCorrection 'ZTE'", ood_policy=policy,
+                     mumap_notes=["scanner mu-map not used (test)"], device="cpu")
+    if policy == "fail":
+        with pytest.raises(OODFailure, match="out of distribution.*--ood-policy fail"):
+            node.run()
+        return
+    out = node.run().outputs
+    info = out.model_info
+    assert info["OODDecision"] == "warn" and info["OODScore"] >= info["OODThreshold"]
+    assert info["AttenuationCorrectionSetup"] == "zte"
+    assert info["Uncertainty"]["Members"] == 3 and info["Uncertainty"]["Calibrated"]
+    assert info["notes"][0] == "scanner mu-map not used (test)"
+    sd = np.asarray(nb.load(out.out_uncertainty).dataobj)
+    assert sd.shape == s.pet_mr.shape and sd[s.brain_mask > 0.5].mean() > 0
+    assert len(out.out_members) == 3 and out.uncertainty_scale == info["Uncertainty"]["CalibrationScale"]
