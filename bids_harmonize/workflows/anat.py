@@ -53,11 +53,9 @@ def init_anat_wf(
 
     .. workflow::
 
-        from pathlib import Path
-        from bids_harmonize.templates import TemplateFiles
+        from bids_harmonize.templates import get_template
         from bids_harmonize.workflows.anat import init_anat_wf
-        tpl = TemplateFiles("MNI152NLin2009aSym", Path("t1w.nii.gz"), Path("mask.nii.gz"),
-                            {t: Path(f"{t}.nii.gz") for t in ("GM", "WM", "CSF")})
+        tpl = get_template("MNI152NLin2009aSym")  # bids_harmonize-templates caches it offline
         wf = init_anat_wf(template=tpl, sloppy=True)
     """
     workflow = Workflow(name=name)

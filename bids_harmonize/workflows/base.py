@@ -79,10 +79,9 @@ def init_single_subject_wf(
 
         from pathlib import Path
         from bids_harmonize.bids import SubjectPlan
-        from bids_harmonize.templates import TemplateFiles
+        from bids_harmonize.templates import get_template
         from bids_harmonize.workflows.base import init_single_subject_wf
-        tpl = TemplateFiles("MNI152NLin2009aSym", Path("t1w.nii.gz"), Path("mask.nii.gz"),
-                            {t: Path(f"{t}.nii.gz") for t in ("GM", "WM", "CSF")})
+        tpl = get_template("MNI152NLin2009aSym")  # bids_harmonize-templates caches it offline
         wf = init_single_subject_wf(SubjectPlan("01", Path("/d/sub-01/anat/sub-01_T1w.nii.gz")),
                                     bids_dir=Path("/d"), output_dir=Path("/o"), template=tpl)
     """

@@ -130,9 +130,11 @@ def init_anat_reports_wf(*, output_dir, t1w_source, template_name: str, template
 
     .. workflow::
 
+        from bids_harmonize.templates import get_template
         from bids_harmonize.workflows.outputs import init_anat_reports_wf
+        tpl = get_template("MNI152NLin2009aSym")
         wf = init_anat_reports_wf(output_dir="/out", t1w_source="/d/sub-01/anat/sub-01_T1w.nii.gz",
-                                  template_name="MNI152NLin2009aSym", template_mask="/m.nii.gz")
+                                  template_name=tpl.name, template_mask=tpl.brain_mask)
     """
     workflow = Workflow(name=name)
     inputnode = pe.Node(niu.IdentityInterface(fields=["tpl_t1w"]), name="inputnode")
