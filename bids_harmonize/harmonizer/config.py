@@ -131,8 +131,11 @@ class PhysicsConfig:
     than the 2 mm T1w grid, over ``n_angles`` angles in 180 degrees.
     """
 
-    n_angles: int = 24
+    n_angles: int = 32
     downsample: int = 2  #: 2 mm * 2 = 4 mm voxels for the line integrals
+    #: FBP form with the PET-MR image as the activity (closer to the scanner's
+    #: reconstruction, :func:`~.physics.expected_ac_error`); False: mean over LORs only
+    use_activity: bool = True
     axial_axis: int = 2  #: the T1w-grid axis along which slices are taken (RAS+: 2)
     #: training: the true-mu estimate the map is made from: "pseudo_ct" (stage 2's, as at
     #: inference) or "ct" (the paired CT)

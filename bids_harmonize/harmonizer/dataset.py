@@ -188,7 +188,11 @@ def load_pairs_from_derivatives(
 
 
 def pairs_from_simulation(subject, tracers=None) -> list[TrainingPair]:
-    """Training pairs of a :class:`bids_harmonize.synth.SimulatedSubject` (in memory)."""
+    """Training pairs of a :class:`bids_harmonize.synth.SimulatedSubject` (in memory).
+
+    With simulator v2 the pairs carry the PET-MR scanner's mu-map (``mu_mr``) and its
+    attenuation-correction setup (``sessions["petmr"].ac_setup``).
+    """
     sessions = getattr(subject, "sessions", {}) or {}
     petct = sessions.get("petct")
     petmr = sessions.get("petmr")
@@ -207,6 +211,8 @@ def pairs_from_simulation(subject, tracers=None) -> list[TrainingPair]:
                 petct_model=getattr(petct, "model", "unknown"),
                 petmr_model=getattr(petmr, "model", "unknown"),
                 extra={"mrac": getattr(petmr, "attenuation_correction", "unknown")},
+                mu_map=getattr(subject, "mu_mr", None),
+                ac_setup=getattr(petmr, "ac_setup", None) or "unknown",
             )
         )
     return pairs

@@ -201,7 +201,9 @@ def harmonize_volume(
         from .physics import ac_error_for
 
         mu_est = pseudo_mu_volume(net, t1w_n, config, dev, sw_batch_size=sw_batch_size, overlap=overlap)
-        ac_error, source = ac_error_for(mu_est * MU_WATER, mu_in, ac_setup or "unknown", config.physics)
+        ac_error, source = ac_error_for(
+            mu_est * MU_WATER, mu_in, ac_setup or "unknown", config.physics, pet_n
+        )
         channels["ac_error"] = ac_error
         if source == "none":
             notes.append(

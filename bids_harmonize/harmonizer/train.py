@@ -60,7 +60,7 @@ def add_physics_channel(volumes, pairs, net, config, device) -> None:
         else:
             mu_est = pseudo_mu_volume(net, vol["t1w"], config, device) * MU_WATER
         vol["ac_error"], _ = ac_error_for(
-            mu_est, vol.get("scanner_mu"), getattr(pair, "ac_setup", "unknown"), config.physics
+            mu_est, vol.get("scanner_mu"), getattr(pair, "ac_setup", "unknown"), config.physics, vol["pet"]
         )
 
 

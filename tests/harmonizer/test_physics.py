@@ -24,15 +24,18 @@ def head():
 
 
 def test_no_missing_bone_gives_no_correction(head):
-    _, mu = head
-    for setup in ("dixon-bone", "zte", "atlas", "ct"):
-        e = expected_ac_error(mu, setup_mu_map(mu, setup))
-        assert np.abs(e).max() < 1e-6, setup
-
-
-def test_dixon_without_bone_is_corrected_upwards_most_near_the_skull(head):
     pair, mu = head
-    e = expected_ac_error(mu, setup_mu_map(mu, "dixon-nobone"))
+    for setup in ("dixon-bone", "zte", "atlas", "ct"):
+        for activity in (None, pair.pet_mr):
+            e = expected_ac_error(mu, setup_mu_map(mu, setup), activity=activity)
+            assert np.abs(e).max() < 1e-6, setup
+
+
+@pytest.mark.parametrize("with_activity", [False, True])
+def test_dixon_without_bone_is_corrected_upwards_most_near_the_skull(head, with_activity):
+    pair, mu = head
+    activity = pair.pet_mr if with_activity else None
+    e = expected_ac_error(mu, setup_mu_map(mu, "dixon-nobone"), activity=activity)
     brain = pair.brain_mask
     assert e[brain].min() > 0.0
     depth = ndimage.distance_transform_edt(brain)
@@ -40,7 +43,7 @@ def test_dixon_without_bone_is_corrected_upwards_most_near_the_skull(head):
     assert near > centre > 0.02  # a few % in the middle, more next to the bone
     # missing more bone gives more correction
     less_bone = np.where(mu > 0.11, 0.5 * (mu + 0.1), mu)
-    e_less = expected_ac_error(less_bone, setup_mu_map(mu, "dixon-nobone"))
+    e_less = expected_ac_error(less_bone, setup_mu_map(mu, "dixon-nobone"), activity=activity)
     assert e_less[brain].mean() < e[brain].mean()
 
 
