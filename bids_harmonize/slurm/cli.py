@@ -24,6 +24,8 @@ from bids_harmonize.slurm.recipe import (
     RecipeError,
     SlurmRecipe,
     array_spec,
+    check_label,
+    job_comment,
     read_participants,
     task_status,
     write_recipe,
@@ -152,9 +154,41 @@ def _log_jobs(recipe: SlurmRecipe, rows: list[tuple[str, str, str]]) -> None:
     new = not path.exists()
     with open(path, "a") as handle:
         if new:
-            handle.write("submitted\tkind\tjob_id\tarray\n")
+            handle.write("submitted\tkind\tjob_id\tarray\tlist\n")
         for kind, job_id, spec in rows:
-            handle.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')}\t{kind}\t{job_id}\t{spec}\n")
+            handle.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')}\t{kind}\t{job_id}\t{spec}"
+                         f"\t{recipe.list_name if kind == 'participant' else ''}\n")
+
+
+def _last_list(recipe: SlurmRecipe) -> list[str] | None:
+    """The participant list of the latest submitted array (its own file), if any."""
+    path = recipe.script_dir / "jobs.tsv"
+    if not path.exists():
+        return None
+    names = [cols[4] for cols in (line.split("\t") for line in
+                                  path.read_text().splitlines()[1:])
+             if len(cols) > 4 and cols[1] == "participant" and cols[4].strip()]
+    if not names or not (recipe.script_dir / names[-1].strip()).is_file():
+        return None
+    text = (recipe.script_dir / names[-1].strip()).read_text()
+    return [check_label(line) for line in text.splitlines() if line.strip()]
+
+
+def refuse_if_queued(recipe: SlurmRecipe) -> None:
+    """Refuse to (re)write or (re)submit while jobs of this output folder are queued.
+
+    Jobs are found by the output folder's ``--comment`` tag and by the ids in
+    ``jobs.tsv``; without SLURM's ``squeue`` here nothing can be queued from here.
+    """
+    if shutil.which("squeue") is None:
+        return
+    previous = _previous_jobs(recipe)
+    queued = dict(scheduler.queued(comment=job_comment(recipe.output_dir)))
+    if previous:
+        queued.update(scheduler.queued(job_ids=previous))
+    if queued:
+        raise RecipeError(f"jobs of {recipe.output_dir} are still queued ("
+                          + " ".join(sorted(queued)) + "): wait for them or scancel them")
 
 
 def _previous_jobs(recipe: SlurmRecipe) -> list[str]:
@@ -167,11 +201,6 @@ def _previous_jobs(recipe: SlurmRecipe) -> list[str]:
 def submit_participants(recipe: SlurmRecipe, paths: dict[str, Path], *, failed_only: bool) -> int:
     """Submit the array (all tasks, or those not ``ok``) and the dependent group job."""
     if failed_only:
-        previous = _previous_jobs(recipe)  # none: nothing of ours can be queued
-        queued = scheduler.queued(job_ids=previous) if previous else {}
-        if queued:
-            raise RecipeError("jobs of an earlier submission are still queued ("
-                              + " ".join(sorted(queued)) + "): wait for them or scancel them")
         todo = [i for i, state in task_status(recipe).items() if state != "ok"]
         if not todo:
             print(f"All {len(recipe.participants)} participant(s) finished: nothing to resubmit. "
@@ -205,6 +234,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.resubmit_failed and args.level != "participant":
             raise RecipeError("--resubmit-failed applies to the participant array only")
         recipe = recipe_from_args(args, app_args)
+        refuse_if_queued(recipe)
+        if args.resubmit_failed:
+            earlier = _last_list(recipe)
+            if earlier is not None and earlier != recipe.participants:
+                print(f"Resubmitting from the earlier submission's list of {len(earlier)} "
+                      "participant(s)")
+                recipe.participants = earlier
         paths = write_recipe(recipe, args.level, train_nodes=args.nodes,
                              train_gpus_per_node=args.gpus, train_procs_per_node=args.procs_per_node)
         if args.level == "train":

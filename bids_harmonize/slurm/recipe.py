@@ -2,16 +2,28 @@
 
 Pure text rendering: :func:`render_participant`, :func:`render_group` and
 :func:`render_train` turn a :class:`SlurmRecipe` into bash. The array reads its
-participant from ``participants.txt`` (line ``SLURM_ARRAY_TASK_ID + 1``), works in
-node-local scratch, sizes ``--nprocs``/``--mem`` from SLURM's variables, and writes
-``status/sub-<label>`` (``ok``, ``running`` or ``failed <rc>``), from which a
-resubmission picks the tasks that did not succeed.
+participant from its own list, ``participants-<hash>.txt`` (line
+``SLURM_ARRAY_TASK_ID + 1``; the hash is that of the list, so a later recipe with other
+participants writes another file and never remaps the tasks of a queued array), works
+in a private folder of node-local scratch (``mktemp -d``; with ``--keep-work`` a stable
+folder under a per-user directory that must be the user's own, mode 700), sizes
+``--nprocs``/``--mem`` from SLURM's variables, and writes ``status/sub-<label>``
+(``ok``, ``running`` or ``failed <rc>``), from which a resubmission picks the tasks that
+did not succeed. Every job carries ``--comment=<job_comment(output_dir)>`` so that the
+jobs of an output folder can be found in the queue.
+
+Every field is validated when the recipe is made (:meth:`SlurmRecipe.validate`):
+participant labels through the app's own validator, no whitespace or control
+characters in partition/account/qos, ``--time`` by SLURM's grammar, no control
+characters in paths.
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import hashlib
+import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +36,57 @@ CONTAINER_BIDS, CONTAINER_OUT, CONTAINER_WORK = "/data", "/out", "/work"
 
 class RecipeError(ValueError):
     """The recipe cannot be written as asked; the message is one line."""
+
+
+#: SLURM's ``--time`` formats (sbatch(1)): minutes, minutes:seconds, hours:minutes:seconds,
+#: days-hours, days-hours:minutes, days-hours:minutes:seconds; or UNLIMITED/INFINITE.
+_TIME = re.compile(r"\d+(:\d{1,2}){0,2}|\d+-\d{1,2}(:\d{1,2}){0,2}|UNLIMITED|INFINITE")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def check_time(value: str) -> str:
+    """A SLURM time limit, or :class:`RecipeError`.
+
+    >>> check_time("1-12:00:00"), check_time("90")
+    ('1-12:00:00', '90')
+    >>> check_time("04:00:00 rm")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    bids_harmonize.slurm.recipe.RecipeError: --time '04:00:00 rm' is not a SLURM time (MM, ...)
+    """
+    if not isinstance(value, str) or not _TIME.fullmatch(value):
+        raise RecipeError(f"--time {value!r} is not a SLURM time (MM, MM:SS, HH:MM:SS, D-HH, "
+                          "D-HH:MM or D-HH:MM:SS)")
+    return value
+
+
+def check_word(option: str, value: str | None) -> str | None:
+    """A partition/account/qos name: no whitespace or control characters."""
+    if value is not None and (not value or re.search(r"\s", value) or _CONTROL.search(value)):
+        raise RecipeError(f"{option} {value!r} must not be empty or contain whitespace or "
+                          "control characters")
+    return value
+
+
+def check_path(option: str, value) -> None:
+    """Paths land in the scripts: no newline or other control character."""
+    if value is not None and _CONTROL.search(str(value)):
+        raise RecipeError(f"{option} {str(value)!r} contains a newline or control character")
+
+
+def check_label(value: str) -> str:
+    """A participant label, through the app's own validator (``sub-`` removed)."""
+    from bids_harmonize.cli.parser import _label
+
+    try:
+        return _label(value)
+    except argparse.ArgumentTypeError:  # its message quotes the value raw: word it here
+        raise RecipeError(f"participant {value!r}: a BIDS label is alphanumeric") from None
+
+
+def job_comment(output_dir: Path) -> str:
+    """The ``--comment`` of every job of an output folder (found again with squeue)."""
+    return "bids_harmonize-out-" + hashlib.sha1(str(output_dir).encode()).hexdigest()[:12]
 
 
 @dataclass
@@ -59,6 +122,35 @@ class SlurmRecipe:
             raise RecipeError("give --image or --venv, not both")
         if self.script_dir is None:
             self.script_dir = self.output_dir / "logs" / "slurm"
+        self.validate()
+
+    def validate(self) -> None:
+        """Refuse any field that could change the scripts' meaning (one-line RecipeError)."""
+        self.participants = [check_label(p) for p in self.participants]
+        for option in ("partition", "account", "qos"):
+            check_word(f"--{option}", getattr(self, option))
+        check_time(self.time)
+        for option, value in (("bids_dir", self.bids_dir), ("output_dir", self.output_dir),
+                              ("--script-dir", self.script_dir), ("--image", self.image),
+                              ("--venv", self.venv),
+                              ("--templateflow-home", self.templateflow_home)):
+            check_path(option, value)
+        if _CONTROL.search(self.scratch) or re.search(r'["`]', self.scratch):
+            raise RecipeError(f"--scratch {self.scratch!r} must not contain control characters, "
+                              "double quotes or backquotes")
+        for option, least in (("cpus", 1), ("mem_gb", 1), ("gpus", 0), ("retries", 0)):
+            value = getattr(self, option)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise RecipeError(f"{option} must be a whole number >= {least}, not {value!r}")
+        if self.container_command not in ("apptainer", "singularity"):
+            raise RecipeError(f"container command {self.container_command!r} is not "
+                              "apptainer or singularity")
+
+    @property
+    def list_name(self) -> str:
+        """This participant list's own file name (``participants-<hash>.txt``)."""
+        digest = hashlib.sha1("\n".join(self.participants).encode()).hexdigest()[:10]
+        return f"participants-{digest}.txt"
 
     @property
     def array_spec(self) -> str:
@@ -95,9 +187,15 @@ def read_participants(bids_dir: Path, labels: list[str] | None = None,
         found = [line.strip().removeprefix("sub-") for line in label_file.read_text().splitlines()
                  if line.strip() and not line.startswith("#")]
     elif (bids_dir / "participants.tsv").is_file():
-        with open(bids_dir / "participants.tsv", newline="") as handle:
-            found = [row["participant_id"].removeprefix("sub-")
-                     for row in csv.DictReader(handle, delimiter="\t")]
+        tsv = bids_dir / "participants.tsv"
+        try:
+            with open(tsv, newline="", encoding="utf-8-sig") as handle:
+                rows = list(csv.DictReader(handle, delimiter="\t"))
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            raise RecipeError(f"{tsv}: cannot read it ({exc})") from None
+        if rows and "participant_id" not in rows[0]:
+            raise RecipeError(f"{tsv}: no participant_id column")
+        found = [(row["participant_id"] or "").removeprefix("sub-") for row in rows]
     else:
         found = [p.name.removeprefix("sub-") for p in bids_dir.glob("sub-*") if p.is_dir()]
     missing = [lab for lab in found if not (bids_dir / f"sub-{lab}").is_dir()]
@@ -108,7 +206,8 @@ def read_participants(bids_dir: Path, labels: list[str] | None = None,
 
 def _header(recipe: SlurmRecipe, job: str, log: str, *, cpus: int, mem_gb: int, gpus: int,
             extra: tuple[str, ...] = ()) -> str:
-    lines = ["#!/bin/bash", f"#SBATCH --job-name=bh-{job}"]
+    lines = ["#!/bin/bash", f"#SBATCH --job-name=bh-{job}",
+             f"#SBATCH --comment={job_comment(recipe.output_dir)}"]
     if recipe.partition:
         lines.append(f"#SBATCH --partition={recipe.partition}")
     if recipe.account:
@@ -153,7 +252,7 @@ def _runner(recipe: SlurmRecipe, *, work: str | None, gpus: int) -> tuple[str, s
 
 
 def render_participant(recipe: SlurmRecipe) -> str:
-    """The participant job array: one task per line of ``participants.txt``."""
+    """The participant job array: one task per line of its own ``participants-<hash>.txt``."""
     head = _header(recipe, "participant", "participant-%A_%a.out", cpus=recipe.cpus,
                    mem_gb=recipe.mem_gb, gpus=recipe.gpus, extra=(f"--array={recipe.array_spec}",))
     work = '"$WORK"' if recipe.image is None else CONTAINER_WORK
@@ -163,22 +262,39 @@ def render_participant(recipe: SlurmRecipe) -> str:
     cleanup = "" if recipe.keep_work else "trap 'rm -rf \"$WORK\"' EXIT\n"
     if recipe.keep_work:  # one stable folder per dataset and participant: reruns resume
         tag = hashlib.sha1(str(recipe.output_dir).encode()).hexdigest()[:8]
-        work_line = ("# kept work folder, stable across resubmissions (Nipype resumes from it)\n"
-                     f'WORK="{recipe.scratch}/bids_harmonize_work/{tag}/sub-$LABEL"')
+        work_line = f"""# kept work folder, stable across resubmissions (Nipype resumes from it), inside a
+# per-user folder that must be this user's own directory (not a link), mode 700: Nipype
+# loads pickles from it, so nobody else may create or write it
+private_dir() {{
+    if [ ! -e "$1" ] && ! mkdir -m 700 "$1"; then
+        echo "cannot create the work folder $1" >&2; exit 2
+    fi
+    if [ -L "$1" ] || [ ! -d "$1" ] || [ "$(stat -c %u "$1")" != "$(id -u)" ]; then
+        echo "refusing the work folder $1: not a directory owned by $(id -un)" >&2; exit 2
+    fi
+    chmod 700 "$1" || exit 2
+}}
+KEEP_ROOT="{recipe.scratch}/bids_harmonize_work-$(id -u)"
+private_dir "$KEEP_ROOT"
+private_dir "$KEEP_ROOT/{tag}"
+WORK="$KEEP_ROOT/{tag}/sub-$LABEL"
+private_dir "$WORK\""""
     else:
-        work_line = ("# node-local scratch, one folder per task, removed at the end\n"
-                     f'WORK="{recipe.scratch}/bids_harmonize_${{SLURM_ARRAY_JOB_ID}}_'
-                     '${SLURM_ARRAY_TASK_ID}"')
+        work_line = (
+            "# node-local scratch: a private folder (mktemp -d, mode 700), removed at the end\n"
+            f'WORK=$(mktemp -d "{recipe.scratch}/bids_harmonize_${{SLURM_ARRAY_JOB_ID}}_'
+            '${SLURM_ARRAY_TASK_ID}.XXXXXXXX") || { echo "cannot create a work folder" >&2; '
+            'exit 2; }')
     return head + f"""
 RECIPE_DIR={shlex.quote(str(recipe.script_dir))}
-LABEL=$(sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" "$RECIPE_DIR/participants.txt")
+LIST="$RECIPE_DIR/{recipe.list_name}"
+LABEL=$(sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" "$LIST")
 if [ -z "$LABEL" ]; then
-    echo "no participant on line $((SLURM_ARRAY_TASK_ID + 1)) of $RECIPE_DIR/participants.txt" >&2
+    echo "no participant on line $((SLURM_ARRAY_TASK_ID + 1)) of $LIST" >&2
     exit 2
 fi
 TASK="${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}}"
 {work_line}
-mkdir -p "$WORK"
 {cleanup}NPROCS=${{SLURM_CPUS_PER_TASK:-1}}
 MEM_GB=$(( ${{SLURM_MEM_PER_NODE:-{recipe.mem_gb * 1024}}} / 1024 ))
 STATUS="$RECIPE_DIR/status/sub-$LABEL"
@@ -212,7 +328,8 @@ def render_group(recipe: SlurmRecipe) -> str:
     exe, bids, out = _runner(recipe, work=None, gpus=0)
     extra = " ".join(shlex.quote(a) for a in recipe.group_args)
     return head + f"""
-echo "group level over $(wc -l < {shlex.quote(str(recipe.script_dir))}/participants.txt) participant(s)"
+echo "group level over $(wc -l < {shlex.quote(str(recipe.script_dir / recipe.list_name))}) \
+participant(s)"
 {exe} {bids} {out} group {extra}
 """
 
@@ -254,8 +371,11 @@ def write_recipe(recipe: SlurmRecipe, level: str = "participant", *, train_nodes
                  ) -> dict[str, Path]:
     """Write the level's scripts and return their paths.
 
-    ``participant``: ``participants.txt``, ``participant.sbatch`` and ``group.sbatch``;
-    ``train``: ``train.sbatch``.
+    ``participant``: ``participants-<hash>.txt`` (this list's own file, never rewritten
+    with other content; ``participants.txt`` is a copy of the latest, for people),
+    ``participant.sbatch`` and ``group.sbatch``; ``train``: ``train.sbatch``. Refusing
+    to write while jobs of the output folder are queued is the command's job
+    (:func:`bids_harmonize.slurm.cli.main`), which can ask SLURM.
     """
     folder = recipe.script_dir
     try:
@@ -269,8 +389,10 @@ def write_recipe(recipe: SlurmRecipe, level: str = "participant", *, train_nodes
         texts = {"participant": render_participant(recipe), "group": render_group(recipe)}
     paths = {}
     if level != "train":
-        paths["participants"] = folder / "participants.txt"
-        paths["participants"].write_text("\n".join(recipe.participants) + "\n")
+        text = "\n".join(recipe.participants) + "\n"
+        paths["participants"] = folder / recipe.list_name
+        paths["participants"].write_text(text)
+        (folder / "participants.txt").write_text(text)  # the latest list, for people
     for key, text in texts.items():
         paths[key] = folder / f"{key}.sbatch"
         paths[key].write_text(text)
