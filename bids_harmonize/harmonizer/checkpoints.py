@@ -2,9 +2,13 @@
 
 A checkpoint folder holds, per stage, the net's weights (``<stage>.safetensors``), the
 optimizer's tensors (``<stage>.optim.safetensors``) and one ``state.json`` with the
-epochs done, the loss history, the optimizer's scalar state and a fingerprint of the
-configuration and training list: checkpoints of another configuration or data set are
-ignored (with a warning), so a rerun never mixes runs.
+epochs done, the loss history, the optimizer's scalar state and a fingerprint of what
+the stage depends on: the training list and the parts of the configuration that reach
+that stage (stage 1: anatomy nets, seed, its training; stage 2: also the stage-2 training
+and losses; stage 3: everything). A stage of another configuration or data set is
+retrained (with a log line), so a rerun never mixes runs, while a change of stage-3
+settings reuses finished anatomy stages (the benchmark trains v1 and v2 on one set of
+stages 1-2 that way).
 """
 
 from __future__ import annotations
@@ -44,6 +48,26 @@ def load_optimizer(path: Path, meta: dict, optimizer, scaler) -> None:
         scaler.load_state_dict(meta["scaler"])
 
 
+def stage_dependencies(config, name: str) -> dict:
+    """The parts of a configuration that change what stage ``name`` learns.
+
+    >>> from bids_harmonize.harmonizer.config import HarmonizerConfig
+    >>> a = HarmonizerConfig()
+    >>> b = a.replace(correction={"inputs": ("pet", "t1w", "ac_error")})
+    >>> stage_dependencies(a, "stage2") == stage_dependencies(b, "stage2")
+    True
+    >>> stage_dependencies(a, "stage3") == stage_dependencies(b, "stage3")
+    False
+    """
+    full = config.to_dict()
+    if name == "stage1":
+        return {k: full[k] for k in ("anatomy", "stage1", "seed")}
+    if name == "stage2":
+        loss = {k: full["loss"][k] for k in ("temperature", "cosine_weight", "pseudo_ct_weight")}
+        return {**{k: full[k] for k in ("anatomy", "stage1", "stage2", "seed")}, "loss": loss}
+    return full
+
+
 class Checkpoints:
     """The checkpoint folder of one training run (only the ``writer`` process writes)."""
 
@@ -51,23 +75,24 @@ class Checkpoints:
         self.folder = Path(folder)
         self.writer = writer
         self.path = self.folder / "state.json"
-        self.fingerprint = hashlib.sha256(
-            json.dumps({"config": config.to_dict(), "data": data_hash}, sort_keys=True).encode()
-        ).hexdigest()
-        self.state = {"fingerprint": self.fingerprint, "stages": {}}
+        def fingerprint(name):
+            deps = {"config": stage_dependencies(config, name), "data": data_hash}
+            return hashlib.sha256(json.dumps(deps, sort_keys=True).encode()).hexdigest()
+
+        self.fingerprints = {name: fingerprint(name) for name in ("stage1", "stage2", "stage3")}
+        self.state = {"stages": {}}
         if self.path.exists():
             saved = json.loads(self.path.read_text())
-            if saved.get("fingerprint") == self.fingerprint:
-                self.state = saved
-            else:
-                LOGGER.warning(
-                    "checkpoints in %s are from another config or data set: starting afresh",
-                    self.folder,
-                )
+            for name, info in saved.get("stages", {}).items():
+                if info.get("fingerprint") == self.fingerprints.get(name):
+                    self.state["stages"][name] = info
+                else:
+                    LOGGER.info("checkpoint of %s in %s is from another config or data set: retraining it",
+                                name, self.folder)
 
     def reset(self) -> None:
         """Forget earlier progress (``resume=False``)."""
-        self.state = {"fingerprint": self.fingerprint, "stages": {}}
+        self.state = {"stages": {}}
 
     def stage(self, name: str) -> dict:
         return self.state["stages"].get(name, {})
@@ -79,7 +104,7 @@ class Checkpoints:
 
         self.folder.mkdir(parents=True, exist_ok=True)
         save_state(self.folder / f"{name}.safetensors", module.state_dict())
-        info = dict(info)
+        info = {**info, "fingerprint": self.fingerprints[name]}
         if optimizer is not None:
             info["optimizer"] = save_optimizer(self.folder / f"{name}.optim.safetensors", optimizer, scaler)
         self.state["stages"][name] = info

@@ -111,3 +111,21 @@ def test_uptake_augmentation_keeps_the_ratio(phantom_pairs):
     ratio_a = a["target"][inside] / a["pet"][inside]
     ratio_b = b["target"][inside] / b["pet"][inside]
     torch.testing.assert_close(ratio_a, ratio_b, rtol=1e-4, atol=1e-5)
+
+
+def test_stage3_change_reuses_the_anatomy_stages(tmp_path, phantom_pairs, tiny_config, caplog):
+    caplog.set_level("INFO", logger="bids_harmonize.harmonizer")
+    one = {"epochs": 1, "steps_per_epoch": 1}
+    cfg = tiny_config.replace(stage1=one, stage2=one, stage3=one)
+    pairs = phantom_pairs[:2]
+    ckpt = tmp_path / "ckpt"
+    kw = {"device": "cpu", "progress": False, "checkpoint_dir": ckpt}
+    a = load_model(train_model(pairs, tmp_path / "v1", cfg, **kw))
+    caplog.clear()
+    v2 = cfg.replace(correction={"inputs": ("pet", "t1w", "ac_error")}, stage3={"lr": 5e-4})
+    b = load_model(train_model(pairs, tmp_path / "v2", v2, **kw))
+    assert caplog.text.count("complete in checkpoint") == 2  # stages 1 and 2
+    assert "stage3 epoch 1/1" in caplog.text
+    for part in ("ct_autoencoder", "mri_encoder"):
+        sa, sb = getattr(a.net, part).state_dict(), getattr(b.net, part).state_dict()
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
