@@ -32,6 +32,8 @@ def _loader(dataset, settings, rt, seed):
     from torch.utils.data import DataLoader
     from torch.utils.data.distributed import DistributedSampler
 
+    from .runtime import seed_worker
+
     sampler = DistributedSampler(dataset, shuffle=True, seed=seed, drop_last=True) if rt.distributed else None
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(
@@ -40,7 +42,9 @@ def _loader(dataset, settings, rt, seed):
         sampler=sampler,
         shuffle=sampler is None,
         generator=generator,
-        num_workers=0,
+        num_workers=rt.data_workers,
+        worker_init_fn=seed_worker if rt.data_workers else None,
+        pin_memory=rt.device.type == "cuda",
         drop_last=True,
     )
     return loader, sampler, generator
@@ -72,7 +76,7 @@ def run_stage(name, module, loss_fn, dataset, settings, rt, ckpt, progress, seed
     for p in module.parameters():
         p.requires_grad_(True)
     optimizer = torch.optim.AdamW(module.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    scaler = torch.amp.GradScaler("cuda", enabled=rt.amp)
+    scaler = torch.amp.GradScaler("cuda", enabled=rt.grad_scaling)
     start_epoch = int(done.get("epochs_done", 0))
     history = list(done.get("history", []))
     seconds = float(done.get("seconds", 0.0))
