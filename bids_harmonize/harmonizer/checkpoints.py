@@ -49,7 +49,8 @@ def load_optimizer(path: Path, meta: dict, optimizer, scaler) -> None:
 
 
 def stage_dependencies(config, name: str) -> dict:
-    """The parts of a configuration that change what stage ``name`` learns.
+    """The parts of a configuration that change what stage ``name`` learns (any name but
+    ``stage1``/``stage2``, e.g. an ensemble member: the whole configuration).
 
     >>> from bids_harmonize.harmonizer.config import HarmonizerConfig
     >>> a = HarmonizerConfig()
@@ -75,20 +76,22 @@ class Checkpoints:
         self.folder = Path(folder)
         self.writer = writer
         self.path = self.folder / "state.json"
-        def fingerprint(name):
-            deps = {"config": stage_dependencies(config, name), "data": data_hash}
-            return hashlib.sha256(json.dumps(deps, sort_keys=True).encode()).hexdigest()
-
-        self.fingerprints = {name: fingerprint(name) for name in ("stage1", "stage2", "stage3")}
+        self.config = config
+        self.data_hash = data_hash
         self.state = {"stages": {}}
         if self.path.exists():
             saved = json.loads(self.path.read_text())
             for name, info in saved.get("stages", {}).items():
-                if info.get("fingerprint") == self.fingerprints.get(name):
+                if info.get("fingerprint") == self.fingerprint(name):
                     self.state["stages"][name] = info
                 else:
                     LOGGER.info("checkpoint of %s in %s is from another config or data set: retraining it",
                                 name, self.folder)
+
+    def fingerprint(self, name: str) -> str:
+        """sha256 of what stage ``name`` depends on (its configuration parts and the data)."""
+        deps = {"config": stage_dependencies(self.config, name), "data": self.data_hash}
+        return hashlib.sha256(json.dumps(deps, sort_keys=True).encode()).hexdigest()
 
     def reset(self) -> None:
         """Forget earlier progress (``resume=False``)."""
@@ -104,7 +107,7 @@ class Checkpoints:
 
         self.folder.mkdir(parents=True, exist_ok=True)
         save_state(self.folder / f"{name}.safetensors", module.state_dict())
-        info = {**info, "fingerprint": self.fingerprints[name]}
+        info = {**info, "fingerprint": self.fingerprint(name)}
         if optimizer is not None:
             info["optimizer"] = save_optimizer(self.folder / f"{name}.optim.safetensors", optimizer, scaler)
         self.state["stages"][name] = info
