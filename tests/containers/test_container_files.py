@@ -125,6 +125,36 @@ def test_circleci_deploys_only_on_tags():
         assert jobs[name]["filters"]["tags"]["only"] == "/.*/", name
 
 
+def test_circleci_deploys_what_was_tested():
+    """The pushed CUDA image is the one 'build_cuda' built and tested; 'latest' never moves
+    on a release candidate; the release tools next to the PyPI token are hash-pinned."""
+    config = yaml.safe_load(CIRCLECI.read_text())
+    (workflow,) = [w for name, w in config["workflows"].items() if name != "version"]
+    jobs = {next(iter(j)): j[next(iter(j))] for j in workflow["jobs"] if isinstance(j, dict)}
+    assert "build_cuda" in jobs["deploy"]["requires"]
+    assert jobs["build_cuda"]["filters"]["tags"] == jobs["deploy"]["filters"]["tags"]
+    tested = "\n".join(_run_commands({"jobs": {"b": config["jobs"]["build_cuda"]}}))
+    assert "--torch-variant cuda" in tested and "run-demo.sh" in tested
+    assert "--junitxml" in tested and "docker save" in tested
+    deploy = "\n".join(_run_commands({"jobs": {"d": config["jobs"]["deploy"]}}))
+    assert "build.sh" not in deploy and "docker build" not in deploy  # nothing untested
+    assert "docker load" in deploy and "image-id" in deploy
+    latest = deploy[deploy.index('docker tag "$DOCKER_REPO:$CIRCLE_TAG" "$DOCKER_REPO:latest"'):]
+    guard = deploy[:deploy.index('docker tag "$DOCKER_REPO:$CIRCLE_TAG" "$DOCKER_REPO:latest"')]
+    (pattern,) = re.findall(r'if \[\[ "\$CIRCLE_TAG" =~ (\S+) \]\]', guard)
+    assert latest and re.search(pattern, "1.2.0") and not re.search(pattern, "1.2.0rc1")
+    assert "--require-hashes" in deploy and "--no-isolation" in deploy
+    assert "pip install -q build twine" not in deploy
+    pins = (REPO / ".circleci" / "release-requirements.txt").read_text()
+    entries = re.findall(r"^([a-z0-9-]+)==(\S+) \\\n    --hash=sha256:([0-9a-f]{64})$", pins,
+                         flags=re.M)
+    names = {name for name, _, _ in entries}
+    assert {"build", "twine", "setuptools", "wheel"} <= names
+    requirement_lines = [line for line in pins.splitlines()
+                         if line and not line.startswith(("#", "    --hash"))]
+    assert len(requirement_lines) == len(entries)  # every requirement has a version and hash
+
+
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_scripts_are_strict_bash_with_usage(script):
     path = CONTAINER_DIR / script
