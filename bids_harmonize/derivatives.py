@@ -142,13 +142,10 @@ def classify(entities: dict[str, str], datatype: str | None = None) -> str | Non
     >>> classify(parse_name("sub-01_ses-a_trc-PiB_space-T1w_desc-other_pet.nii.gz"), "pet")
     """
     derived = _derived_names()
-    for kind, spec in load_spec()["derivatives"].items():
-        if "path" in spec:
-            continue
+    for kind, spec in _by_suffix().get(entities.get("suffix"), ()):
         if datatype is not None and spec["datatype"] != datatype:
             continue
-        if entities.get("suffix") != spec["suffix"] or \
-                entities.get("extension") not in spec["extension"]:
+        if entities.get("extension") not in spec["extension"]:
             continue
         fixed = spec["entities"]
         if not all(_matches(entities.get(k), v) for k, v in fixed.items()):
@@ -159,6 +156,15 @@ def classify(entities: dict[str, str], datatype: str | None = None) -> str | Non
             continue
         return kind
     return None
+
+
+@lru_cache(maxsize=1)
+def _by_suffix() -> dict[str, list[tuple[str, dict]]]:
+    index: dict[str, list[tuple[str, dict]]] = {}
+    for kind, spec in load_spec()["derivatives"].items():
+        if "path" not in spec:
+            index.setdefault(spec["suffix"], []).append((kind, spec))
+    return index
 
 
 # --------------------------------------------------------------------------- building
@@ -306,6 +312,16 @@ def series_entities(entities: dict[str, str]) -> dict[str, str]:
     return {n: entities[n] for n in _series_names() if n in entities}
 
 
+def bids_keys(entities: dict[str, str]) -> dict[str, str]:
+    """Entities by their file-name keys (``sub``, ``ses``, ``trc``, ...); others kept as is.
+
+    >>> bids_keys({"subject": "01", "tracer": "PiB", "suffix": "pet"})
+    {'sub': '01', 'trc': 'PiB', 'suffix': 'pet'}
+    """
+    keys = _tables()[2]
+    return {keys.get(n, n): v for n, v in entities.items()}
+
+
 def series_label(entities: dict[str, str]) -> str:
     """``ses-a_trc-PiB_rec-OSEM``: a series' entities as a file-name fragment."""
     keys = _tables()[2]
@@ -417,15 +433,19 @@ def collect_derivatives(output_dir: str | os.PathLike, *, subject=None,
     else:
         subjects = [subject] if isinstance(subject, str) else list(subject)
         subjects = [s.removeprefix("sub-") for s in subjects]
-    reports = {k for k, d in load_spec()["derivatives"].items() if "path" in d}
+    declared = load_spec()["derivatives"]
+    reports = {k for k, d in declared.items() if "path" in d}
+    datatypes = {d["datatype"] for k, d in declared.items() if "path" not in d
+                 and (wanted_kinds is None or k in wanted_kinds)}
     found: list[Derivative] = []
     for sub in subjects:
         sub_dir = os.path.join(root, f"sub-{sub}")
-        folders = [(os.path.join(sub_dir, dt), dt, None) for dt in DATATYPES]
+        folders = [(os.path.join(sub_dir, dt), dt, None) for dt in DATATYPES
+                   if dt in datatypes]
         for entry in _scandir(sub_dir):
             if entry.name.startswith("ses-") and entry.is_dir():
                 folders += [(os.path.join(entry.path, dt), dt, entry.name[4:])
-                            for dt in DATATYPES if dt != "figures"]
+                            for dt in DATATYPES if dt != "figures" and dt in datatypes]
         for folder, datatype, session in folders:
             for entry in _scandir(folder):
                 ent = parse_name(entry.name)

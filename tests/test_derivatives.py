@@ -58,6 +58,9 @@ EXAMPLES = {
     "figure_pet": PET,
     "figure_window": PET,
     "figure_harmonization": PET,
+    "figure_vspetct": PET,
+    "figure_regionbias": PET,
+    "figure_correction": PET,
     "report": {"subject": "01"},
 }
 

@@ -1,14 +1,18 @@
 """Collect the participant quantification tables (MRIQC ``generate_tsv`` style).
 
-Reads only participant outputs (CONTRIBUTING.md, "Participant outputs")::
+Reads only participant outputs, found by the one reader
+:func:`bids_harmonize.derivatives.collect_derivatives` (kinds ``suvr``, ``measures`` and
+the ``pet_preproc`` sidecar of ``data/io_spec.json``)::
 
-    sub-<s>/ses-<ses>/pet/sub-<s>_ses-<ses>_trc-<T>_seg-<atlas>_desc-<d>_suvr.tsv
-    sub-<s>/ses-<ses>/pet/sub-<s>_ses-<ses>_trc-<T>_seg-<atlas>_desc-<d>_measures.tsv
-    sub-<s>/ses-<ses>/pet/sub-<s>_ses-<ses>_trc-<T>_space-T1w_desc-preproc_pet.json
+    sub-<s>/ses-<ses>/pet/sub-<s>_ses-<ses>_trc-<T>[_rec-<R>][_run-<N>]_seg-<atlas>_desc-<d>_suvr.tsv
+    sub-<s>/ses-<ses>/pet/sub-<s>_ses-<ses>_trc-<T>[_rec-<R>][_run-<N>]_seg-<atlas>_desc-<d>_measures.tsv
+    sub-<s>/ses-<ses>/pet/sub-<s>_ses-<ses>_trc-<T>[_rec-<R>][_run-<N>]_space-T1w_desc-preproc_pet.json
 
-Entities come from the file names, ``Platform`` / ``TracerName`` /
-``ManufacturersModelName`` from the PET sidecar. ``desc-preproc`` tables are the
-``raw`` image version, ``desc-harmonized`` the ``harmonized`` one.
+Entities come from the file names (``series`` is the PET series' label, e.g.
+``ses-petmr_trc-PiB_run-2``, so two runs of one session are two images),
+``Platform`` / ``TracerName`` / ``ManufacturersModelName`` from the PET sidecar.
+``desc-preproc`` tables are the ``raw`` image version, ``desc-harmonized`` the
+``harmonized`` one.
 
 A participant with a missing or malformed table or sidecar is reported (logged and
 listed in :attr:`Collection.problems`) and all of its tables are skipped, so that
@@ -23,7 +27,6 @@ Large folders are parsed by ``n_procs`` worker processes, split by participant.
 
 from __future__ import annotations
 
-import json
 import logging
 import multiprocessing as mp
 import os
@@ -35,11 +38,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bids_harmonize.derivatives import Derivative, collect_derivatives, series_label
+
 LOGGER = logging.getLogger(__name__)
 
-KEYS = ("subject", "session", "tracer", "platform", "version", "seg")
+KEYS = ("subject", "session", "tracer", "platform", "version", "seg", "series")
 VERSIONS = {"preproc": "raw", "harmonized": "harmonized"}
-_SUFFIXES = ("_suvr.tsv", "_measures.tsv")
+_TABLES = ("suvr", "measures")
 _NA = {"n/a", "", "nan", "NaN"}
 #: Below this many participants, parse in-process (workers cost more than they save).
 PARALLEL_ABOVE = 2000
@@ -70,11 +75,6 @@ class Collection:
 
 class _Malformed(ValueError):
     pass
-
-
-def _entities(name: str) -> dict[str, str]:
-    stem = name.split(".")[0]
-    return dict(part.split("-", 1) for part in stem.split("_") if "-" in part)
 
 
 def _read_text(path: str) -> str:
@@ -138,22 +138,18 @@ def _list_dirs(path: str, prefix: str) -> list[str]:
         return sorted(e.name for e in it if e.name.startswith(prefix) and e.is_dir())
 
 
-def _sidecar(pet_dir: str, prefix: str, names: list[str]) -> dict | str:
-    """The PET sidecar of an image (``..._space-T1w_desc-preproc_pet.json``), or a reason."""
-    wanted = f"{prefix}_space-T1w_desc-preproc_pet.json"
-    if wanted not in names:
-        alts = [n for n in names if n.startswith(prefix + "_") and n.endswith("_pet.json")
-                and "_desc-preproc_" in n]
-        if not alts:
-            return f"PET sidecar {wanted} not found"
-        wanted = alts[0]
+def _sidecar(candidates: list[Derivative]) -> dict | str:
+    """The PET sidecar of a series (``space-T1w`` first), or the reason it is unusable."""
+    if not candidates:
+        return "PET sidecar *_space-T1w_desc-preproc_pet.json not found"
+    chosen = min(candidates, key=lambda d: d.get("space") != "T1w")
     try:
-        meta = json.loads(_read_text(os.path.join(pet_dir, wanted)))
-    except (OSError, ValueError) as exc:
-        return f"PET sidecar {wanted} unreadable: {exc}"
-    if not isinstance(meta, dict) or meta.get("Platform") not in ("PET-MR", "PET-CT"):
-        plat = meta.get("Platform") if isinstance(meta, dict) else None
-        return f"PET sidecar {wanted}: Platform is {plat!r}, not PET-MR/PET-CT"
+        meta = chosen.metadata()
+    except ValueError as exc:
+        return f"PET sidecar {exc}"
+    if meta.get("Platform") not in ("PET-MR", "PET-CT"):
+        return (f"PET sidecar {chosen.path.name}: Platform is {meta.get('Platform')!r}, "
+                "not PET-MR/PET-CT")
     return meta
 
 
@@ -177,64 +173,60 @@ class _Parsed:
 
 def _parse_subject(root: str, sub: str, out: _Parsed, seen: set) -> None:
     """Parse one participant into ``out``; on any problem, report it and keep nothing."""
-    sub_dir = os.path.join(root, sub)
     staged, reason = [], None
-    for ses in _list_dirs(sub_dir, "ses-"):
-        pet_dir = os.path.join(sub_dir, ses, "pet")
-        if not os.path.isdir(pet_dir):
-            continue
-        with os.scandir(pet_dir) as it:
-            names = sorted(e.name for e in it)
-        by_image: dict[str, set[str]] = {}
-        for name in names:
-            if name.endswith(_SUFFIXES) and "_seg-" in name:
-                stem, suffix = name.rsplit("_", 1)
-                by_image.setdefault(stem, set()).add(suffix)
-                out.n_tables += 1
-        sidecars: dict[str, dict | str] = {}
-        for stem, suffixes in sorted(by_image.items()):
-            if len(suffixes) != 2:
-                have = next(iter(suffixes))
-                other = "measures.tsv" if have == "suvr.tsv" else "suvr.tsv"
-                reason = (f"{stem}_{have} has no matching _{other}", stem)
-                break
-            ent = _entities(stem)
-            if not {"sub", "ses", "trc", "seg", "desc"} <= set(ent):
-                reason = (f"{stem}: file name lacks sub/ses/trc/seg/desc entities", stem)
-                break
-            prefix = "_".join(f"{k}-{ent[k]}" for k in ("sub", "ses", "trc", "rec", "run")
-                              if k in ent)
-            if prefix not in sidecars:
-                sidecars[prefix] = _sidecar(pet_dir, prefix, names)
-            meta = sidecars[prefix]
-            if isinstance(meta, str):
-                reason = (meta, stem)
-                break
-            version = VERSIONS.get(ent["desc"], ent["desc"])
-            key = (ent["sub"], ent["ses"], ent["trc"], version, ent["seg"])
-            if key in seen or any(s[0][0] == key for s in staged):
-                out.problems.append({"participant": sub, "path": os.path.join(pet_dir, stem),
-                                     "reason": "duplicate image (same sub/ses/trc/desc/seg); "
-                                               "kept the first"})
-                LOGGER.warning("%s: duplicate %s, kept the first", sub, stem)
-                continue
-            base = os.path.join(pet_dir, stem)
-            try:
-                mname, mval, munit = _read_columns(base + "_measures.tsv",
-                                                   ("measure", "value", "units"))
-                mvals = _floats(mval, "value")
-                rname, rkind, rval = _read_columns(base + "_suvr.tsv",
-                                                   ("region", "kind", "suvr"))
-                rvals = _floats(rval, "suvr")
-            except _Malformed as exc:
-                reason = (f"malformed table: {exc}", stem)
-                break
-            image = (key, meta["Platform"], meta.get("TracerName", "n/a"),
-                     meta.get("ManufacturersModelName", "n/a"))
-            staged.append((image, ("m", tuple(mname)), mvals, ("r", tuple(rname), tuple(rkind)),
-                           rvals, dict(zip(mname, munit, strict=True))))
-        if reason:
+    found = collect_derivatives(root, subject=sub[4:], kinds=(*_TABLES, "pet_preproc"))
+    sidecars: dict[tuple, list[Derivative]] = {}
+    metas: dict[tuple, dict | str] = {}
+    by_image: dict[tuple, dict[str, Derivative]] = {}
+    for deriv in found:
+        if deriv.kind == "pet_preproc":
+            if deriv.get("extension") == ".json":
+                sidecars.setdefault(deriv.series, []).append(deriv)
+        elif deriv.get("extension") == ".tsv":
+            out.n_tables += 1
+            image = (deriv.series, deriv.get("seg"), deriv.get("desc"))
+            by_image.setdefault(image, {})[deriv.kind] = deriv
+    for (series, seg, desc), tables in sorted(by_image.items()):
+        some = next(iter(tables.values()))
+        stem = str(some.path).rsplit("_", 1)[0]
+        if len(tables) != 2:
+            (have,) = tables
+            other = "measures" if have == "suvr" else "suvr"
+            reason = (f"{os.path.basename(stem)}_{have}.tsv has no matching _{other}.tsv", stem)
             break
+        ent = some.entities
+        if "tracer" not in ent:
+            reason = (f"{os.path.basename(stem)}: file name lacks a trc- entity", stem)
+            break
+        if series not in metas:
+            metas[series] = _sidecar(sidecars.get(series, []))
+        meta = metas[series]
+        if isinstance(meta, str):
+            reason = (meta, stem)
+            break
+        label = series_label(ent)
+        key = (ent["subject"], ent.get("session"), ent["tracer"], VERSIONS.get(desc, desc), seg,
+               label)
+        if key in seen or any(s[0][0] == key for s in staged):
+            out.problems.append({"participant": sub, "path": stem,
+                                 "reason": "duplicate image (same series/desc/seg); "
+                                           "kept the first"})
+            LOGGER.warning("%s: duplicate %s, kept the first", sub, stem)
+            continue
+        try:
+            mname, mval, munit = _read_columns(str(tables["measures"].path),
+                                               ("measure", "value", "units"))
+            mvals = _floats(mval, "value")
+            rname, rkind, rval = _read_columns(str(tables["suvr"].path),
+                                               ("region", "kind", "suvr"))
+            rvals = _floats(rval, "suvr")
+        except _Malformed as exc:
+            reason = (f"malformed table: {exc}", stem)
+            break
+        image = (key, meta["Platform"], meta.get("TracerName", "n/a"),
+                 meta.get("ManufacturersModelName", "n/a"))
+        staged.append((image, ("m", tuple(mname)), mvals, ("r", tuple(rname), tuple(rkind)),
+                       rvals, dict(zip(mname, munit, strict=True))))
     if reason is None and not staged:
         reason = ("no quantification tables (*_seg-*_desc-*_{suvr,measures}.tsv)", sub)
     if reason is not None:
@@ -243,8 +235,8 @@ def _parse_subject(root: str, sub: str, out: _Parsed, seen: set) -> None:
         return
     for image, mkey, mvals, rkey, rvals, units in staged:
         seen.add(image[0])
-        (s, ses, trc, version, seg), platform, tracer_name, model = image
-        out.images.append((s, ses, trc, platform, version, seg, tracer_name, model))
+        (s, ses, trc, version, seg, label), platform, tracer_name, model = image
+        out.images.append((s, ses, trc, platform, version, seg, label, tracer_name, model))
         out.m_layout.append(out.layout(mkey))
         out.m_values.extend(mvals)
         out.r_layout.append(out.layout(rkey))

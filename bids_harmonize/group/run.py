@@ -79,6 +79,8 @@ KEY_DICTIONARY = {
     "version": {"Description": "Image version",
                 "Levels": {"raw": "desc-preproc image", "harmonized": "desc-harmonized image"}},
     "seg": {"Description": "Atlas (seg-) the tables were computed with"},
+    "series": {"Description": "The PET series' entities (ses-, task-, acq-, trc-, rec-, run-) as "
+                         "in its file names: two runs of one session are two series"},
     "tracer_name": {"Description": "PET sidecar 'TracerName'"},
     "model": {"Description": "PET sidecar 'ManufacturersModelName'"},
     "measure": {"Description": "Summary measure (see the participant *_measures.json)"},

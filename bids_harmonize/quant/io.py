@@ -1,52 +1,46 @@
 """Output names and writers of the participant quantification tables.
 
-Per PET image, two BIDS-Derivatives tables, each with a JSON data dictionary::
+Per PET image, two BIDS-Derivatives tables, each with a JSON data dictionary (the
+``suvr`` and ``measures`` kinds of ``data/io_spec.json``)::
 
-    <entities>_seg-<atlas>_desc-<preproc|harmonized>_suvr.tsv       regional rows
-    <entities>_seg-<atlas>_desc-<preproc|harmonized>_measures.tsv   summary measures
+    <series>_seg-<atlas>_desc-<preproc|harmonized>_suvr.tsv       regional rows
+    <series>_seg-<atlas>_desc-<preproc|harmonized>_measures.tsv   summary measures
 
-where ``<entities>`` are the PET file's ``sub``, ``ses``, ``trc`` (and ``rec``/``run``)
-entities; ``space`` and ``desc`` of the input are dropped.
+where ``<series>`` are every entity of the PET series (``sub``, ``ses``, ``task``, ``acq``,
+``trc``, ``rec``, ``run``); ``space`` and ``desc`` of the input are dropped.
 
 >>> pet = "sub-01_ses-petmr_trc-PiB_space-MNI152NLin2009cAsym_desc-harmonized_pet.nii.gz"
 >>> derivative_name(pet, seg="synth", desc="harmonized", suffix="suvr")
 'sub-01_ses-petmr_trc-PiB_seg-synth_desc-harmonized_suvr.tsv'
+>>> derivative_name(pet.replace("_space", "_rec-OSEM_run-2_space"), seg="synth",
+...                 desc="preproc", suffix="measures")
+'sub-01_ses-petmr_trc-PiB_rec-OSEM_run-2_seg-synth_desc-preproc_measures.tsv'
 """
 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pandas as pd
 
+from bids_harmonize.derivatives import DerivativeNameError, build_name, parse_name, series_entities
 from bids_harmonize.quant.measures import MEASURE_DICTIONARY
 from bids_harmonize.quant.regional import REGION_DICTIONARY
-
-_KEEP = ("sub", "ses", "trc", "rec", "run")
-
-
-def entities(filename: str | Path) -> dict[str, str]:
-    """BIDS entities of a file name (``key-value`` pairs before the suffix).
-
-    >>> entities("sub-01_ses-petct_trc-FDG_seg-synth_desc-preproc_measures.tsv")
-    {'sub': '01', 'ses': 'petct', 'trc': 'FDG', 'seg': 'synth', 'desc': 'preproc'}
-    """
-    stem = Path(filename).name.split(".")[0]
-    return dict(part.split("-", 1) for part in stem.split("_") if "-" in part)
 
 
 def derivative_name(in_file: str | Path, *, seg: str, desc: str, suffix: str,
                     extension: str = ".tsv") -> str:
     """The table file name for a PET image, a seg label, a desc and a suffix."""
-    if not re.fullmatch(r"[A-Za-z0-9]+", seg) or not re.fullmatch(r"[A-Za-z0-9]+", desc):
-        raise ValueError(f"seg ({seg!r}) and desc ({desc!r}) must be alphanumeric")
-    ent = entities(in_file)
-    if "sub" not in ent:
-        raise ValueError(f"{in_file}: not a BIDS file name (no sub- entity)")
-    parts = [f"{k}-{ent[k]}" for k in _KEEP if k in ent]
-    return "_".join([*parts, f"seg-{seg}", f"desc-{desc}", suffix]) + extension
+    entities = parse_name(in_file)
+    if entities is None:
+        raise ValueError(f"{in_file}: not a BIDS file name of this pipeline (no sub- entity, "
+                         "or an entity data/io_spec.json does not know)")
+    try:
+        return build_name(suffix, subject=entities["subject"], **series_entities(entities),
+                          seg=seg, desc=desc, extension=extension)
+    except DerivativeNameError as exc:
+        raise ValueError(f"{in_file}: {exc}") from None
 
 
 def write_tsv(table: pd.DataFrame, path: str | Path,

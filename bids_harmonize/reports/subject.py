@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bids_harmonize.derivatives import bids_keys, build_path, collect_derivatives
 from bids_harmonize.reports.boilerplate import Boilerplate, boilerplate_from
 from bids_harmonize.reports.html import fmt, missing, page, table
 
@@ -72,22 +73,34 @@ def _read_json(path: Path) -> dict:
 
 
 def _pet_images(output_dir: Path, subject: str) -> list[dict]:
-    """PET derivatives of the subject: entities, path and sidecar of each ``*_pet.nii.gz``."""
+    """PET derivatives of the subject (``data/io_spec.json`` kinds ``pet_preproc`` and
+    ``pet_harmonized``): entities (file-name keys), ``series``, path and sidecar of each."""
     found = []
-    for path in sorted((output_dir / f"sub-{subject}").glob("ses-*/pet/*_pet.nii.gz")):
-        ents = _entities(path.name)
-        sidecar = path.with_name(path.name.replace(".nii.gz", ".json"))
-        found.append({**ents, "path": path, "meta": _read_json(sidecar) if sidecar.exists() else {},
+    for deriv in collect_derivatives(output_dir, subject=subject,
+                                     kinds=("pet_preproc", "pet_harmonized"),
+                                     extension=".nii.gz"):
+        sidecar = deriv.sidecar
+        found.append({**bids_keys(deriv.entities), "series": deriv.series, "entities":
+                      deriv.entities, "path": deriv.path, "root": Path(output_dir),
+                      "meta": _read_json(sidecar) if sidecar.exists() else {},
                       "sidecar": sidecar})
     return found
 
 
 def _table_path(image: dict, measure: str) -> Path | None:
-    """The regional table next to an image (``..._seg-<atlas>_desc-<d>_<measure>.tsv``)."""
-    pet_dir = image["path"].parent
-    prefix = image["path"].name.split("_space-")[0]
-    hits = sorted(pet_dir.glob(f"{prefix}_seg-*_desc-{image['desc']}_{measure}.tsv"))
-    return hits[0] if hits else None
+    """The regional table of an image (``..._seg-<atlas>_desc-<d>_<measure>.tsv``)."""
+    series = dict(image["series"])
+    hits = collect_derivatives(image["root"], subject=image["sub"],
+                               kinds=(measure,), desc=image["desc"], extension=".tsv")
+    hits = [h for h in hits if dict(h.series) == series]
+    return hits[0].path if hits else None
+
+
+def _figure_path(output_dir: Path, kind: str, image: dict) -> Path:
+    """Where the report draws a figure of one PET series (``data/io_spec.json`` kind)."""
+    ents = {k: v for k, v in image["entities"].items()
+            if k in ("subject", *dict(image["series"]))}
+    return output_dir / build_path(kind, **ents)
 
 
 def _suvr(image: dict) -> pd.DataFrame | None:
@@ -130,7 +143,10 @@ def _paired_sections(output_dir: Path, subject: str, images: list[dict]) -> list
     from bids_harmonize.reports import reportlets
 
     fig_dir = output_dir / f"sub-{subject}" / "figures"
-    mask = output_dir / f"sub-{subject}" / "anat" / f"sub-{subject}_desc-brain_mask.nii.gz"
+    masks = collect_derivatives(output_dir, subject=subject, kinds=("brain_mask",),
+                                extension=".nii.gz")
+    mask = masks[0].path if masks else (
+        output_dir / build_path("brain_mask", subject=subject))
     t1w = [i for i in images if i.get("space") == "T1w"]
     parts: list[str] = []
     for tracer in sorted({i.get("trc", "") for i in t1w}):
@@ -138,7 +154,7 @@ def _paired_sections(output_dir: Path, subject: str, images: list[dict]) -> list
         ct = next((i for i in of if i.get("desc") == "preproc" and _platform(i) == "PET-CT"), None)
         for mr in (i for i in of if i.get("desc") == "preproc" and _platform(i) == "PET-MR"):
             harm = next((i for i in of if i.get("desc") == "harmonized"
-                         and i.get("ses") == mr.get("ses")), None)
+                         and i["series"] == mr["series"]), None)
             ses = mr.get("ses", "")
             parts.append(f"<h2 id='cmp-{html.escape(ses)}-{html.escape(tracer)}'>"
                          f"{html.escape(tracer)}: ses-{html.escape(ses)} (PET-MR)"
@@ -166,7 +182,7 @@ def _versus_petct(output_dir, subject, tracer, ses, ct, mr, harm, mask, fig_dir,
                   reportlets) -> list[str]:
     parts = []
     tables = {"ct": _suvr(ct), "mr": _suvr(mr), "harm": _suvr(harm) if harm else None}
-    fig = fig_dir / f"sub-{subject}_ses-{ses}_trc-{tracer}_desc-vspetct_pet.svg"
+    fig = _figure_path(output_dir, "figure_vspetct", mr)
     try:
         fig_dir.mkdir(parents=True, exist_ok=True)
         scales = (_reference_mean(ct, tables["ct"], mask), _reference_mean(mr, tables["mr"], mask),
@@ -191,7 +207,7 @@ def _versus_petct(output_dir, subject, tracer, ses, ct, mr, harm, mask, fig_dir,
                              + " and ".join(which) + ": no regional bias chart."))
         return parts
     bias = _region_bias(tables["ct"], tables["mr"], tables["harm"])
-    fig = fig_dir / f"sub-{subject}_ses-{ses}_trc-{tracer}_desc-regionbias_pet.svg"
+    fig = _figure_path(output_dir, "figure_regionbias", mr)
     try:
         reportlets.plot_subject_region_bias(
             bias, fig, title=f"sub-{subject} {tracer}: regional SUVR, PET-MR vs PET-CT")
@@ -235,7 +251,7 @@ def _region_bias(ct: pd.DataFrame, mr: pd.DataFrame, harm: pd.DataFrame | None) 
 def _correction(output_dir, subject, tracer, ses, mr, harm, mask, fig_dir,
                 reportlets) -> list[str]:
     unc = harm["path"].with_name(harm["path"].name.replace("desc-harmonized", "desc-uncertainty"))
-    fig = fig_dir / f"sub-{subject}_ses-{ses}_trc-{tracer}_desc-correction_pet.svg"
+    fig = _figure_path(output_dir, "figure_correction", mr)
     parts = ["<p class='explain'>This subject has no PET-CT of this tracer, so the "
              "harmonization cannot be checked against a reference here; the map below shows "
              "what it changed.</p>"]
@@ -277,7 +293,8 @@ def _ood_block(harm: dict) -> str:
 
 
 def _pipeline_figures(output_dir: Path, subject: str) -> list[str]:
-    figures = sorted((output_dir / f"sub-{subject}" / "figures").glob("*.svg"))
+    figures = [d.path for d in collect_derivatives(output_dir, subject=subject,
+                                                   datatype="figures")]
     parts, current = [], None
     for fig in figures:
         scope, desc = _section_of(fig)
@@ -337,7 +354,9 @@ def _window(value) -> str:
 
 def _summary_table(output_dir: Path, subject: str) -> str:
     rows = []
-    for sidecar in sorted((output_dir / f"sub-{subject}").glob("ses-*/pet/*_space-T1w_desc-*_pet.json")):
+    for sidecar in (d.path for d in collect_derivatives(
+            output_dir, subject=subject, kinds=("pet_preproc", "pet_harmonized"), space="T1w",
+            extension=".json")):
         meta = _read_json(sidecar)
         harm = meta.get("Harmonization") or {}
         model = " ".join(fmt(harm[k]) for k in ("ModelName", "ModelVersion") if harm.get(k))
