@@ -17,6 +17,7 @@ run with a user window and reference region (:func:`unknown_tracer`): family
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -32,6 +33,9 @@ FAMILIES = ("amyloid", "tau", "fdg", "dat")
 UNKNOWN_FAMILY = "unknown"
 #: environment variable naming a user tracer table (set by the command line)
 TRACER_FILE_ENV = "BIDS_HARMONIZE_TRACER_FILE"
+#: environment variable holding the tracers named nowhere that this run resolved (JSON), so
+#: that Nipype's worker processes look them up like the main process
+RUNTIME_TRACERS_ENV = "BIDS_HARMONIZE_RUNTIME_TRACERS"
 
 #: Physical half-lives (minutes) of PET radionuclides, NuDat 3 / ENSDF (NNDC):
 #: 11C 20.364, 13N 9.965, 15O 2.041, 18F 109.77, 64Cu 762.0 (12.70 h), 68Ga 67.71,
@@ -240,12 +244,64 @@ def load_tracer_file(path: str | Path) -> dict[str, Tracer]:
 
 
 def tracer_table() -> dict[str, Tracer]:
-    """The packaged tracers, plus (overriding by label) those of the user tracer file."""
+    """The packaged tracers, plus (overriding by label) those of the user tracer file,
+    plus the tracers named nowhere that this run registered (:func:`register_tracer`)."""
     table = dict(_builtin_table())
     user = os.environ.get(TRACER_FILE_ENV)
     if user:
         table.update(load_tracer_file(user))
+    table.update(_runtime_tracers(os.environ.get(RUNTIME_TRACERS_ENV, "")))
     return table
+
+
+@cache
+def _runtime_tracers(text: str) -> dict[str, Tracer]:
+    if not text:
+        return {}
+    try:
+        rows = json.loads(text)
+    except json.JSONDecodeError:
+        raise TracerTableError(f"${RUNTIME_TRACERS_ENV} is not valid JSON") from None
+    return {name: unknown_tracer(name, row["radionuclide"], window=row["window_min"],
+                                 reference=row["reference"]) for name, row in rows.items()}
+
+
+def register_tracer(tracer: Tracer) -> None:
+    """Make a tracer named nowhere findable by :func:`get_tracer` in this process and in
+    the processes it starts (through ``$BIDS_HARMONIZE_RUNTIME_TRACERS``)."""
+    rows = json.loads(os.environ.get(RUNTIME_TRACERS_ENV) or "{}")
+    rows[tracer.name] = {"radionuclide": tracer.radionuclide,
+                         "window_min": list(tracer.window_min) if tracer.window_min else None,
+                         "reference": tracer.reference}
+    os.environ[RUNTIME_TRACERS_ENV] = json.dumps(rows, sort_keys=True)
+
+
+def session_window(windows: dict | None, tracer: Tracer, session: str | None):
+    """The uptake window of one session: ``ses-<label>:<tracer>`` from ``windows``, else
+    ``<tracer>``, else the table's (None: a tracer named nowhere without a window).
+
+    Keys name the tracer by label or alias (``--uptake-window av45=50-70``).
+
+    >>> fbb = get_tracer("florbetaben")
+    >>> w = {"florbetaben": [90, 110], "ses-petmr:FBB": [130, 150]}
+    >>> session_window(w, fbb, "petmr"), session_window(w, fbb, "petct")
+    ((130.0, 150.0), (90.0, 110.0))
+    >>> session_window({}, fbb, None)
+    (90.0, 110.0)
+    """
+    by_session, general = None, None
+    for key, value in (windows or {}).items():
+        scope, _, name = key.rpartition(":")
+        if _key(name) != _key(tracer.name) and _key(name) not in {_key(a) for a in tracer.aliases}:
+            continue
+        if scope and session is not None and scope.removeprefix("ses-") == session:
+            by_session = value
+        elif not scope:
+            general = value
+    chosen = by_session if by_session is not None else general
+    if chosen is None:
+        return tracer.window_min
+    return (float(chosen[0]), float(chosen[1]))
 
 
 def _key(name: str) -> str:
@@ -333,8 +389,10 @@ def resolve_tracer(label: str | None, tracer_name: str | None, metadata: dict | 
     """The tracer of a PET series, from its ``trc-`` label, else its ``TracerName``.
 
     A SPECT sidecar is refused (:class:`NotPetError`). A tracer that the tables do not
-    know runs as family ``unknown`` when ``windows`` has its name (``None`` = the whole
-    static or summed image) or ``references`` names it; otherwise
+    know runs as family ``unknown`` when ``windows`` has its name (for any session; the
+    window of each session is :func:`session_window`'s) or ``references`` names it (a
+    region, or None: regional means only; no window: the whole static or summed image);
+    it is then registered (:func:`register_tracer`). Otherwise
     :class:`UnknownTracerError` says which option makes it run.
     """
     check_pet_metadata(metadata)
@@ -353,10 +411,19 @@ def resolve_tracer(label: str | None, tracer_name: str | None, metadata: dict | 
         raise UnknownTracerError("no trc- label and no TracerName in the sidecar")
     windows, references = windows or {}, references or {}
     for candidate in names:
-        if candidate in windows or candidate in references:
-            return unknown_tracer(candidate, nuclide, window=windows.get(candidate),
-                                  reference=references.get(candidate))
+        window = session_window(windows, _placeholder(candidate), None)
+        scoped = any(k.rpartition(":")[2] == candidate for k in windows)
+        if window is not None or scoped or candidate in references:
+            tracer = unknown_tracer(candidate, nuclide, window=window,
+                                    reference=references.get(candidate))
+            register_tracer(tracer)
+            return tracer
     raise error
+
+
+def _placeholder(name: str) -> Tracer:
+    return Tracer(name=name, family=UNKNOWN_FAMILY, radionuclide="", half_life_min=1.0,
+                  window_min=None, reference=None)
 
 
 def unknown_tracer(name: str, radionuclide: str | None, *, window=None,

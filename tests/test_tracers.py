@@ -19,6 +19,7 @@ from bids_harmonize.tracers import (
 @pytest.fixture(autouse=True)
 def _no_user_table(monkeypatch):
     monkeypatch.delenv(tracers.TRACER_FILE_ENV, raising=False)
+    monkeypatch.delenv(tracers.RUNTIME_TRACERS_ENV, raising=False)
 
 
 def test_every_constant_has_a_source():
@@ -160,5 +161,18 @@ def test_unknown_tracer_runs_with_user_window_and_reference():
         (20.0, 60.0), "cerebellar_grey", 20.364)
     whole = resolve_tracer("DASB", None, meta, references={"DASB": None})
     assert whole.window_min is None and whole.reference is None
+    # registered: found by name here and (through the environment) in worker processes
+    assert get_tracer("AZ10419369").window_min == (20.0, 60.0)
+    import json
+    import os
+    assert set(json.loads(os.environ[tracers.RUNTIME_TRACERS_ENV])) == {"AZ10419369", "DASB"}
     with pytest.raises(UnknownTracerError, match="not a known PET radionuclide"):
-        resolve_tracer("DASB", None, {"TracerRadionuclide": "Xx1"}, windows={"DASB": [0, 10]})
+        resolve_tracer("PE2I", None, {"TracerRadionuclide": "Xx1"}, windows={"PE2I": [0, 10]})
+
+
+def test_unknown_tracer_with_a_session_window_only():
+    tracer = resolve_tracer("UCBJ", None, {"TracerRadionuclide": "C11"},
+                            windows={"ses-b:UCBJ": [60, 90]})
+    assert tracer.window_min is None  # the session's window is applied per session
+    assert tracers.session_window({"ses-b:UCBJ": [60, 90]}, tracer, "b") == (60.0, 90.0)
+    assert tracers.session_window({"ses-b:UCBJ": [60, 90]}, tracer, "a") is None
