@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     who = parser.add_argument_group("Participants")
     pick = who.add_mutually_exclusive_group()
     pick.add_argument("--participant-label", nargs="+", metavar="LABEL",
-                      help="participants to run (default: participants.tsv, else every sub-*)")
+                      help="participants to run (default: participants.tsv, else every sub-<label> folder)")
     pick.add_argument("--participants-file", type=_abs, metavar="TXT",
                       help="a file with one participant label per line")
 
