@@ -124,3 +124,40 @@ def test_the_checks_catch_a_broken_page(browser, demo_out, artefacts, tmp_path):
                      "missing anchor: #nowhere", "np.float64(", "[@key]", "*word*",
                      "console error: boom"):
         assert expected in problems, (expected, problems)
+
+
+def test_failed_and_broken_participants_render_with_their_reasons(browser, demo_out, tmp_path,
+                                                                  artefacts):
+    """A run with a failed, an excluded and a half-written participant: pages still clean."""
+    import shutil
+
+    from bids_harmonize.reports.runsummary import write_run_summary
+    from bids_harmonize.reports.subject import build_subject_report
+
+    out = tmp_path / "out"
+    shutil.copytree(demo_out / "sub-02", out / "sub-02")
+    (out / "sub-02" / "anat" / "sub-02_desc-brain_mask.nii.gz").unlink()
+    shutil.rmtree(out / "sub-02" / "figures")
+    crash = out / "sub-02" / "log" / "r1" / "crash-20261128-static.txt"
+    crash.parent.mkdir(parents=True)
+    crash.write_text("Traceback (most recent call last): ...")
+    build_subject_report(out, "02", errors=[f"crashed: {crash.name}"])
+    write_run_summary(out, records=[
+        {"participant": "02", "status": "failed", "runtime_s": 61.0, "run_id": "r1",
+         "reasons": ["node static crashed: no frame inside the uptake window"],
+         "crash_files": [str(crash)]},
+        {"participant": "03", "status": "excluded", "reasons": ["PET-MR but no T1w"]},
+        {"participant": "04", "status": "incomplete",
+         "reasons": ["outputs may be partial: the last run did not finish"]},
+    ])
+    shots = artefacts / "broken-run"
+    shots.mkdir(exist_ok=True)
+    for page in ("index.html", "sub-02.html"):
+        problems = [p for p in check_page(browser, out / page, out, shots)
+                    if not p.startswith("missing on the page")]
+        assert not problems, f"{page}:\n" + "\n".join(problems)
+    index = (out / "index.html").read_text()
+    assert "no frame inside the uptake window" in index and "crash-20261128-static.txt" in index
+    assert "PET-MR but no T1w" in index and "the last run did not finish" in index
+    report = (out / "sub-02.html").read_text()
+    assert "brain mask sub-02_desc-brain_mask.nii.gz is missing" in report
