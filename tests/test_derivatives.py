@@ -51,6 +51,7 @@ EXAMPLES = {
     "pet_preproc": {**PET, "space": "T1w"},
     "pet_harmonized": {**PET, "space": "MNI152NLin2009aSym"},
     "pseudo_ct": PET,
+    "pet_uncertainty": PET,
     "suvr": {**PET, "seg": "synth", "desc": "harmonized"},
     "measures": {**PET, "seg": "centiloid", "desc": "preproc"},
     "figure_template": {"subject": "01"},
@@ -185,3 +186,84 @@ def test_sink_writes_the_declared_name(kind, tmp_path):
                        if k not in ("suffix", "extension")}
     assert written == drv.build_path(kind, extension=extension,
                                      **{**source_entities, **open_values})
+
+
+# --------------------------------------------------------------------------- every consumer
+
+MR_SERIES = ({"run": "1"}, {"run": "2"}, {"reconstruction": "OSEM", "run": "1"})
+
+
+def _nifti(path: Path, value: float = 1.0) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = np.full((6, 6, 6), value, np.float32)
+    data[1:5, 1:5, 1:5] *= 2
+    nb.Nifti1Image(data, np.diag([2, 2, 2, 1])).to_filename(path)
+
+
+def _tables(out: Path, entities: dict, desc: str, cl: float) -> None:
+    for kind, text in (
+        ("measures", "measure\tvalue\tunits\ncentiloid\t{cl}\tCL\nsuvr_cortical\t{s}\tunitless\n"),
+        ("suvr", "region\tkind\tmean\treference_region\tsuvr\nwhole_cerebellum\tregion\t1.0\t"
+                 "whole_cerebellum\t1.0\ncortical_composite\tcomposite\t{s}\twhole_cerebellum\t{s}\n"),
+    ):
+        path = out / drv.build_path(kind, seg="synth", desc=desc, **entities)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text.format(cl=cl, s=cl / 100 + 1))
+
+
+@pytest.fixture
+def outputs(tmp_path):
+    """A participant output tree: one PET-CT, and PET-MR run-1, run-2 and rec-OSEM_run-1."""
+    out = tmp_path / "out"
+    sub = {"subject": "01"}
+    _nifti(out / drv.build_path("t1w_preproc", **sub))
+    _nifti(out / drv.build_path("brain_mask", **sub))
+    _nifti(out / drv.build_path("ct_preproc", session="petct", **sub), -1000)
+    series = [({**sub, "session": "petct", "tracer": "PiB"}, "PET-CT")]
+    series += [({**sub, "session": "petmr", "tracer": "PiB", **extra}, "PET-MR")
+               for extra in MR_SERIES]
+    for i, (ent, platform) in enumerate(series):
+        descs = ["preproc"] + (["harmonized"] if platform == "PET-MR" else [])
+        for desc in descs:
+            path = out / drv.build_path(f"pet_{desc}", space="T1w", **ent)
+            _nifti(path, 1.0 + i)
+            path.with_name(path.name.replace(".nii.gz", ".json")).write_text(json.dumps(
+                {"Platform": platform, "TracerName": "PiB", "ManufacturersModelName": "m"}))
+            _tables(out, ent, desc, 10.0 * (i + 1))
+        fig = out / drv.build_path("figure_window", **ent)
+        fig.parent.mkdir(parents=True, exist_ok=True)
+        fig.write_text("<svg xmlns='http://www.w3.org/2000/svg'/>")
+    return out
+
+
+def test_every_consumer_finds_runs_and_reconstructions(outputs):
+    from bids_harmonize.group.collect import collect_participant_tables
+    from bids_harmonize.harmonizer.dataset import load_pairs_from_derivatives
+    from bids_harmonize.quant.io import derivative_name
+    from bids_harmonize.reports.subject import build_subject_report
+
+    labels = {"ses-petmr_trc-PiB_run-1", "ses-petmr_trc-PiB_run-2",
+              "ses-petmr_trc-PiB_rec-OSEM_run-1"}
+    # group: every series is its own image, raw and harmonized
+    col = collect_participant_tables(outputs, n_procs=1)
+    assert not col.problems
+    mr = col.images[col.images["platform"] == "PET-MR"]
+    assert set(mr["series"]) == labels and len(mr) == 6
+    # train: each PET-MR series pairs with the session's one PET-CT
+    pairs, excluded = load_pairs_from_derivatives(outputs)
+    assert not excluded
+    assert {p.extra["petmr_series"] for p in pairs} == labels
+    assert {Path(p.pet_ct).name for p in pairs} == {
+        "sub-01_ses-petct_trc-PiB_space-T1w_desc-preproc_pet.nii.gz"}
+    assert all(Path(p.ct_hu).name == "sub-01_ses-petct_space-T1w_desc-preproc_CT.nii.gz"
+               for p in pairs)
+    # report: a summary row per image, each series' figures
+    html = build_subject_report(outputs, "01").read_text()
+    for label in labels:
+        assert f"sub-01_{label}_space-T1w_desc-preproc" in html
+        assert f"sub-01_{label}_desc-window_pet.svg" in html
+        assert f"sub-01_{label}_desc-vspetct_pet.svg" in html  # drawn per series
+    # quantification: tables named after each series
+    names = {derivative_name(f"sub-01_{label}_space-MNI_desc-preproc_pet.nii.gz", seg="synth",
+                             desc="preproc", suffix="suvr") for label in labels}
+    assert len(names) == 3 and all("_seg-synth_desc-preproc_suvr.tsv" in n for n in names)

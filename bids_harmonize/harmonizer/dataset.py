@@ -1,20 +1,23 @@
 """Training pairs: one subject and tracer with same-day PET-CT and PET-MR on one grid.
 
-:func:`load_pairs_from_derivatives` reads the participant workflow's outputs
-(``CONTRIBUTING.md``, "Participant outputs"): per subject and tracer, the PET-CT and
-PET-MR ``space-T1w_desc-preproc_pet`` images, the preprocessed T1w, the brain mask and the
-PET-CT session's ``space-T1w_desc-preproc_CT``.
+:func:`load_pairs_from_derivatives` reads the participant workflow's outputs through the
+one reader, :func:`bids_harmonize.derivatives.collect_derivatives` (``data/io_spec.json``):
+per subject and tracer, the PET-CT and PET-MR ``space-T1w_desc-preproc_pet`` images (every
+series: ``run-``/``rec-`` included; the platform is the sidecar's ``Platform``, as
+discovery decided it), the preprocessed T1w, the brain mask and the PET-CT session's
+``space-T1w_desc-preproc_CT``. The participant level writes no region map, so derivative
+pairs have no ``labels`` (the regional loss uses the brain mask).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from bids_harmonize.derivatives import collect_derivatives, list_subjects, series_label
 
 LOGGER = logging.getLogger(__name__)
 
@@ -72,31 +75,17 @@ class TrainingPair:
         return f"sub-{self.subject}_trc-{self.tracer}"
 
 
-_PET_RE = re.compile(
-    r"sub-(?P<sub>[^_]+)_ses-(?P<ses>[^_]+)_trc-(?P<trc>[^_]+)_space-T1w_desc-preproc_pet\.nii(\.gz)?$"
-)
+PLATFORMS = ("PET-CT", "PET-MR")
 
 
-def _sidecar(path: Path) -> dict:
-    side = Path(re.sub(r"\.nii(\.gz)?$", ".json", str(path)))
-    if side.exists():
-        try:
-            return json.loads(side.read_text())
-        except json.JSONDecodeError:
-            LOGGER.warning("unreadable sidecar %s", side)
-    return {}
-
-
-def _platform(path: Path, meta: dict) -> str | None:
-    platform = meta.get("Platform")
-    if platform in ("PET-MR", "PET-CT"):
-        return platform
-    ses = _PET_RE.search(path.name).group("ses").lower()
-    if "petmr" in ses or ses.endswith("mr"):
-        return "PET-MR"
-    if "petct" in ses or ses.endswith("ct"):
-        return "PET-CT"
-    return None
+def _match_ct(mr, cts: list):
+    """The PET-CT series paired with a PET-MR series: the only one, or the one whose
+    non-session series entities (task, acq, rec, run) are the PET-MR's; else ``None``."""
+    if len(cts) == 1:
+        return cts[0]
+    mine = {k: v for k, v in mr.series if k != "session"}
+    same = [c for c in cts if {k: v for k, v in c.series if k != "session"} == mine]
+    return same[0] if len(same) == 1 else None
 
 
 def load_pairs_from_derivatives(
@@ -118,64 +107,73 @@ def load_pairs_from_derivatives(
     wanted_tracers = {t.lower() for t in tracers or []}
     pairs: list[TrainingPair] = []
     excluded: list[tuple[str, str]] = []
-    for subdir in sorted(root.glob("sub-*")):
-        if not subdir.is_dir():
-            continue
-        sub = subdir.name.removeprefix("sub-")
+    for sub in list_subjects(root):
         if wanted_subjects and sub not in wanted_subjects:
             continue
-        anat = subdir / "anat"
-        t1w = anat / f"sub-{sub}_desc-preproc_T1w.nii.gz"
-        mask = anat / f"sub-{sub}_desc-brain_mask.nii.gz"
-        dseg = sorted(anat.glob(f"sub-{sub}*_dseg.nii.gz"))
-        by_tracer: dict[str, dict[str, tuple[Path, dict]]] = {}
-        for pet in sorted(subdir.glob("ses-*/pet/*_space-T1w_desc-preproc_pet.nii*")):
-            match = _PET_RE.search(pet.name)
-            if not match:
+        found = collect_derivatives(root, subject=sub, extension=".nii.gz",
+                                    kinds=("t1w_preproc", "brain_mask", "ct_preproc",
+                                           "pet_preproc"))
+        t1w = next((d.path for d in found if d.kind == "t1w_preproc"), None)
+        mask = next((d.path for d in found if d.kind == "brain_mask"), None)
+        by_tracer: dict[str, dict[str, list]] = {}
+        for pet in found:
+            if pet.kind != "pet_preproc" or pet.get("space") != "T1w":
                 continue
-            trc = match.group("trc")
+            trc = pet.get("tracer", "")
             if wanted_tracers and trc.lower() not in wanted_tracers:
                 continue
-            meta = _sidecar(pet)
-            platform = _platform(pet, meta)
-            if platform is None:
-                excluded.append((pet.name, "platform unknown (no Platform in the sidecar)"))
+            try:
+                meta = pet.metadata()
+            except ValueError as exc:
+                excluded.append((pet.path.name, str(exc)))
                 continue
-            by_tracer.setdefault(trc, {})[platform] = (pet, meta)
-        for trc, found in sorted(by_tracer.items()):
+            platform = meta.get("Platform")
+            if platform not in PLATFORMS:
+                excluded.append((pet.path.name, f"platform unknown (sidecar Platform is "
+                                                f"{platform!r}, not PET-CT/PET-MR)"))
+                continue
+            by_tracer.setdefault(trc, {p: [] for p in PLATFORMS})[platform].append((pet, meta))
+        for trc, series in sorted(by_tracer.items()):
             what = f"sub-{sub}_trc-{trc}"
-            missing = [p for p in ("PET-CT", "PET-MR") if p not in found]
+            missing = [p for p in PLATFORMS if not series[p]]
             if missing:
                 excluded.append((what, f"no {' and no '.join(missing)} session"))
                 continue
-            if not t1w.exists() or not mask.exists():
+            if t1w is None or mask is None:
                 excluded.append((what, "preprocessed T1w or brain mask missing"))
                 continue
-            ct_pet = found["PET-CT"][0]
-            ses_ct = _PET_RE.search(ct_pet.name).group("ses")
-            ct = (
-                subdir
-                / f"ses-{ses_ct}"
-                / "anat"
-                / (f"sub-{sub}_ses-{ses_ct}_space-T1w_desc-preproc_CT.nii.gz")
-            )
-            if not ct.exists():
-                excluded.append((what, f"no CT on the T1w grid ({ct.name})"))
-                continue
-            pairs.append(
-                TrainingPair(
-                    subject=sub,
-                    tracer=trc,
-                    t1w=t1w,
-                    ct_hu=ct,
-                    pet_ct=ct_pet,
-                    pet_mr=found["PET-MR"][0],
-                    brain_mask=mask,
-                    labels=dseg[0] if dseg else None,
-                    petct_model=found["PET-CT"][1].get("ManufacturersModelName", "unknown"),
-                    petmr_model=found["PET-MR"][1].get("ManufacturersModelName", "unknown"),
+            cts = [pet for pet, _ in series["PET-CT"]]
+            metas = {pet.path: meta for pet, meta in series["PET-CT"] + series["PET-MR"]}
+            for mr, mr_meta in series["PET-MR"]:
+                label = (what if len(series["PET-MR"]) == 1
+                         else f"sub-{sub}_{series_label(mr.entities)}")
+                ct_pet = _match_ct(mr, cts)
+                if ct_pet is None:
+                    excluded.append((label, f"{len(cts)} PET-CT series of trc-{trc} and none "
+                                            "with this series' acq/rec/run: cannot pair"))
+                    continue
+                ct = next((d.path for d in found if d.kind == "ct_preproc"
+                           and d.get("session") == ct_pet.get("session")), None)
+                if ct is None:
+                    excluded.append((label, "no CT on the T1w grid (*_space-T1w_desc-preproc_CT)"
+                                            f" in ses-{ct_pet.get('session')}"))
+                    continue
+                pairs.append(
+                    TrainingPair(
+                        subject=sub,
+                        tracer=trc,
+                        t1w=t1w,
+                        ct_hu=ct,
+                        pet_ct=ct_pet.path,
+                        pet_mr=mr.path,
+                        brain_mask=mask,
+                        labels=None,
+                        petct_model=metas[ct_pet.path].get("ManufacturersModelName", "unknown"),
+                        petmr_model=mr_meta.get("ManufacturersModelName", "unknown"),
+                        extra={"petct_series": series_label(ct_pet.entities),
+                               "petmr_series": series_label(mr.entities)},
+                    )
                 )
-            )
     for what, why in excluded:
         LOGGER.info("excluded %s: %s", what, why)
     if len(pairs) < min_pairs:
