@@ -37,6 +37,12 @@ Design choices
   part of the PSF difference; it does not sharpen or blur the image. Regional means are
   matched (regional loss), voxel-level PSF differences remain (``downsample = 1`` allows
   full-resolution ``r``).
+- Version 2 (physics-guided, ``correction.inputs`` with ``"ac_error"``): stage 3 also gets
+  the expected attenuation-correction error of the scanner's mu-map against the stage-2
+  pseudo-CT (:mod:`.physics`: ratio of attenuation-correction factors along lines of
+  response, back in the image), and ``r = ac_error + learned residual``. Without the
+  scanner's mu-map the map its setup would make from the pseudo-CT is used; a setup with
+  bone gives ~0 by construction. Models without the channel (v1) ignore a given mu-map.
 - Losses of stage 3: L1 between log images inside the dilated brain mask, ``|log|`` ratio of
   regional means over the labels present in the patch (the brain mask when there are no
   labels), squared gradient of ``r``.
