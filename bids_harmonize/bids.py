@@ -23,8 +23,8 @@ from pathlib import Path
 import nibabel as nb
 import numpy as np
 
-from bids_harmonize.petmath import FrameWindowError, window_weights
-from bids_harmonize.tracers import UnknownTracerError, get_tracer
+from bids_harmonize.petmath import FrameWindowError, select_frames
+from bids_harmonize.tracers import TracerError, resolve_tracer, session_window
 
 LOGGER = logging.getLogger("bids_harmonize.bids")
 PLATFORMS = ("PET-MR", "PET-CT")
@@ -638,6 +638,8 @@ def discover(
     bids_filters: dict | None = None,
     platform_map: dict[str, str] | None = None,
     uptake_windows: dict[str, list[float]] | None = None,
+    window_policy: str = "strict",
+    reference_regions: dict[str, str | None] | None = None,
 ) -> Discovery:
     """Check every selected participant and build a plan for each usable one.
 
@@ -665,6 +667,8 @@ def discover(
             layout, Path(bids_dir), subject, session_label=session_label,
             tracer_label=tracer_label, bids_filters=bids_filters,
             platform_map=platform_map or {}, uptake_windows=uptake_windows or {},
+            tracer_options={"window_policy": window_policy,
+                            "references": reference_regions or {}},
         )
         if problems:
             for problem in problems:
@@ -683,7 +687,7 @@ SERIES_ENTITIES = ("task", "acquisition", "reconstruction", "run")
 
 
 def _plan_subject(layout, bids_dir, subject, *, session_label, tracer_label, bids_filters,
-                  platform_map, uptake_windows):
+                  platform_map, uptake_windows, tracer_options=None):
     """``(plan, why_skipped, problems)`` for one subject; problems exclude it."""
     unreadable = unreadable_paths(bids_dir / f"sub-{subject}")
     if unreadable:
@@ -706,7 +710,8 @@ def _plan_subject(layout, bids_dir, subject, *, session_label, tracer_label, bid
     for pet in sorted(pets):
         try:
             series.append(_plan_series(layout, bids_dir, subject, pet, bids_filters=bids_filters,
-                                       platform_map=platform_map, uptake_windows=uptake_windows))
+                                       platform_map=platform_map, uptake_windows=uptake_windows,
+                                       tracer_options=tracer_options))
         except InputError as exc:
             problems.extend(exc.problems)
     if problems:
@@ -725,19 +730,24 @@ def _plan_subject(layout, bids_dir, subject, *, session_label, tracer_label, bid
     return SubjectPlan(subject=subject, t1w=Path(t1w), pet=series), "", []
 
 
-def _plan_series(layout, bids_dir, subject, pet, *, bids_filters, platform_map, uptake_windows):
+def _plan_series(layout, bids_dir, subject, pet, *, bids_filters, platform_map, uptake_windows,
+                 tracer_options=None):
     """One checked :class:`PetSeries`; raises :class:`InputError` naming the file."""
     path = Path(pet)
     query = {"subject": subject, "extension": [".nii", ".nii.gz"], "return_type": "filename"}
     session = _entity(layout, pet, "session")
     metadata = read_sidecar(path, bids_dir)
     check_pet(path, metadata)
-    tracer = _resolve_tracer(_entity(layout, pet, "tracer"), metadata.get("TracerName"), path)
-    window = uptake_windows.get(tracer.name, tracer.window_min)
+    options = tracer_options or {}
+    tracer = _resolve_tracer(_entity(layout, pet, "tracer"), metadata, path, uptake_windows,
+                             options.get("references", {}))
+    window = session_window(uptake_windows, tracer, session)
     try:
-        window_weights(metadata["FrameTimesStart"], metadata["FrameDuration"], tuple(window))
+        select_frames(metadata["FrameTimesStart"], metadata["FrameDuration"], window,
+                      policy=options.get("window_policy", "strict"))
     except FrameWindowError as exc:
-        raise InputError(f"{path}: {exc} ({tracer.name}); see --uptake-window") from None
+        raise InputError(f"{path}: {exc} ({tracer.name}); see --uptake-window (one session: "
+                         "ses-<label>:<tracer>=START-END) and --window-policy nearest") from None
     cts = layout.get(
         suffix="CT", session=session, **query, **_filters(bids_filters, "ct")
     ) if session else []
@@ -758,15 +768,18 @@ def _plan_series(layout, bids_dir, subject, pet, *, bids_filters, platform_map, 
                      entities=entities)
 
 
-def _resolve_tracer(label: str | None, tracer_name: str | None, path: Path):
-    """The tracer of a PET file: its ``trc-`` label, else the sidecar's ``TracerName``."""
-    error = None
-    for candidate in filter(None, (label, tracer_name)):
-        try:
-            return get_tracer(candidate)
-        except UnknownTracerError as exc:
-            error = error or exc
-    raise InputError(f"{path}: {error or 'no trc- label and no TracerName in the sidecar'}")
+def _resolve_tracer(label: str | None, metadata: dict, path: Path, windows=None,
+                    references=None):
+    """The tracer of a PET file: its ``trc-`` label, else the sidecar's ``TracerName``.
+
+    See :func:`bids_harmonize.tracers.resolve_tracer`: a SPECT sidecar is refused, and a
+    tracer named nowhere runs with ``--uptake-window``/``--reference-region``.
+    """
+    try:
+        return resolve_tracer(label, metadata.get("TracerName"), metadata, windows=windows,
+                              references=references)
+    except TracerError as exc:
+        raise InputError(f"{path}: {exc}") from None
 
 
 def _entity(layout, filename: str, name: str):

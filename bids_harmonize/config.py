@@ -51,6 +51,9 @@ class RunConfig:
     write_graph: bool = False
     verbose: int = 0
     uptake_windows: dict[str, list[float]] = field(default_factory=dict)
+    window_policy: str = "strict"
+    tracer_file: Path | None = None
+    reference_regions: dict[str, str] = field(default_factory=dict)
     atlas: str = "synth"
     atlas_labels: Path | None = None
     centiloid_vois: Path | None = None
@@ -64,6 +67,11 @@ class RunConfig:
     def template_spaces(self) -> list[str]:
         """Output spaces that are templates (everything but ``T1w``)."""
         return [s for s in self.output_spaces if s not in ("T1w", "pet")]
+
+    def references(self) -> dict[str, str | None]:
+        """``--reference-region`` settings, ``none`` as None (regional means only)."""
+        return {k: (None if v.lower() == "none" else v)
+                for k, v in self.reference_regions.items()}
 
 
 _PATH_FIELDS = {
@@ -105,6 +113,9 @@ _CHECKS = {
     "list[str]": (lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
                   "a list of text"),
     "dict": (lambda v: isinstance(v, dict), "a table"),
+    "dict[str, str]": (lambda v: isinstance(v, dict) and all(isinstance(x, str)
+                                                             for x in v.values()),
+                       "a table of text"),
     "dict[str, float]": (lambda v: isinstance(v, dict) and all(_is_number(x) for x in v.values()),
                          "a table of numbers"),
     "dict[str, int]": (lambda v: isinstance(v, dict) and all(_is_int(x) for x in v.values()),
@@ -115,6 +126,7 @@ _CHECKS = {
         "a table of number lists"),
 }
 _CHOICES = {"analysis_level": ANALYSIS_LEVELS, "device": ("auto", "cpu", "cuda"),
+            "window_policy": ("strict", "nearest"),
             "nipype_plugin": (None, "Linear", "MultiProc", "SLURM", "SLURMGraph")}
 
 

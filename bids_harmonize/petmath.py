@@ -156,17 +156,17 @@ def suv_factor(metadata: dict) -> float | None:
     >>> suv_factor({"Units": "Bq/mL"}) is None
     True
     """
-    weight = _weight_kg(metadata.get("BodyWeight"))
+    weight = weight_kg(metadata.get("BodyWeight"))
     if weight is None:
         return None
     factor, units, _ = uptake_scaling(metadata, weight)
     return factor if units == "g/mL" else None
 
 
-def _weight_kg(value) -> float | None:
+def weight_kg(value) -> float | None:
     """A plausible body weight in kg from a sidecar/TSV value, else None.
 
-    >>> _weight_kg("72.5"), _weight_kg("n/a"), _weight_kg(0), _weight_kg(float("nan"))
+    >>> weight_kg("72.5"), weight_kg("n/a"), weight_kg(0), weight_kg(float("nan"))
     (72.5, None, None, None)
     """
     if isinstance(value, bool):
@@ -205,18 +205,18 @@ def body_weight(bids_dir, subject: str, session: str | None,
     >>> body_weight(root, "01", "petmr", {"BodyWeight": 68})
     (68.0, 'sidecar BodyWeight')
     """
-    kg = _weight_kg((metadata or {}).get("BodyWeight"))
+    kg = weight_kg((metadata or {}).get("BodyWeight"))
     if kg is not None:
         return kg, "sidecar BodyWeight"
     root = Path(bids_dir)
     if session:
         row = _tsv_row(root / f"sub-{subject}" / f"sub-{subject}_sessions.tsv", "session_id",
                        f"ses-{session}")
-        kg = _weight_kg((row or {}).get("weight"))
+        kg = weight_kg((row or {}).get("weight"))
         if kg is not None:
             return kg, "sessions.tsv"
     row = _tsv_row(root / "participants.tsv", "participant_id", f"sub-{subject}")
-    kg = _weight_kg((row or {}).get("weight"))
+    kg = weight_kg((row or {}).get("weight"))
     if kg is not None:
         return kg, "participants.tsv"
     return None, "none"

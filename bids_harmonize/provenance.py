@@ -87,7 +87,9 @@ def pet_sidecar(base: dict, static_info: dict, model_info: dict | None = None,
     """
     meta = dict(base)
     for key in ("TimeWindow", "TimeWindowRequested", "FramesUsed", "FrameWeights",
-                "FrameRealignment", "FrameTranslationMM", "Units", "SUVFactor"):
+                "FrameRealignment", "FrameTranslationMM", "Units", "SUVFactor",
+                "TimeWindowPolicy", "TimeWindowNote", "UnitsDescription", "BodyWeightSource",
+                "UptakeScaleFactor"):
         if key in static_info:
             meta[key] = static_info[key]
     meta["SkullStripped"] = False

@@ -243,6 +243,15 @@ def load_tracer_file(path: str | Path) -> dict[str, Tracer]:
     return parse_table(data, where=str(path))
 
 
+def use_tracer_file(path: str | Path) -> dict[str, Tracer]:
+    """Validate a user tracer table and make it part of :func:`tracer_table` for this
+    process and the processes it starts (``$BIDS_HARMONIZE_TRACER_FILE``)."""
+    path = Path(path).expanduser().absolute()
+    table = load_tracer_file(path)
+    os.environ[TRACER_FILE_ENV] = str(path)
+    return table
+
+
 def tracer_table() -> dict[str, Tracer]:
     """The packaged tracers, plus (overriding by label) those of the user tracer file,
     plus the tracers named nowhere that this run registered (:func:`register_tracer`)."""

@@ -7,6 +7,7 @@ and a one-line message; nothing here touches the network.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from pathlib import Path
 
@@ -99,17 +100,36 @@ def _label(value: str) -> str:
 
 
 def _uptake_window(value: str) -> tuple[str, list[float]]:
-    """``TRACER=START-END`` in minutes after injection."""
+    """``[ses-LABEL:]TRACER=START-END`` in minutes after injection.
+
+    >>> _uptake_window("ses-petmr:florbetaben=130-150")
+    ('ses-petmr:florbetaben', [130.0, 150.0])
+    """
     try:
-        tracer, span = value.split("=")
+        key, span = value.split("=")
         start, end = (float(v) for v in span.split("-"))
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"expected TRACER=START-END in minutes (e.g. PiB=50-70): {value}"
+            f"expected [ses-LABEL:]TRACER=START-END in minutes (e.g. PiB=50-70 or "
+            f"ses-petmr:florbetaben=130-150): {value!r}"
         ) from None
-    if not 0 <= start < end:
-        raise argparse.ArgumentTypeError(f"window start must be before its end: {value}")
-    return tracer, [start, end]
+    scope, _, tracer = key.rpartition(":")
+    if not tracer.strip() or (scope and not scope.removeprefix("ses-").isalnum()):
+        raise argparse.ArgumentTypeError(f"expected [ses-LABEL:]TRACER=START-END: {value!r}")
+    if not (math.isfinite(start) and math.isfinite(end) and 0 <= start < end):
+        raise argparse.ArgumentTypeError(f"window start must be >= 0 and before its end: "
+                                         f"{value!r}")
+    key = f"ses-{scope.removeprefix('ses-')}:{tracer}" if scope else tracer
+    return key, [start, end]
+
+
+def _reference_region(value: str) -> tuple[str, str]:
+    """``TRACER=REGION`` (a region or composite of the atlas), or ``TRACER=none``."""
+    tracer, _, region = value.partition("=")
+    if not tracer.strip() or not region.strip() or any(c.isspace() for c in region):
+        raise argparse.ArgumentTypeError(
+            f"expected TRACER=REGION or TRACER=none (e.g. UCBJ=centrum_semiovale): {value!r}")
+    return tracer, region
 
 
 def _cutoff(value: str) -> tuple[str, float]:
@@ -175,7 +195,26 @@ def build_parser() -> argparse.ArgumentParser:
     proc.add_argument(
         "--uptake-window", action="append", type=_uptake_window, default=[],
         metavar="TRACER=START-END",
-        help="override a tracer's uptake window in minutes after injection (repeatable)",
+        help="override a tracer's uptake window in minutes after injection (repeatable); "
+        "'ses-LABEL:TRACER=START-END' sets one session's window (e.g. the later scan of a "
+        "same-day pair); a tracer named in no table runs with the window given here",
+    )
+    proc.add_argument(
+        "--window-policy", choices=("strict", "nearest"), default="strict",
+        help="frames that do not cover the uptake window: 'strict' refuses the series, "
+        "'nearest' averages the nearest span of the same length that the frames cover "
+        "(the window used is in the sidecar's TimeWindow)",
+    )
+    proc.add_argument(
+        "--tracer-file", type=_existing_file, metavar="YAML",
+        help="a tracer table with the schema of the built-in one (bids_harmonize/data/"
+        "tracers.yaml), validated; its tracers add to (and override) the built-in ones",
+    )
+    proc.add_argument(
+        "--reference-region", action="append", type=_reference_region, default=[],
+        metavar="TRACER=REGION",
+        help="reference region of a tracer named in no table ('none': regional means only, "
+        "no SUVR); such a tracer gets no tracer-specific measures (repeatable)",
     )
     proc.add_argument(
         "--model-dir", type=lambda v: Path(v).expanduser().absolute(), metavar="DIR",

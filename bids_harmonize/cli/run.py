@@ -80,7 +80,9 @@ def config_from_args(args) -> RunConfig:
         omp_nthreads=args.omp_nthreads or max(1, min(args.nprocs, 8)), mem_gb=args.mem_gb,
         work_dir=args.work_dir, stop_on_first_crash=args.stop_on_first_crash,
         sloppy=args.sloppy, write_graph=args.write_graph, verbose=args.verbose,
-        uptake_windows=dict(args.uptake_window), atlas=args.atlas,
+        uptake_windows=dict(args.uptake_window), window_policy=args.window_policy,
+        tracer_file=args.tracer_file, reference_regions=dict(args.reference_region),
+        atlas=args.atlas,
         atlas_labels=args.atlas_labels, centiloid_vois=args.centiloid_vois,
         cutoffs=dict(args.cutoff), train_epochs=epochs,
         train_min_subjects=args.train_min_subjects, seed=args.seed,
@@ -183,7 +185,8 @@ def run_participant(config: RunConfig, run_id: str | None = None) -> int:
             config.bids_dir, participant_label=config.participant_label,
             session_label=config.session_label, tracer_label=config.tracer_label,
             bids_filters=bids_filters, platform_map=platform_map,
-            uptake_windows=config.uptake_windows,
+            uptake_windows=config.uptake_windows, window_policy=config.window_policy,
+            reference_regions=config.references(),
         )
     except InputError as exc:
         raise UsageError(str(exc)) from None
@@ -255,6 +258,7 @@ def _run_plans(config: RunConfig, plans, excluded, held, skipped, *, run_id, exe
         plans, bids_dir=config.bids_dir, output_dir=out, template=template, model_dir=model_dir,
         device=config.device, sloppy=config.sloppy, seed=config.seed,
         omp_nthreads=config.omp_nthreads, uptake_windows=config.uptake_windows,
+        window_policy=config.window_policy,
         atlas=config.atlas, atlas_labels=config.atlas_labels,
         centiloid_vois=config.centiloid_vois,
     )
@@ -547,6 +551,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = config_from_args(args)
         _setup_logging(config.verbose)
+        if config.tracer_file is not None:  # the user's tracer table, for every process
+            from bids_harmonize.tracers import TracerError, use_tracer_file
+
+            try:
+                use_tracer_file(config.tracer_file)
+            except TracerError as exc:
+                raise UsageError(f"--tracer-file {exc}", status=2) from None
         check_paths(config)
         if config.analysis_level == "participant":
             return run_participant(config, run_id)

@@ -10,6 +10,7 @@ from nipype.interfaces.base import (
     File,
     SimpleInterface,
     TraitedSpec,
+    isdefined,
     traits,
 )
 
@@ -17,9 +18,17 @@ from nipype.interfaces.base import (
 class _StaticInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True, desc="PET series (3-D or 4-D)")
     metadata = traits.Dict(mandatory=True, desc="the PET JSON sidecar")
-    window_min = traits.Tuple(traits.Float, traits.Float, mandatory=True,
-                              desc="uptake window, minutes after injection")
+    window_min = traits.Tuple(traits.Float, traits.Float,
+                              desc="uptake window, minutes after injection (undefined: every "
+                                   "frame, the whole static or summed image)")
+    window_policy = traits.Enum("strict", "nearest", usedefault=True,
+                                desc="frames not covering the window: fail (strict) or use the "
+                                     "nearest covered span of the same length (nearest)")
     half_life_min = traits.Float(mandatory=True, desc="radionuclide half-life (min)")
+    body_weight_kg = traits.Float(desc="body weight (kg) from the sidecar, sessions.tsv or "
+                                       "participants.tsv (undefined: sidecar BodyWeight only)")
+    body_weight_source = traits.Str("sidecar BodyWeight", usedefault=True,
+                                    desc="where body_weight_kg was read")
     realign = traits.Bool(True, usedefault=True, desc="rigidly realign frames in the window")
     suv = traits.Bool(True, usedefault=True, desc="scale to SUV when dose and weight are known")
     sloppy = traits.Bool(False, usedefault=True, desc="fast realignment settings")
@@ -45,9 +54,10 @@ class PETStaticImage(SimpleInterface):
 
         from bids_harmonize.petmath import (
             actual_window,
-            suv_factor,
+            select_frames,
+            uptake_scaling,
+            weight_kg,
             weighted_frame_average,
-            window_weights,
         )
         from bids_harmonize.registration import apply_transforms, register_rigid, set_threads
 
@@ -59,14 +69,18 @@ class PETStaticImage(SimpleInterface):
         if data.ndim == 3:
             data = data[..., None]
         starts, durations = meta["FrameTimesStart"], meta["FrameDuration"]
-        weights = window_weights(starts, durations, tuple(self.inputs.window_min))
+        requested = tuple(self.inputs.window_min) if isdefined(self.inputs.window_min) else None
+        selection = select_frames(starts, durations, requested, policy=self.inputs.window_policy)
+        weights = selection.weights
+        window_text = (f"{selection.window_min[0]:g}-{selection.window_min[1]:g} min"
+                       if selection.window_min else "all frames")
         used = np.flatnonzero(weights > 0)
         motion_mm = [0.0] * len(used)
         # "empty": the window's peak is a rounding error next to the series' peak
         if np.abs(data[..., used]).max() <= 1e-3 * max(np.abs(data).max(), 1e-30):
             raise ValueError(
                 f"{self.inputs.in_file}: the frames of the uptake window "
-                f"({self.inputs.window_min[0]:g}-{self.inputs.window_min[1]:g} min) hold no signal"
+                f"({window_text}) hold no signal"
             )
 
         if self.inputs.realign and len(used) > 1:
@@ -86,17 +100,24 @@ class PETStaticImage(SimpleInterface):
 
         static = weighted_frame_average(data, weights)
         units = meta.get("Units", "Bq/mL")
-        factor = suv_factor({**meta, "_HalfLifeSeconds": self.inputs.half_life_min * 60.0})
+        weight = (self.inputs.body_weight_kg if isdefined(self.inputs.body_weight_kg)
+                  else weight_kg(meta.get("BodyWeight")))
+        factor, scaled_units, units_how = uptake_scaling(
+            {**meta, "_HalfLifeSeconds": self.inputs.half_life_min * 60.0}, weight)
         if self.inputs.suv and factor is not None:
             static = static * np.float32(factor)
-            units = "g/mL"
+            units = scaled_units
+        else:
+            units_how = "image units kept (SUV scaling off)" if factor is not None else units_how
         out = cwd / "pet_static.nii.gz"
         out_img = nb.Nifti1Image(static.astype(np.float32), img.affine)
         out_img.header.set_xyzt_units("mm")
         nb.save(out_img, out)
         info = {
-            "TimeWindowRequested": list(self.inputs.window_min),
+            "TimeWindowRequested": list(requested) if requested else None,
             "TimeWindow": list(actual_window(starts, durations, weights)),
+            "TimeWindowPolicy": self.inputs.window_policy,
+            "TimeWindowNote": selection.note,
             "FramesUsed": [int(i) for i in used],
             "FrameWeights": [round(float(w), 6) for w in weights],
             "FrameTimesStart": list(starts),
@@ -104,7 +125,10 @@ class PETStaticImage(SimpleInterface):
             "FrameRealignment": bool(self.inputs.realign and len(used) > 1),
             "FrameTranslationMM": [round(m, 3) for m in motion_mm],
             "Units": units,
-            "SUVFactor": factor if (self.inputs.suv and factor is not None) else None,
+            "UnitsDescription": units_how,
+            "BodyWeightSource": self.inputs.body_weight_source if weight is not None else "none",
+            "SUVFactor": factor if (self.inputs.suv and units == "g/mL") else None,
+            "UptakeScaleFactor": factor if (self.inputs.suv and factor is not None) else None,
         }
         (cwd / "static_info.json").write_text(json.dumps(info, indent=2))
         self._results.update(out_file=str(out), out_info=str(cwd / "static_info.json"), info=info)

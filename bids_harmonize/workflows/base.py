@@ -8,9 +8,10 @@ from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
 from bids_harmonize.bids import SubjectPlan, bids_uri
 from bids_harmonize.derivatives import build_name, node_key, parse_name
+from bids_harmonize.petmath import body_weight
 from bids_harmonize.provenance import software_versions
 from bids_harmonize.templates import TemplateFiles
-from bids_harmonize.tracers import get_tracer
+from bids_harmonize.tracers import get_tracer, session_window
 from bids_harmonize.workflows.anat import init_anat_wf
 from bids_harmonize.workflows.harmonize import init_harmonize_wf
 from bids_harmonize.workflows.outputs import (
@@ -47,7 +48,8 @@ def init_bids_harmonize_wf(plans: list[SubjectPlan], *, name: str = "bids_harmon
 def init_single_subject_wf(
     plan: SubjectPlan, *, bids_dir: Path, output_dir: Path, template: TemplateFiles,
     model_dir: Path | None = None, device: str = "auto", sloppy: bool = False, seed: int = 0,
-    omp_nthreads: int = 1, uptake_windows: dict | None = None, atlas: str = "synth",
+    omp_nthreads: int = 1, uptake_windows: dict | None = None, window_policy: str = "strict",
+    atlas: str = "synth",
     atlas_labels: Path | None = None, centiloid_vois: Path | None = None,
     name: str | None = None,
 ) -> Workflow:
@@ -71,7 +73,10 @@ def init_single_subject_wf(
     model_dir
         Harmonization model; ``None`` runs no harmonization.
     uptake_windows
-        Per-tracer overrides of the uptake window ``{tracer: [start, end]}`` (minutes).
+        Per-tracer overrides of the uptake window ``{tracer: [start, end]}`` (minutes);
+        a key ``ses-<label>:<tracer>`` sets one session's window.
+    window_policy
+        ``strict`` or ``nearest`` (:func:`bids_harmonize.petmath.select_frames`).
     atlas, atlas_labels, centiloid_vois
         Regions for quantification (see :mod:`bids_harmonize.quant.atlases`).
 
@@ -113,7 +118,8 @@ def init_single_subject_wf(
     for series in plan.pet:
         key = series_key(series)
         tracer = get_tracer(series.tracer)
-        window = tuple(uptake_windows.get(tracer.name, tracer.window_min))
+        window = session_window(uptake_windows, tracer, series.session)
+        weight = body_weight(bids_dir, plan.subject, series.session, series.metadata)
         pet_source = str(series.path)
         quantify = {"tracer": series.tracer, "output_dir": output_dir, "pet_source": pet_source,
                     "atlas": atlas, "atlas_labels": atlas_labels,
@@ -124,11 +130,13 @@ def init_single_subject_wf(
         base_meta = pet_base_metadata(
             series, tracer=tracer, sources=sources, software=versions,
             settings={"sloppy": sloppy, "seed": seed, "template": template.name,
-                      "uptake_window_min": list(window)},
+                      "uptake_window_min": list(window) if window else None,
+                      "window_policy": window_policy, "body_weight_source": weight[1]},
         )
 
         pet_wf = init_pet_wf(
             metadata=series.metadata, window_min=window, half_life_min=tracer.half_life_min,
+            window_policy=window_policy, body_weight=weight,
             has_ct=series.ct is not None, sloppy=sloppy, seed=seed, omp_nthreads=omp_nthreads,
             tpl_name=template_space_name(series.path, template.name, "preproc"),
             name=f"pet_{key}_wf",

@@ -11,9 +11,10 @@ from bids_harmonize.interfaces.pet import PETStaticImage
 
 
 def init_pet_wf(
-    *, metadata: dict, window_min: tuple[float, float], half_life_min: float,
+    *, metadata: dict, window_min: tuple[float, float] | None, half_life_min: float,
     has_ct: bool = False, sloppy: bool = False, seed: int = 0, omp_nthreads: int = 1,
-    tpl_name: str = "pet_tpl.nii.gz", name: str = "pet_wf",
+    tpl_name: str = "pet_tpl.nii.gz", name: str = "pet_wf", window_policy: str = "strict",
+    body_weight: tuple[float | None, str] = (None, "none"),
 ) -> Workflow:
     """Turn one PET series into a static uptake image on the T1w grid and in the template.
 
@@ -22,7 +23,13 @@ def init_pet_wf(
     metadata
         The PET sidecar (frame timing, dose, weight, units).
     window_min
-        Uptake window, minutes after injection.
+        Uptake window, minutes after injection (None: every frame, the whole static or
+        summed image, for a tracer named nowhere without ``--uptake-window``).
+    window_policy
+        ``strict`` or ``nearest`` (:func:`bids_harmonize.petmath.select_frames`).
+    body_weight
+        ``(kg, source)`` from :func:`bids_harmonize.petmath.body_weight`; without a weight
+        the image is dose-normalised (%ID/L) rather than SUV.
     half_life_min
         Half-life of the radionuclide, for SUV decay handling.
     has_ct
@@ -56,10 +63,12 @@ def init_pet_wf(
                          window_min=(0, 10), half_life_min=109.77, has_ct=True)
     """
     workflow = Workflow(name=name)
+    window_text = (f"within the uptake window ({window_min[0]:g}-{window_min[1]:g} min after "
+                   "injection)" if window_min else "(all frames: no uptake window known)")
     workflow.__desc__ = (
-        f"PET frames within the uptake window ({window_min[0]:g}-{window_min[1]:g} min after "
-        "injection) were rigidly realigned to their mean and averaged with duration weights, "
-        "scaled to SUV when dose and body weight were known, and registered rigidly to the "
+        f"PET frames {window_text} were rigidly realigned to their mean and averaged with "
+        "duration weights, scaled to SUV when dose and body weight were known (to the "
+        "injected dose otherwise), and registered rigidly to the "
         "T1w by mutual information [@ants]"
         + ("; the session's CT was registered to the T1w likewise." if has_ct else ".")
     )
@@ -74,11 +83,15 @@ def init_pet_wf(
         name="outputnode",
     )
     static = pe.Node(
-        PETStaticImage(metadata=metadata, window_min=tuple(window_min),
-                       half_life_min=half_life_min, sloppy=sloppy, seed=seed,
-                       omp_nthreads=omp_nthreads),
+        PETStaticImage(metadata=metadata, half_life_min=half_life_min, sloppy=sloppy,
+                       seed=seed, omp_nthreads=omp_nthreads, window_policy=window_policy,
+                       body_weight_source=body_weight[1]),
         name="static", n_procs=omp_nthreads,
     )
+    if window_min is not None:
+        static.inputs.window_min = tuple(window_min)
+    if body_weight[0] is not None:
+        static.inputs.body_weight_kg = float(body_weight[0])
     pet2t1w = pe.Node(RigidRegistration(sloppy=sloppy, seed=seed, omp_nthreads=omp_nthreads),
                       name="pet2t1w", n_procs=omp_nthreads)
     to_template = pe.Node(ApplyTransforms(out_name=tpl_name), name="pet_to_template")
