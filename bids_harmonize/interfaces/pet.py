@@ -59,7 +59,8 @@ class PETStaticImage(SimpleInterface):
             weight_kg,
             weighted_frame_average,
         )
-        from bids_harmonize.registration import apply_transforms, register_rigid, set_threads
+        from bids_harmonize.realign import realign_frames
+        from bids_harmonize.registration import set_threads
 
         set_threads(self.inputs.omp_nthreads)
         cwd = Path(runtime.cwd)
@@ -84,19 +85,9 @@ class PETStaticImage(SimpleInterface):
             )
 
         if self.inputs.realign and len(used) > 1:
-            reference = cwd / "window_mean.nii.gz"
-            nb.save(nb.Nifti1Image(data[..., used].mean(-1), img.affine), reference)
-            for k, frame_index in enumerate(used):
-                frame_file = cwd / f"frame{frame_index:03d}.nii.gz"
-                nb.save(nb.Nifti1Image(data[..., frame_index], img.affine), frame_file)
-                reg = register_rigid(str(frame_file), str(reference), cwd,
-                                     prefix=f"frame{frame_index:03d}_",
-                                     profile="frames_sloppy" if self.inputs.sloppy else "frames",
-                                     seed=self.inputs.seed)
-                moved = apply_transforms(str(frame_file), str(reference), reg["forward"],
-                                         str(cwd / f"frame{frame_index:03d}_moved.nii.gz"))
-                data[..., frame_index] = np.asarray(nb.load(moved).dataobj, dtype=np.float32)
-                motion_mm[k] = _translation_mm(reg["forward"][0])
+            realigned = realign_frames(data, img.affine, used, sloppy=self.inputs.sloppy,
+                                       seed=self.inputs.seed, workdir=cwd)
+            data, motion_mm = realigned.frames, realigned.motion_mm
 
         static = weighted_frame_average(data, weights)
         units = meta.get("Units", "Bq/mL")
@@ -133,12 +124,3 @@ class PETStaticImage(SimpleInterface):
         (cwd / "static_info.json").write_text(json.dumps(info, indent=2))
         self._results.update(out_file=str(out), out_info=str(cwd / "static_info.json"), info=info)
         return runtime
-
-
-def _translation_mm(transform_file: str) -> float:
-    """Length of the translation of an ANTs rigid/affine ``.mat`` transform."""
-    import ants
-    import numpy as np
-
-    tx = ants.read_transform(transform_file)
-    return float(np.linalg.norm(np.asarray(tx.parameters)[-3:]))
