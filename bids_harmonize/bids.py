@@ -56,6 +56,9 @@ class PetSeries:
     #: the other entities that tell series of one session apart (task, acquisition,
     #: reconstruction, run), as pybids names them
     entities: dict = field(default_factory=dict)
+    #: PET-MR: attenuation-correction setup and checked scanner mu-map
+    #: (:class:`bids_harmonize.mumap.Attenuation`, from :func:`pet_attenuation`)
+    attenuation: object | None = None
 
     @property
     def model_name(self) -> str:
@@ -764,8 +767,23 @@ def _plan_series(layout, bids_dir, subject, pet, *, bids_filters, platform_map, 
                 if (v := _entity(layout, pet, k)) is not None}
     LOGGER.info("sub-%s ses-%s trc-%s%s: %s, from %s", subject, session, tracer.name,
                 "".join(f" {k}-{v}" for k, v in entities.items()), platform, how)
+    attenuation = pet_attenuation(path, metadata, bids_dir) if platform == "PET-MR" else None
     return PetSeries(path, subject, session, tracer.name, metadata, platform, how, ct,
-                     entities=entities)
+                     entities=entities, attenuation=attenuation)
+
+
+def pet_attenuation(path: Path, metadata: dict, bids_dir: Path):
+    """The attenuation-correction setup and the checked scanner mu-map of a PET-MR series.
+
+    See :func:`bids_harmonize.mumap.series_attenuation`; an unusable mu-map without a known
+    setup to fall back to is an :class:`InputError` naming the file.
+    """
+    from bids_harmonize.mumap import MuMapError, series_attenuation
+
+    try:
+        return series_attenuation(path, metadata, bids_dir)
+    except MuMapError as exc:
+        raise InputError(str(exc)) from None
 
 
 def _resolve_tracer(label: str | None, metadata: dict, path: Path, windows=None,

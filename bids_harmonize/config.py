@@ -40,6 +40,7 @@ class RunConfig:
     model_dir: Path | None = None
     no_harmonization: bool = False
     device: str = "auto"
+    ood_policy: str = "warn"
     nprocs: int = 1
     nipype_plugin: str | None = None
     plugin_args: dict = field(default_factory=dict)
@@ -127,6 +128,7 @@ _CHECKS = {
 }
 _CHOICES = {"analysis_level": ANALYSIS_LEVELS, "device": ("auto", "cpu", "cuda"),
             "window_policy": ("strict", "nearest"),
+            "ood_policy": ("warn", "passthrough", "fail"),
             "nipype_plugin": (None, "Linear", "MultiProc", "SLURM", "SLURMGraph")}
 
 

@@ -84,6 +84,12 @@ def pet_sidecar(base: dict, static_info: dict, model_info: dict | None = None,
     ...                    spatial_reference="bids:raw:sub-01/anat/sub-01_T1w.nii.gz")
     >>> meta["Units"], meta["Harmonization"]["ModelName"], meta["SkullStripped"]
     ('g/mL', 'demo', False)
+
+    The harmonizer's out-of-distribution decision, the attenuation-correction setup and the
+    uncertainty record (``model_info`` keys of the same names) go to the top level:
+
+    >>> pet_sidecar({}, {}, {"name": "m", "OODDecision": "warn", "OODScore": 0.7})["OODDecision"]
+    'warn'
     """
     meta = dict(base)
     for key in ("TimeWindow", "TimeWindowRequested", "FramesUsed", "FrameWeights",
@@ -105,4 +111,10 @@ def pet_sidecar(base: dict, static_info: dict, model_info: dict | None = None,
             "Notes": model_info.get("notes", []),
             "Device": model_info.get("device"),
         }
+        # inline (this function runs inside a Nipype Function node)
+        for key in ("OODDecision", "OODScore", "OODComponents", "OODThreshold", "OODPolicy",
+                    "OODReasons", "AttenuationCorrectionSetup",
+                    "AttenuationCorrectionSetupInference", "PhysicsMapSource", "Uncertainty"):
+            if key in model_info:
+                meta[key] = model_info[key]
     return meta

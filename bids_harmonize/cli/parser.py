@@ -230,6 +230,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="where the harmonizer runs; 'auto' uses CUDA when present",
     )
     proc.add_argument(
+        "--ood-policy", choices=("warn", "passthrough", "fail"), default="warn",
+        help="what a PET-MR image outside the model's training distribution (unknown "
+        "attenuation-correction setup, scanner or tracer family, unusual image, ensemble "
+        "disagreement) gets: 'warn' harmonizes it and warns, 'passthrough' writes it "
+        "unchanged as the harmonized image, 'fail' fails that subject; the decision and its "
+        "score are in the harmonized PET's sidecar",
+    )
+    proc.add_argument(
         "--sloppy", action="store_true",
         help="fast, low-accuracy registration settings (for tests and demos only)",
     )

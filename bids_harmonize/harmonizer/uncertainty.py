@@ -152,6 +152,21 @@ def table_spread(member_tables, column: str, key: str) -> dict:
 
 
 # --------------------------------------------------------------------------- model side
+def model_has_ensemble(model_dir) -> bool:
+    """Whether a model directory's card lists ensemble members (card read, nothing verified).
+
+    >>> model_has_ensemble("/nonexistent")
+    False
+    """
+    from .weights import CARD_NAME
+
+    try:
+        card = json.loads((Path(model_dir) / CARD_NAME).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(card, dict) and bool(card_uncertainty(card).get("members"))
+
+
 def card_uncertainty(card: dict) -> dict:
     """The card's ``uncertainty`` block (empty for a model without an ensemble)."""
     return dict(card.get("uncertainty") or {})
@@ -191,7 +206,10 @@ def write_card(model_dir, card: dict) -> None:
     """Rewrite a model's card (after adding the ensemble or calibration)."""
     from .weights import CARD_NAME
 
-    (Path(model_dir) / CARD_NAME).write_text(json.dumps(card, indent=2, sort_keys=False) + "\n")
+    path = Path(model_dir) / CARD_NAME
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(card, indent=2, sort_keys=False) + "\n")
+    tmp.replace(path)
 
 
 def member_log_ratios(net, members, voxel, t1w):

@@ -6,6 +6,7 @@ from nipype.interfaces.base import (
     BaseInterfaceInputSpec,
     Directory,
     File,
+    InputMultiObject,
     SimpleInterface,
     Str,
     TraitedSpec,
@@ -30,6 +31,11 @@ class _RegionalQuantificationInputSpec(BaseInterfaceInputSpec):
     cutoff = traits.Float(desc="override the tracer's positivity cut-off value")
     desc = traits.Enum("preproc", "harmonized", usedefault=True,
                        desc="desc- of the output tables: image before or after harmonization")
+    members = InputMultiObject(File(exists=True),
+                               desc="the same image from each member of the harmonizer's "
+                                    "ensemble (template space): adds suvr_sd / value_sd")
+    sd_scale = traits.Float(1.0, usedefault=True,
+                            desc="calibration factor of the ensemble spread (model card)")
 
 
 class _RegionalQuantificationOutputSpec(TraitedSpec):
@@ -75,6 +81,16 @@ class RegionalQuantification(SimpleInterface):
         cutoff = inputs.cutoff if isdefined(inputs.cutoff) else None
         regions = regional_table(inputs.in_file, atlas, inputs.tracer, reference=reference)
         measures = summary_measures(regions, inputs.tracer, cutoff=cutoff)
+        if isdefined(inputs.members) and inputs.members:
+            from bids_harmonize.quant.regional import add_member_spread
+
+            member_regions = [regional_table(m, atlas, inputs.tracer, reference=reference)
+                              for m in inputs.members]
+            member_measures = [summary_measures(r, inputs.tracer, cutoff=cutoff)
+                               for r in member_regions]
+            regions = add_member_spread(regions, member_regions, "regions", scale=inputs.sd_scale)
+            measures = add_member_spread(measures, member_measures, "measures",
+                                         scale=inputs.sd_scale)
         paths = write_quantification(regions, measures, runtime.cwd, inputs.in_file,
                                      seg=atlas.name, desc=inputs.desc)
         self._results.update({k: str(v) for k, v in paths.items()})

@@ -55,6 +55,12 @@ MEASURE_DICTIONARY: dict[str, dict[str, str]] = {
     "reference": {"LongName": "Reference region",
                   "Description": "Reference region the measure is normalised by (n/a if none)."},
     "description": {"LongName": "Description", "Description": "How the measure was computed."},
+    "value_sd": {"LongName": "Standard deviation of the value (harmonizer uncertainty)",
+                 "Description": "Harmonized images only, with a model that has an ensemble: SD of "
+                                "the measure (e.g. Centiloid) over the ensemble's harmonized "
+                                "images, times the model's calibration factor; value +- 1.645 "
+                                "value_sd is the calibrated 90 % interval. n/a for flags.",
+                 "Units": "same as the value"},
 }
 
 _DAT_REGIONS = ("caudate_left", "caudate_right", "putamen_anterior_left",

@@ -67,7 +67,43 @@ REGION_DICTIONARY: dict[str, dict[str, str]] = {
                        "Units": "same as the PET image (see its sidecar 'Units')"},
     "suvr": {"LongName": "Standardized uptake value ratio (SUVR)",
              "Description": "mean / reference_mean.", "Units": "unitless"},
+    "suvr_sd": {"LongName": "Standard deviation of the SUVR (harmonizer uncertainty)",
+                "Description": "Harmonized images only, with a model that has an ensemble: SD "
+                               "of the SUVR over the ensemble's harmonized images, times the "
+                               "model's calibration factor (model.json: uncertainty.scale); "
+                               "suvr +- 1.645 suvr_sd is the calibrated 90 % interval.",
+                "Units": "unitless"},
 }
+
+#: Column of the member spread added to each table kind: (value column, key column, SD column)
+SPREAD_COLUMNS = {"regions": ("suvr", "region", "suvr_sd"),
+                  "measures": ("value", "measure", "value_sd")}
+
+
+def add_member_spread(table: pd.DataFrame, member_tables: list[pd.DataFrame], kind: str, *,
+                      scale: float = 1.0) -> pd.DataFrame:
+    """A copy of ``table`` with the spread column of ``kind`` (:data:`SPREAD_COLUMNS`).
+
+    The spread is ``scale`` times the sample SD over ``member_tables`` (the same table
+    computed on each ensemble member's image), matched by the key column; measures in
+    'boolean' units (positivity flags) get n/a.
+
+    >>> t = pd.DataFrame({"region": ["a", "b"], "suvr": [1.0, 2.0]})
+    >>> members = [pd.DataFrame({"region": ["a", "b"], "suvr": [1.0, 2.0 + d]}) for d in (0.1, -0.1)]
+    >>> add_member_spread(t, members, "regions", scale=2.0)["suvr_sd"].round(4).tolist()
+    [0.0, 0.2828]
+    """
+    value, key, out = SPREAD_COLUMNS[kind]
+    table = table.copy()
+    if len(member_tables) < 2:
+        table[out] = np.nan
+        return table
+    stacked = pd.concat([m.set_index(key)[value].astype(float) for m in member_tables], axis=1)
+    sd = stacked.std(axis=1, ddof=1) * float(scale)
+    table[out] = table[key].map(sd).astype(float)
+    if "units" in table:
+        table.loc[table["units"] == "boolean", out] = np.nan
+    return table
 
 
 def _as_image(img) -> nb.spatialimages.SpatialImage:

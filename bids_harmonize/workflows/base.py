@@ -8,6 +8,7 @@ from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
 from bids_harmonize.bids import SubjectPlan, bids_uri
 from bids_harmonize.derivatives import build_name, node_key, parse_name
+from bids_harmonize.harmonizer.uncertainty import model_has_ensemble
 from bids_harmonize.petmath import body_weight
 from bids_harmonize.provenance import software_versions
 from bids_harmonize.templates import TemplateFiles
@@ -51,7 +52,7 @@ def init_single_subject_wf(
     omp_nthreads: int = 1, uptake_windows: dict | None = None, window_policy: str = "strict",
     atlas: str = "synth",
     atlas_labels: Path | None = None, centiloid_vois: Path | None = None,
-    name: str | None = None,
+    ood_policy: str = "warn", name: str | None = None,
 ) -> Workflow:
     """Preprocess, harmonize and quantify every PET series of one subject.
 
@@ -79,6 +80,9 @@ def init_single_subject_wf(
         ``strict`` or ``nearest`` (:func:`bids_harmonize.petmath.select_frames`).
     atlas, atlas_labels, centiloid_vois
         Regions for quantification (see :mod:`bids_harmonize.quant.atlases`).
+    ood_policy
+        What an image out of the model's distribution gets: ``warn``, ``passthrough`` or
+        ``fail`` (:mod:`bids_harmonize.harmonizer.ood`).
 
     .. workflow::
 
@@ -133,6 +137,8 @@ def init_single_subject_wf(
                       "uptake_window_min": list(window) if window else None,
                       "window_policy": window_policy, "body_weight_source": weight[1]},
         )
+        if series.attenuation is not None:  # PET-MR: setup, its inference, scanner mu-map
+            base_meta.update(series.attenuation.sidecar())
 
         pet_wf = init_pet_wf(
             metadata=series.metadata, window_min=window, half_life_min=tracer.half_life_min,
@@ -174,21 +180,39 @@ def init_single_subject_wf(
 
         if series.platform != "PET-MR" or model_dir is None:
             continue
+        att = series.attenuation
+        use_mumap = bool(att is not None and att.mumap is not None)
+        with_uncertainty = model_has_ensemble(model_dir)
         harm_wf = init_harmonize_wf(
-            model_dir=str(model_dir), tracer=tracer.name, device=device,
+            model_dir=str(model_dir), tracer=tracer.name, tracer_family=tracer.family,
+            scanner=series.model_name, ac_setup=att.setup if att else None,
+            ac_setup_inference=att.how if att else "not inferred",
+            mumap_notes=att.notes if att else (), use_mumap=use_mumap,
+            with_uncertainty=with_uncertainty, ood_policy=ood_policy, device=device,
             omp_nthreads=omp_nthreads,
             tpl_name=template_space_name(series.path, template.name, "harmonized"),
             name=f"harmonize_{key}_wf",
         )
+        if use_mumap:
+            harm_wf.inputs.inputnode.mumap = str(att.mumap)
+            workflow.connect(pet_wf, "outputnode.pet2t1w_xfm", harm_wf, "inputnode.pet2t1w_xfm")
         ds_harmonized_wf = init_ds_pet_wf(output_dir=output_dir, pet_source=pet_source,
                                           base_meta=base_meta, desc="harmonized",
                                           spatial_references=references,
                                           name=f"ds_harmonized_{key}_wf")
         ds_harmonization_wf = init_ds_harmonization_wf(
             output_dir=output_dir, pet_source=pet_source, sources=[t1w_uri],
-            spatial_reference=t1w_uri, title=key, name=f"ds_harmonization_{key}_wf")
+            spatial_reference=t1w_uri, title=key, with_uncertainty=with_uncertainty,
+            name=f"ds_harmonization_{key}_wf")
         quant_harm_wf = init_quantify_wf(desc="harmonized", name=f"quantify_{key}_harmonized_wf",
-                                         **quantify)
+                                         with_members=with_uncertainty, **quantify)
+        if with_uncertainty:
+            workflow.connect([
+                (harm_wf, ds_harmonization_wf, [("outputnode.uncertainty_t1w",
+                                                 "inputnode.uncertainty_t1w")]),
+                (harm_wf, quant_harm_wf, [("outputnode.members_tpl", "inputnode.members"),
+                                          ("outputnode.uncertainty_scale", "inputnode.sd_scale")]),
+            ])  # fmt: skip
         workflow.connect([
             (pet_wf, harm_wf, [("outputnode.pet_t1w", "inputnode.pet_t1w")]),
             (anat_wf, harm_wf, [(f"outputnode.{f}", f"inputnode.{f}") for f in _ANAT_TO_PET]),

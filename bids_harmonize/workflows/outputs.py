@@ -298,14 +298,17 @@ def init_ds_ct_wf(*, output_dir, ct_source, sources: list[str], spatial_referenc
 
 
 def init_ds_harmonization_wf(*, output_dir, pet_source, sources: list[str],
-                             spatial_reference: str, title: str,
+                             spatial_reference: str, title: str, with_uncertainty: bool = False,
                              name: str = "ds_harmonization_wf") -> Workflow:
-    """Write the harmonizer's by-products: the pseudo-CT, and the before/after figure.
+    """Write the harmonizer's by-products: the pseudo-CT, the uncertainty map (a model with
+    an ensemble: ``with_uncertainty``), and the before/after figure.
 
     Inputs
     ------
     pseudoct_t1w
         Pseudo-CT (HU) from the T1w, on the T1w grid.
+    uncertainty_t1w
+        Calibrated ensemble SD of the log-ratio correction, T1w grid (``with_uncertainty``).
     pet_t1w, harmonized_t1w, brain_mask
         PET-MR before and after harmonization, and the brain mask (T1w grid).
 
@@ -317,9 +320,18 @@ def init_ds_harmonization_wf(*, output_dir, pet_source, sources: list[str],
             pet_source="/d/sub-01/ses-a/pet/sub-01_ses-a_trc-PiB_pet.nii.gz")
     """
     workflow = Workflow(name=name)
-    inputnode = pe.Node(niu.IdentityInterface(fields=["pseudoct_t1w", "pet_t1w",
-                                                      "harmonized_t1w", "brain_mask"]),
+    inputnode = pe.Node(niu.IdentityInterface(fields=["pseudoct_t1w", "uncertainty_t1w",
+                                                      "pet_t1w", "harmonized_t1w",
+                                                      "brain_mask"]),
                         name="inputnode")
+    if with_uncertainty:
+        ds_uncertainty = spec_sink(
+            "pet_uncertainty", "ds_uncertainty", output_dir, pet_source, Sources=sources,
+            SpatialReference=spatial_reference, SkullStripped=False, Units="1",
+            Description="harmonizer uncertainty: calibrated SD, over a deep ensemble of "
+                        "correction networks, of the log ratio r (harmonized = PET-MR * exp(r)); "
+                        "the relative SD of the harmonized uptake")
+        workflow.connect(inputnode, "uncertainty_t1w", ds_uncertainty, "in_file")
     ds_pseudoct = spec_sink("pseudo_ct", "ds_pseudoct", output_dir, pet_source, Sources=sources,
                             SpatialReference=spatial_reference)
     harm_rpt = pe.Node(HarmonizationRPT(title=f"{title}: harmonization"), name="harm_rpt")

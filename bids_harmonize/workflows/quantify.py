@@ -14,7 +14,7 @@ from bids_harmonize.workflows.outputs import TABLE_OUTPUTS, init_ds_tables_wf
 
 def init_quantify_wf(*, tracer: str, desc: str, output_dir, pet_source, atlas: str = "synth",
                      atlas_labels: Path | None = None, centiloid_vois: Path | None = None,
-                     name: str = "quantify_wf") -> Workflow:
+                     with_members: bool = False, name: str = "quantify_wf") -> Workflow:
     """Regional tables of one template-space PET image with each requested atlas, written.
 
     Parameters
@@ -29,11 +29,17 @@ def init_quantify_wf(*, tracer: str, desc: str, output_dir, pet_source, atlas: s
         ``synth``, a TemplateFlow atlas spec, or a label image with its label TSV.
     centiloid_vois
         The GAAIN Centiloid VOIs folder: adds the standard Centiloid tables.
+    with_members
+        Harmonized images of a model with an ensemble: the tables get the members' spread
+        (``suvr_sd``, ``value_sd``; :func:`bids_harmonize.quant.regional.add_member_spread`).
 
     Inputs
     ------
     in_file
         The PET image in the template space.
+    members, sd_scale
+        The ensemble members' images in the template space and the calibration factor of
+        their spread (``with_members`` only).
 
     .. workflow::
 
@@ -47,7 +53,8 @@ def init_quantify_wf(*, tracer: str, desc: str, output_dir, pet_source, atlas: s
         "in the template space" + (", with the GAAIN Centiloid regions for Centiloid."
                                    if centiloid_vois else ".")
     )
-    inputnode = pe.Node(niu.IdentityInterface(fields=["in_file"]), name="inputnode")
+    inputnode = pe.Node(niu.IdentityInterface(fields=["in_file", "members", "sd_scale"]),
+                        name="inputnode")
     for spec in [atlas] + (["centiloid"] if centiloid_vois else []):
         node = RegionalQuantification(tracer=tracer, desc=desc)
         if spec == "centiloid":
@@ -68,4 +75,7 @@ def init_quantify_wf(*, tracer: str, desc: str, output_dir, pet_source, atlas: s
             (quant, ds_tables, [(o, f"inputnode.{o}") for o, _, _ in TABLE_OUTPUTS]
              + [("seg", "inputnode.seg")]),
         ])  # fmt: skip
+        if with_members:
+            workflow.connect(inputnode, "members", quant, "members")
+            workflow.connect(inputnode, "sd_scale", quant, "sd_scale")
     return workflow
