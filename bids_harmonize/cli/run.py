@@ -75,7 +75,8 @@ def config_from_args(args) -> RunConfig:
         tracer_label=args.tracer_label, bids_filter_file=args.bids_filter_file,
         skip_bids_validation=args.skip_bids_validation, platform_map=args.platform_map,
         output_spaces=args.output_spaces, model_dir=args.model_dir,
-        no_harmonization=args.no_harmonization, device=args.device, nprocs=args.nprocs,
+        no_harmonization=args.no_harmonization, device=args.device, ood_policy=args.ood_policy,
+        nprocs=args.nprocs,
         nipype_plugin=args.nipype_plugin, plugin_args=args.plugin_args,
         omp_nthreads=args.omp_nthreads or max(1, min(args.nprocs, 8)), mem_gb=args.mem_gb,
         work_dir=args.work_dir, stop_on_first_crash=args.stop_on_first_crash,
@@ -260,7 +261,7 @@ def _run_plans(config: RunConfig, plans, excluded, held, skipped, *, run_id, exe
         omp_nthreads=config.omp_nthreads, uptake_windows=config.uptake_windows,
         window_policy=config.window_policy,
         atlas=config.atlas, atlas_labels=config.atlas_labels,
-        centiloid_vois=config.centiloid_vois,
+        centiloid_vois=config.centiloid_vois, ood_policy=config.ood_policy,
     )
     records = {}
     for plan in plans:
