@@ -431,18 +431,19 @@ def image_metadata(output_dir: Path) -> pd.DataFrame:
     """One row per PET image (subject, session, tracer, desc) with its sidecar's group fields
     and out-of-distribution fields (read from the participant outputs; unreadable ones skipped).
     """
+    from bids_harmonize.derivatives import collect_derivatives, series_label
+
     rows = []
-    for sidecar in sorted(Path(output_dir).glob("sub-*/ses-*/pet/*_space-T1w_desc-*_pet.json")):
-        ents = dict(p.split("-", 1) for p in sidecar.name.split("_")[:-1] if "-" in p)
+    for deriv in collect_derivatives(output_dir, kinds=("pet_preproc", "pet_harmonized"),
+                                     space="T1w", extension=".json"):
         try:
-            meta = json.loads(sidecar.read_text())
-        except (OSError, ValueError):
+            meta = deriv.metadata()
+        except ValueError:
             continue
-        if not isinstance(meta, dict):
-            continue
-        row = {"subject": ents.get("sub"), "session": ents.get("ses"),
-               "tracer": ents.get("trc"), "desc": ents.get("desc"),
-               "platform": meta.get("Platform")}
+        ents = deriv.entities
+        row = {"subject": ents.get("subject"), "session": ents.get("session"),
+               "tracer": ents.get("tracer"), "desc": ents.get("desc"),
+               "series": series_label(ents), "platform": meta.get("Platform")}
         for col, field in GROUP_FIELDS.items():
             row[col] = meta.get(field)
         row["ood_decision"] = meta.get("OODDecision")
