@@ -1,28 +1,28 @@
-"""Accuracy benchmark of the three-stage harmonizer against baselines, on simulated subjects.
+"""Accuracy benchmark of the harmonizer against baselines, on simulator v2 subjects.
 
     pip install -e ".[benchmarks]"                 # the ComBat baseline (neuroHarmonize)
-    python benchmarks/accuracy/run.py --quick      # a few minutes on 2 CPU cores
-    python benchmarks/accuracy/run.py              # larger default
+    python benchmarks/accuracy/run.py --quick      # minutes on 2 CPU cores
+    python benchmarks/accuracy/run.py              # larger default (see RESULTS.md for its time)
 
-Simulates training subjects (tracers without florbetapir and FPCIT) and held-out test
-subjects with ``bids_harmonize.synth``, trains the three-stage harmonizer and an
-image-to-image ablation (the same stage-3 net without the anatomy stages), fits a global
-linear cross-calibration per tracer and ComBat (neuroHarmonize, reference batch PET-CT) on
-regional values, and scores every method on the held-out subjects against the PET-CT image
-and the simulator's true activity, side by side:
+Simulates training subjects (PET-MR attenuation-correction setups ``TRAIN_SETUPS``, tracers
+without florbetapir and FPCIT) and held-out test sets with ``bids_harmonize.synth`` (v2:
+each PET-MR session has a setup and the scanner's own mu-map), trains
 
-- voxel-wise MAE (% of the PET-CT brain mean), PSNR and SSIM against PET-CT inside the brain;
-- regional percent bias against PET-CT over the 24 synth-atlas regions (mean and max of
-  absolute values), and the mean absolute regional bias against the true activity;
-- Centiloid difference (method on PET-MR minus PET-CT) for amyloid tracers, with the
-  tracers' equations (``bids_harmonize.tracers``), cortical_composite / whole_cerebellum
-  (``bids_harmonize.atlas``), and classification agreement at 24.1 CL;
+- **v2**: the three-stage harmonizer with the physics channel (expected attenuation-
+  correction error from the pseudo-CT and the scanner's mu-map, :mod:`bids_harmonize.
+  harmonizer.physics`), plus (``--ensemble-members``) an ensemble for the uncertainty and
+  the out-of-distribution score (:mod:`bids_harmonize.harmonizer.uncertainty`, ``.ood``);
+- **v1**: the same three stages without the physics channel (stages 1-2 shared with v2);
+- **U-Net**: the stage-3 net alone (no anatomy, no physics);
+- **linear**: a global linear cross-calibration per tracer; **ComBat** (neuroHarmonize,
+  reference batch PET-CT) on regional values;
 
-for three test sets: seen tracers; unseen tracers (florbetapir, FPCIT); seen tracers on a
-held-out PET-MR attenuation-correction setup (``atlas``: GE SIGNA PET/MR head atlas; training
-and seen test sets use ``dixon-nobone``, ``dixon-bone`` and ``zte``).
+and scores every method on every test set against PET-CT (and the simulator's truth):
+mean and worst-region absolute regional bias, voxel MAE/PSNR/SSIM, Centiloid difference
+and classification changes at the cut-off, each with a 95 % bootstrap confidence interval
+over subjects; the coverage of the ensemble's 90 % intervals and the OOD flag rates.
 
-Writes ``RESULTS.md`` (and ``results.json``) next to this file, or where ``--out`` says.
+Writes ``RESULTS.md`` (and ``RESULTS.json``) next to this file, or where ``--out`` says.
 """
 
 from __future__ import annotations
@@ -46,47 +46,59 @@ if str(HERE.parents[1]) not in sys.path:  # run from a checkout without installi
     sys.path.insert(0, str(HERE.parents[1]))
 LOGGER = logging.getLogger("benchmark")
 
+N_LABELS = 24
+CL_CUTOFF = 24.1  #: Centiloid positivity cut-off (Klunk et al. 2015 scale; Jack et al. 2017 use ~24)
+BOOTSTRAP = 2000  #: bootstrap resamples of subjects for the 95 % intervals
+
+# --------------------------------------------------------------------------- data sets
+# (the simulator's engineer maintains this section: which setups, tracers and protocol
+# options make each set)
 TRAIN_TRACERS = ("PiB", "FDG", "flortaucipir", "florbetaben")
 UNSEEN_TRACERS = ("florbetapir", "FPCIT")
-#: PET-MR attenuation-correction setups (``bids_harmonize/data/acsetups.tsv``) of the training
-#: and seen-setup test subjects, and the setup held out of training ("variant" test set).
 TRAIN_SETUPS = ("dixon-nobone", "dixon-bone", "zte")
 HELDOUT_SETUPS = ("atlas",)
-N_LABELS = 24
-CL_CUTOFF = 24.1
+
+
+@dataclass(frozen=True)
+class TestSet:
+    """One held-out set: its subjects are simulated with ``synth`` (SynthConfig fields)."""
+
+    title: str
+    tracers: tuple[str, ...]
+    synth: dict = field(default_factory=dict)
+    shares_subjects_with: str | None = None  #: scored on the subjects of another set
+
+
+TEST_SETS = {
+    "seen": TestSet("Seen setups and tracers, held-out subjects", TRAIN_TRACERS,
+                    {"petmr_setups": TRAIN_SETUPS}),
+    "unseen": TestSet("Unseen tracers (florbetapir, FPCIT), seen setups", UNSEEN_TRACERS,
+                      {"petmr_setups": TRAIN_SETUPS}, shares_subjects_with="seen"),
+    "heldout-setup": TestSet("Held-out PET-MR setup (atlas MR-AC, GE SIGNA MP24), seen tracers",
+                             TRAIN_TRACERS, {"petmr_setups": HELDOUT_SETUPS}),
+}
+TRAIN_SYNTH = {"petmr_setups": TRAIN_SETUPS}
 
 
 @dataclass
 class Settings:
     name: str
     train_subjects: int
-    test_subjects: int
-    variant_subjects: int
-    train_tracers: tuple[str, ...]
-    stage_steps: dict = field(default_factory=dict)
+    test_subjects: dict  #: per test set (sets sharing subjects are not listed)
+    calibration_subjects: int  #: held out from training, for the ensemble's calibration
+    stage_steps: dict  #: stage -> (epochs, steps per epoch, batch size)
+    ensemble_members: int
 
 
 SETTINGS = {
-    "quick": Settings(
-        "quick",
-        4,
-        2,
-        1,
-        ("PiB", "FDG", "flortaucipir"),
-        {"stage1": (4, 20, 4), "stage2": (4, 20, 4), "stage3": (6, 20, 2)},
-    ),
-    "default": Settings(
-        "default",
-        8,
-        4,
-        2,
-        TRAIN_TRACERS,
-        {"stage1": (8, 30, 4), "stage2": (8, 30, 4), "stage3": (12, 30, 2)},
-    ),
+    "quick": Settings("quick", 3, {"seen": 3, "heldout-setup": 2}, 1,
+                      {"stage1": (4, 20, 4), "stage2": (4, 20, 4), "stage3": (6, 20, 4)}, 1),
+    "default": Settings("default", 9, {"seen": 6, "heldout-setup": 4}, 3,
+                        {"stage1": (8, 40, 4), "stage2": (8, 40, 4), "stage3": (10, 40, 4)}, 2),
 }
 
 
-# --------------------------------------------------------------------------- data
+# --------------------------------------------------------------------------- simulation
 @dataclass
 class Case:
     """One held-out (subject, tracer) with everything the scores need."""
@@ -101,11 +113,14 @@ class Case:
     pet_ct: np.ndarray
     truth: np.ndarray
     petmr_model: str
+    ac_setup: str
+    mu_map: np.ndarray | None
     ct_hu: np.ndarray | None = None
 
 
 def _synth_version() -> str:
-    """Hash of the simulator's source: a changed simulator never reuses old cached subjects."""
+    """Hash of the simulator's source (and the setup table): a changed simulator never
+    reuses old cached subjects."""
     import hashlib
 
     import bids_harmonize.synth as synth
@@ -113,6 +128,10 @@ def _synth_version() -> str:
     digest = hashlib.sha256()
     for path in sorted(Path(synth.__file__).parent.glob("*.py")):
         digest.update(path.read_bytes())
+    for name in ("acsetups.py", "data/acsetups.tsv", "data/scanners.tsv"):
+        path = Path(synth.__file__).parents[1] / name
+        if path.exists():
+            digest.update(path.read_bytes())
     return digest.hexdigest()
 
 
@@ -138,9 +157,8 @@ def simulate(indices, tracers, seed, synth_config, cache_dir=None):
 
             t0 = time.perf_counter()
             s = simulate_subject(i, seed=seed, tracers=tracers, config=synth_config)
-            LOGGER.info(
-                "simulated subject %s %s (%.1f s)", s.subject, list(tracers), time.perf_counter() - t0
-            )
+            LOGGER.info("simulated subject %s %s %s (%.1f s)", s.subject, s.sessions["petmr"].ac_setup,
+                        list(tracers), time.perf_counter() - t0)
             meta = {
                 "subject": s.subject,
                 "tracers": s.tracers,
@@ -154,6 +172,7 @@ def simulate(indices, tracers, seed, synth_config, cache_dir=None):
                 "ct_hu": s.ct_hu,
                 "labels": s.labels,
                 "brain_mask": s.brain_mask,
+                "mu_mr": s.mu_mr,
                 "meta": np.array(json.dumps(meta)),
             }
             for t in s.tracers:
@@ -171,50 +190,14 @@ def simulate(indices, tracers, seed, synth_config, cache_dir=None):
                 ct_hu=d["ct_hu"],
                 labels=d["labels"],
                 brain_mask=d["brain_mask"],
+                mu_mr=d["mu_mr"],
                 activity={t: d[f"activity_{t}"] for t in meta["tracers"]},
                 pet_ct={t: d[f"pet_ct_{t}"] for t in meta["tracers"]},
                 pet_mr={t: d[f"pet_mr_{t}"] for t in meta["tracers"]},
                 sessions={
                     "petct": SimpleNamespace(model=meta["petct_model"]),
-                    "petmr": SimpleNamespace(
-                        model=meta["petmr_model"],
-                        attenuation_correction=meta["mrac"],
-                        ac_setup=meta.get("ac_setup"),
-                    ),
-                },
-            )
-        )
-    return subjects
-
-
-def simulate_phantoms(indices, tracers, seed, synth_config, cache_dir=None):
-    """Stand-in for :func:`simulate` with the unit-test phantom (pipeline check only)."""
-    from types import SimpleNamespace
-
-    from bids_harmonize.acsetups import get_setup
-    from bids_harmonize.harmonizer.phantom import phantom_pair
-
-    subjects = []
-    for i in indices:
-        pairs = {t: phantom_pair(i, shape=(48, 56, 48), tracer=t, seed=seed) for t in tracers}
-        first = next(iter(pairs.values()))
-        subjects.append(
-            SimpleNamespace(
-                subject=first.subject,
-                t1w=first.t1w,
-                ct_hu=first.ct_hu,
-                labels=first.labels,
-                brain_mask=first.brain_mask,
-                tracers=list(tracers),
-                pet_ct={t: p.pet_ct for t, p in pairs.items()},
-                pet_mr={t: p.pet_mr for t, p in pairs.items()},
-                activity={t: p.pet_ct for t, p in pairs.items()},
-                sessions={
-                    "petmr": SimpleNamespace(
-                        model=get_setup(synth_config.petmr_setups[0]).model,
-                        attenuation_correction=get_setup(synth_config.petmr_setups[0]).ac_text,
-                        ac_setup=synth_config.petmr_setups[0],
-                    )
+                    "petmr": SimpleNamespace(model=meta["petmr_model"], attenuation_correction=meta["mrac"],
+                                             ac_setup=meta["ac_setup"]),
                 },
             )
         )
@@ -225,21 +208,9 @@ def cases_of(subjects, tracers, group):
     out = []
     for s in subjects:
         for t in tracers:
-            out.append(
-                Case(
-                    group,
-                    s.subject,
-                    t,
-                    s.t1w,
-                    s.brain_mask > 0,
-                    s.labels,
-                    s.pet_mr[t],
-                    s.pet_ct[t],
-                    s.activity[t],
-                    getattr(s.sessions.get("petmr"), "model", "?"),
-                    s.ct_hu,
-                )
-            )
+            petmr = s.sessions["petmr"]
+            out.append(Case(group, s.subject, t, s.t1w, s.brain_mask > 0, s.labels, s.pet_mr[t], s.pet_ct[t],
+                            s.activity[t], petmr.model, petmr.ac_setup, s.mu_mr, s.ct_hu))
     return out
 
 
@@ -321,7 +292,7 @@ def regional_scores(means_h, case, ct_stats, truth_stats):
     if cl_h is not None:
         cl_ct = centiloid(case.tracer, m_ct, counts)
         out["cl_diff"] = cl_h - cl_ct
-        out["cl_agree"] = float((cl_h >= CL_CUTOFF) == (cl_ct >= CL_CUTOFF))
+        out["cl_change"] = float((cl_h >= CL_CUTOFF) != (cl_ct >= CL_CUTOFF))
     return out
 
 
@@ -423,7 +394,8 @@ d = np.load(sys.argv[2])
 t0 = time.perf_counter()
 model = load_model(sys.argv[1])
 t1 = time.perf_counter()
-res = harmonize_volume(d["pet"], d["t1w"], d["mask"], model, device="cpu")
+res = harmonize_volume(d["pet"], d["t1w"], d["mask"], model, device="cpu", mu_map=d["mu_map"],
+                       ac_setup=str(d["ac_setup"]))
 t2 = time.perf_counter()
 print(json.dumps({"load_s": t1 - t0, "infer_s": t2 - t1,
                   "peak_rss_mb": peak_mb(),
@@ -441,7 +413,8 @@ def measure_inference(model_dir, case, threads, tmp):
 
 def _measure_inference(model_dir, case, threads, tmp):
     path = Path(tmp) / "case.npz"
-    np.savez(path, pet=case.pet_mr, t1w=case.t1w, mask=case.brain)
+    np.savez(path, pet=case.pet_mr, t1w=case.t1w, mask=case.brain, mu_map=case.mu_map,
+             ac_setup=np.array(case.ac_setup))
     env = {**os.environ, "PYTHONPATH": str(HERE.parents[1])}
     out = subprocess.run(
         [sys.executable, "-c", SPEED_SNIPPET, str(model_dir), str(path), str(threads)],
@@ -470,53 +443,81 @@ def tiny_training_times(threads):
     return {s: card["training"][s]["seconds"] for s in ("stage1", "stage2", "stage3")}
 
 
-# --------------------------------------------------------------------------- main
-CORRECTION_OVERRIDES: dict = {}  # set from the command line (--correction-norm)
-
-
-def config_for(settings, use_anatomy=True):
+# --------------------------------------------------------------------------- models
+def config_for(settings, *, use_anatomy=True, physics=True):
     from bids_harmonize.harmonizer.config import HarmonizerConfig
 
     changes = {
         name: {"epochs": e, "steps_per_epoch": s, "batch_size": b}
         for name, (e, s, b) in settings.stage_steps.items()
     }
-    return HarmonizerConfig().replace(
-        correction={"use_anatomy": use_anatomy, **CORRECTION_OVERRIDES}, **changes
-    )
+    inputs = ("pet", "t1w", "ac_error") if physics else ("pet", "t1w")
+    return HarmonizerConfig().replace(correction={"use_anatomy": use_anatomy, "inputs": inputs}, **changes)
 
 
-METHODS = ("none", "linear", "combat", "unet", "three-stage")
+METHODS = ("none", "linear", "combat", "unet", "v1", "v2")
 LABELS = {
     "none": "No correction (PET-MR)",
     "linear": "Global linear cross-calibration per tracer",
     "combat": "ComBat on regional values (neuroHarmonize)",
-    "unet": "Image-to-image U-Net, no anatomy (ablation)",
-    "three-stage": "**Three-stage harmonizer**",
+    "unet": "U-Net, no anatomy, no physics (ablation)",
+    "v1": "Three-stage v1 (no physics channel)",
+    "v2": "**Three-stage v2 (physics channel)**",
     "petct": "PET-CT itself (reference, vs truth)",
 }
-GROUPS = {
-    "seen": "Seen tracers, held-out subjects",
-    "unseen": "Unseen tracers (florbetapir, FPCIT; not in training)",
-    "variant": "Held-out PET-MR AC setup (atlas, GE SIGNA PET/MR), seen tracers",
-}
 
 
-def evaluate(cases, model, ablation, fits, combat, threads):
+def assessment_available(model) -> bool:
+    """Whether the ensemble/OOD side (HARM-B's modules) is there and the model has members."""
+    try:
+        from bids_harmonize.harmonizer import uncertainty
+    except ImportError:
+        return False
+    return hasattr(uncertainty, "harmonize_with_assessment") and bool(model.card.get("uncertainty"))
+
+
+def run_v2(case, model, with_assessment):
+    """v2's harmonized image, plus coverage counts and the OOD result when available."""
     from bids_harmonize.harmonizer.infer import harmonize_volume
 
+    if not with_assessment:
+        res = harmonize_volume(case.pet_mr, case.t1w, case.brain, model, tracer=case.tracer, device="cpu",
+                               mu_map=case.mu_map, ac_setup=case.ac_setup)
+        return res, {}
+    from bids_harmonize.harmonizer import uncertainty as U
+    from bids_harmonize.tracers import UnknownTracerError, get_tracer
+
+    try:
+        family = get_tracer(case.tracer).family
+    except UnknownTracerError:
+        family = None
+    res, _, members, ood = U.harmonize_with_assessment(
+        case.pet_mr, case.t1w, case.brain, model, tracer=case.tracer, tracer_family=family,
+        scanner=case.petmr_model, mu_map=case.mu_map, ac_setup=case.ac_setup, policy="warn", device="cpu")
+    extra = {"ood_score": float(ood.score), "ood_flag": float(ood.is_ood)}
+    if len(members) > 1:
+        err, sd, _ = U.regional_errors_and_sds(members, case.pet_ct, case.labels, case.brain)
+        scale = float(U.card_uncertainty(model.card).get("scale", 1.0))
+        z = U.z_value(0.9)
+        inside = np.abs(err) <= z * scale * sd
+        extra.update({"cov_in": float(inside.sum()), "cov_n": float(inside.size)})
+    return res, extra
+
+
+def evaluate(cases, models, fits, combat):
+    from bids_harmonize.harmonizer.infer import harmonize_volume
+
+    with_assessment = assessment_available(models["v2"])
     rows = []
     for case in cases:
+        t0 = time.perf_counter()
         ct_stats = region_stats(case.pet_ct, case.labels)
         truth_stats = region_stats(case.truth, case.labels)
-        mine = harmonize_volume(case.pet_mr, case.t1w, case.brain, model, tracer=case.tracer, device="cpu")
-        ablated = harmonize_volume(case.pet_mr, case.t1w, case.brain, ablation, device="cpu")
-        images = {
-            "none": case.pet_mr,
-            "linear": apply_linear(fits, case),
-            "unet": ablated.harmonized,
-            "three-stage": mine.harmonized,
-        }
+        v2, extra = run_v2(case, models["v2"], with_assessment)
+        images = {"none": case.pet_mr, "linear": apply_linear(fits, case), "v2": v2.harmonized}
+        for name in ("unet", "v1"):
+            images[name] = harmonize_volume(case.pet_mr, case.t1w, case.brain, models[name], device="cpu",
+                                            mu_map=case.mu_map, ac_setup=case.ac_setup).harmonized
         for method in METHODS:
             img = images.get(method)
             if img is None:
@@ -526,123 +527,239 @@ def evaluate(cases, model, ablation, fits, combat, threads):
                 means, _ = region_stats(img, case.labels)
                 scores = image_scores(img, case.pet_ct, case.brain)
             scores.update(regional_scores(means, case, ct_stats, truth_stats))
-            if method == "three-stage" and case.ct_hu is not None:
-                scores.update(pseudo_ct_scores(mine.pseudo_ct_hu, case.ct_hu))
-            rows.append(
-                {
-                    "group": case.group,
-                    "subject": case.subject,
-                    "tracer": case.tracer,
-                    "method": method,
-                    **scores,
-                }
-            )
+            if method == "v2":
+                scores.update(extra)
+                if case.ct_hu is not None:
+                    scores.update(pseudo_ct_scores(v2.pseudo_ct_hu, case.ct_hu))
+            rows.append({"group": case.group, "subject": case.subject, "tracer": case.tracer,
+                         "setup": case.ac_setup, "method": method, **scores})
         truth_row = regional_scores(ct_stats[0], case, ct_stats, truth_stats)
-        rows.append(
-            {
-                "group": case.group,
-                "subject": case.subject,
-                "tracer": case.tracer,
-                "method": "petct",
-                "bias_true": truth_row["bias_true"],
-            }
-        )
-        LOGGER.info("scored %s sub-%s %s", case.group, case.subject, case.tracer)
+        rows.append({"group": case.group, "subject": case.subject, "tracer": case.tracer,
+                     "setup": case.ac_setup, "method": "petct", "bias_true": truth_row["bias_true"]})
+        LOGGER.info("scored %s sub-%s %s %s (%.1f s)", case.group, case.subject, case.tracer, case.ac_setup,
+                    time.perf_counter() - t0)
     return rows
 
 
-def summarise(rows):
+# --------------------------------------------------------------------------- statistics
+def bootstrap_ci(per_subject: dict, rng, n=BOOTSTRAP, stat=np.mean):
+    """Mean over subjects of per-subject values and its 95 % percentile bootstrap interval.
+
+    >>> rng = np.random.default_rng(0)
+    >>> m, lo, hi = bootstrap_ci({"a": 1.0, "b": 2.0, "c": 3.0}, rng)
+    >>> m, lo <= m <= hi
+    (2.0, True)
+    """
+    values = np.array(list(per_subject.values()), dtype=float)
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
+        return None, None, None
+    if len(values) == 1:
+        return float(values[0]), None, None
+    draws = rng.integers(0, len(values), size=(n, len(values)))
+    boots = stat(values[draws], axis=1)
+    return float(stat(values)), float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))
+
+
+def paired_difference_ci(a: dict, b: dict, rng, n=BOOTSTRAP):
+    """Mean over shared subjects of ``a - b`` and its 95 % bootstrap interval."""
+    keys = sorted(set(a) & set(b))
+    return bootstrap_ci({k: a[k] - b[k] for k in keys}, rng, n)
+
+
+def per_subject(df, column, how="mean", where=None):
+    d = df if where is None else df[where]
+    d = d[["subject", column]].dropna()
+    if d.empty:
+        return {}
+    g = d.groupby("subject")[column]
+    return (g.mean() if how == "mean" else g.max()).to_dict()
+
+
+def summarise(rows, seed=0):
     import pandas as pd
 
+    rng = np.random.default_rng(seed)
     df = pd.DataFrame(rows)
-    out = {}
+    out, subjects = {}, {}
+    none_cl = {}
+    for group, d in df[df.method == "none"].groupby("group"):
+        if "cl_diff" in d:
+            none_cl[group] = d.assign(key=d.subject + "/" + d.tracer).set_index("key")["cl_diff"].abs()
     for (group, method), d in df.groupby(["group", "method"], sort=False):
-
-        def col(name, how="mean", d=d):
-            if name not in d or d[name].isna().all():
-                return None
-            v = d[name].dropna()
-            return float(getattr(v, how)())
-
-        cl = d["cl_diff"].dropna() if "cl_diff" in d else pd.Series(dtype=float)
-        out.setdefault(group, {})[method] = {
-            "n": int(len(d)),
-            "mae_pct": col("mae_pct"),
-            "psnr": col("psnr"),
-            "ssim": col("ssim"),
-            "bias_mean": col("bias_mean"),
-            "bias_max": col("bias_max", "max"),
-            "bias_true": col("bias_true"),
-            "cl_absdiff": float(cl.abs().mean()) if len(cl) else None,
-            "cl_meandiff": float(cl.mean()) if len(cl) else None,
-            "cl_agree": col("cl_agree"),
-            "pct_mae_hu": col("pct_mae_hu"),
-            "pct_bone_dice": col("pct_bone_dice"),
-            "n_amyloid": int(len(cl)),
-        }
+        entry = {"n_cases": int(len(d)), "n_subjects": int(d.subject.nunique())}
+        for col in ("bias_mean", "bias_max", "bias_true", "mae_pct", "psnr", "ssim"):
+            if col in d and d[col].notna().any():
+                subj = per_subject(d, col)
+                subjects.setdefault(group, {}).setdefault(method, {})[col] = subj
+                entry[col] = bootstrap_ci(subj, rng)
+        if "cl_diff" in d and d["cl_diff"].notna().any():
+            cl = d.assign(abs_cl=d["cl_diff"].abs())
+            entry["cl_abs"] = bootstrap_ci(per_subject(cl, "abs_cl"), rng)
+            entry["cl_signed"] = float(cl["cl_diff"].mean())
+            entry["cl_changes"] = int(cl["cl_change"].sum())
+            entry["n_amyloid"] = int(cl["cl_diff"].notna().sum())
+            key = cl.subject + "/" + cl.tracer
+            big = none_cl.get(group)
+            if big is not None:
+                large = key.map(big).fillna(0) >= 12.0
+                if large.any():
+                    entry["cl_abs_large"] = bootstrap_ci(per_subject(cl[large.values], "abs_cl"), rng)
+                    entry["n_large"] = int(large.sum())
+        for col in ("pct_mae_hu", "pct_bone_dice"):
+            if col in d and d[col].notna().any():
+                entry[col] = float(d[col].mean())
+        if "ood_flag" in d and d["ood_flag"].notna().any():
+            entry["ood_rate"] = float(d["ood_flag"].mean())
+            entry["ood_score"] = float(d["ood_score"].mean())
+        if "cov_n" in d and d["cov_n"].notna().any():
+            entry["coverage"] = float(d["cov_in"].sum() / d["cov_n"].sum())
+            entry["coverage_n"] = int(d["cov_n"].sum())
+        out.setdefault(group, {})[method] = entry
+    # paired differences of v2 against every other method (mean abs regional bias)
+    for group, methods in subjects.items():
+        v2 = methods.get("v2", {}).get("bias_mean")
+        if not v2:
+            continue
+        for method, cols in methods.items():
+            if method != "v2" and "bias_mean" in cols:
+                out[group][method]["v2_minus"] = paired_difference_ci(v2, cols["bias_mean"], rng)
     return out
 
 
-def fmt(v, digits=2, pct=False):
-    if v is None:
+# --------------------------------------------------------------------------- report
+def fmt(v, digits=2):
+    return "—" if v is None else f"{v:.{digits}f}"
+
+
+def fmt_ci(t, digits=2):
+    if not t or t[0] is None:
         return "—"
-    if pct:
-        return f"{100 * v:.0f} %"
-    return f"{v:.{digits}f}"
+    m, lo, hi = t
+    if lo is None:
+        return f"{m:.{digits}f}"
+    return f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def targets_of(summary, settings_has_ensemble):
+    def get(group, method, key):
+        return summary.get(group, {}).get(method, {}).get(key)
+
+    out = []
+    for group, limit in (("seen", 2.0), ("unseen", 3.0), ("heldout-setup", 3.0)):
+        t = get(group, "v2", "bias_mean")
+        if t and t[0] is not None:
+            text = f"v2 mean abs regional bias, {group}: {fmt_ci(t)} % (target < {limit} %)"
+            out.append((text, t[0] < limit))
+    t = get("heldout-setup", "none", "v2_minus")
+    if t and t[2] is not None:
+        out.append((f"held-out setup: v2 never worse than no correction (v2 - none = {fmt_ci(t)} "
+                    "percentage points; upper bound <= 0)", t[2] <= 0.0))
+    for group in summary:
+        t = get(group, "v2", "cl_abs_large")
+        if t and t[0] is not None:
+            n = get(group, "v2", "n_large")
+            out.append((f"v2 mean abs ΔCL where uncorrected |ΔCL| >= 12, {group} ({n} cases): {fmt_ci(t)} "
+                        "(target < 3)", t[0] < 3.0))
+    for group in summary:
+        mine = get(group, "v2", "bias_mean")
+        if not mine or mine[0] is None:
+            continue
+        worst = []
+        for m in ("none", "linear", "combat", "unet", "v1"):
+            other = get(group, m, "bias_mean")
+            if other and other[0] is not None:
+                separated = mine[2] is not None and other[1] is not None and mine[2] < other[1]
+                worst.append((m, other, separated))
+        ok = all(sep for _, _, sep in worst)
+        text = ", ".join(f"{m} {fmt_ci(o)}{'' if sep else ' (overlaps)'}" for m, o, sep in worst)
+        out.append((f"v2 better than every baseline with non-overlapping 95 % CIs, {group}: "
+                    f"v2 {fmt_ci(mine)} vs {text}", ok))
+    hit = get("heldout-setup", "v2", "ood_rate")
+    fa = [get(g, "v2", "ood_rate") for g in ("seen",) if get(g, "v2", "ood_rate") is not None]
+    if hit is not None:
+        out.append((f"OOD flag on the held-out (unknown) setup: {100 * hit:.0f} % (target >= 90 %)",
+                    hit >= 0.9))
+    if fa:
+        out.append((f"OOD flag on in-distribution cases (seen set): {100 * fa[0]:.0f} % (target <= 10 %)",
+                    fa[0] <= 0.1))
+    for group in summary:
+        cov = get(group, "v2", "coverage")
+        if cov is not None:
+            n_cov = get(group, "v2", "coverage_n")
+            out.append((f"coverage of the 90 % intervals, {group}: {100 * cov:.0f} % of {n_cov} "
+                        "regional errors (target 85-95 %)", 0.85 <= cov <= 0.95))
+    if not settings_has_ensemble:
+        out.append(("uncertainty coverage and OOD rates: not measured (no ensemble in this run)", False))
+    return out
 
 
 def markdown(summary, meta):
     lines = [
-        "# Accuracy benchmark: PET-MR → PET-CT harmonization (simulated data)",
+        "# Accuracy benchmark: PET-MR → PET-CT harmonization (simulator v2)",
         "",
         f"Generated {meta['date']} by `{meta['command']}` ({meta['settings']} settings) on "
-        f"{meta['machine']}, {meta['threads']} torch threads. All data simulated with "
-        "`bids_harmonize.synth`; nothing here is a claim about real scanners.",
+        f"{meta['machine']}, {meta['threads']} torch thread(s), no GPU. All data simulated with "
+        "`bids_harmonize.synth` (v2: PET-MR attenuation-correction setups with the scanner's own "
+        "mu-map); nothing here is a claim about real scanners.",
         "",
-        f"Training: subjects {meta['train_subjects']} with tracers "
-        f"{', '.join(meta['train_tracers'])}, PET-MR AC setups {', '.join(TRAIN_SETUPS)}. "
-        "Test: held-out subjects " + meta["test_subjects"] + ".",
+        f"Training: {meta['train_subjects']} subjects, setups {', '.join(TRAIN_SETUPS)} in turn, tracers "
+        f"{', '.join(TRAIN_TRACERS)}. Test sets: {meta['test_subjects']}. Calibration of the ensemble: "
+        f"{meta['calibration_subjects']} further held-out subjects of the training setups.",
         "",
-        "Columns: MAE in % of the PET-CT brain mean, PSNR and SSIM vs PET-CT inside the "
-        "brain mask; |regional bias| vs PET-CT over the 24 synth regions (mean over regions "
-        "and cases; max over all); |bias| vs truth = mean absolute regional bias against "
-        "the simulator's true activity; ΔCL = Centiloid on the method minus Centiloid on "
-        "PET-CT (amyloid tracers only), mean of |ΔCL| (signed mean in brackets) and "
-        "classification agreement at 24.1 CL. ComBat corrects regional values only, so it "
-        "has no voxel-wise figures.",
+        "Every figure is the mean over subjects (per subject: mean over its cases) with its 95 % "
+        f"bootstrap interval over subjects ({BOOTSTRAP} resamples) in brackets. Columns: mean abs "
+        "regional bias = mean over the 24 synth regions of |method / PET-CT - 1| (%); worst region = "
+        "the largest of those per case; bias vs truth = the same against the simulator's true "
+        "activity; MAE in % of the PET-CT brain mean; ΔCL = Centiloid on the method minus on PET-CT "
+        f"(amyloid tracers), mean |ΔCL| and signed mean; class changes = cases whose class at "
+        f"{CL_CUTOFF} CL differs from PET-CT's. ComBat corrects regional values only (no voxel "
+        "figures). v2 - method: paired bootstrap interval of the difference in mean abs regional "
+        "bias (negative: v2 better).",
         "",
     ]
-    for group, title in GROUPS.items():
+    for group, ts in TEST_SETS.items():
         if group not in summary:
             continue
         lines += [
-            f"## {title}",
+            f"## {ts.title}",
             "",
-            "| Method | n | MAE % | PSNR dB | SSIM | mean abs regional bias % "
-            "| max abs regional bias % | abs bias vs truth % | mean abs ΔCL (signed) "
-            "| CL agreement |",
+            "| Method | subjects / cases | mean abs regional bias % | worst region % | bias vs truth % "
+            "| MAE % | SSIM | mean abs ΔCL (signed) | class changes | v2 - method |",
             "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for method in (*METHODS, "petct"):
             s = summary[group].get(method)
             if not s:
                 continue
-            cl = "—" if s["cl_absdiff"] is None else (f"{s['cl_absdiff']:.2f} ({s['cl_meandiff']:+.2f})")
+            cl = "—"
+            if s.get("cl_abs"):
+                cl = f"{fmt_ci(s['cl_abs'], 1)} ({s['cl_signed']:+.1f})"
+            changes = f"{s['cl_changes']}/{s['n_amyloid']}" if "cl_changes" in s else "—"
             lines.append(
-                f"| {LABELS[method]} | {s['n']} | {fmt(s['mae_pct'])} | {fmt(s['psnr'], 1)} "
-                f"| {fmt(s['ssim'], 3)} | {fmt(s['bias_mean'])} | {fmt(s['bias_max'])} "
-                f"| {fmt(s['bias_true'])} | {cl} | {fmt(s['cl_agree'], pct=True)} |"
+                f"| {LABELS[method]} | {s['n_subjects']} / {s['n_cases']} | {fmt_ci(s.get('bias_mean'))} "
+                f"| {fmt_ci(s.get('bias_max'), 1)} | {fmt_ci(s.get('bias_true'))} "
+                f"| {fmt_ci(s.get('mae_pct'))} | {fmt_ci(s.get('ssim'), 3)} | {cl} | {changes} "
+                f"| {fmt_ci(s.get('v2_minus'))} |"
             )
         lines.append("")
-        s = summary[group].get("three-stage", {})
-        if s.get("pct_mae_hu") is not None:
-            lines += [
-                f"Pseudo-CT from the T1w (stage 2 through the stage-1 decoder): MAE "
-                f"{s['pct_mae_hu']:.0f} HU inside the head, bone (> 300 HU) Dice "
-                f"{s['pct_bone_dice']:.2f}.",
-                "",
-            ]
-    lines += ["## Targets", ""]
+        v2 = summary[group].get("v2", {})
+        extra = []
+        if v2.get("cl_abs_large"):
+            nl = summary[group].get("none", {}).get("cl_abs_large")
+            extra.append(f"cases with uncorrected |ΔCL| >= 12 ({v2['n_large']}): mean |ΔCL| none "
+                         f"{fmt_ci(nl, 1)}, v2 {fmt_ci(v2['cl_abs_large'], 1)}")
+        if v2.get("pct_mae_hu") is not None:
+            extra.append(f"pseudo-CT MAE {v2['pct_mae_hu']:.0f} HU in the head, "
+                         f"bone Dice {v2['pct_bone_dice']:.2f}")
+        if v2.get("coverage") is not None:
+            extra.append(f"90 % interval coverage {100 * v2['coverage']:.0f} % "
+                         f"({v2['coverage_n']} regional errors)")
+        if v2.get("ood_rate") is not None:
+            extra.append(f"OOD flag rate {100 * v2['ood_rate']:.0f} % (mean score {v2['ood_score']:.2f})")
+        if extra:
+            lines += ["v2: " + "; ".join(extra) + ".", ""]
+    lines += ["## Targets (issue 13)", ""]
     for text, ok in meta["targets"]:
         lines.append(f"- {'met' if ok else '**not met**'}: {text}")
     lines += ["", "## Speed and memory", ""]
@@ -651,19 +768,18 @@ def markdown(summary, meta):
             lines.append(f"- Inference speed, {n_threads} thread(s): failed ({sp['error']})")
             continue
         lines.append(
-            f"- Inference, one subject at 2 mm (grid {sp['shape']}), CPU, {n_threads} torch "
+            f"- v2 inference, one subject at 2 mm (grid {sp['shape']}), CPU, {n_threads} torch "
             f"thread(s), fresh process: {sp['infer_s']:.1f} s (+ {sp['load_s']:.2f} s model "
-            f"load), peak resident memory {sp['peak_rss_mb']:.0f} MB (whole process, torch "
-            "included)."
+            f"load), peak resident memory {sp['peak_rss_mb']:.0f} MB (whole process)."
         )
     lines += [
-        "- Training time per stage, benchmark configuration ("
-        + ", ".join(f"{k}: {v:.0f} s" for k, v in meta["train_seconds"].items())
-        + f"); ablation U-Net stage 3: {meta['ablation_seconds']:.0f} s.",
-        "- Training time per stage, test-suite configuration (16^3 patches, phantoms): "
-        + ", ".join(f"{k}: {v:.2f} s" for k, v in meta["tiny_seconds"].items())
-        + ".",
-        f"- Simulation: {meta['simulate_s']:.0f} s; whole benchmark: {meta['total_s']:.0f} s.",
+        "- Training, seconds per stage: v2 "
+        + ", ".join(f"{k} {v:.0f}" for k, v in meta["train_seconds"].items())
+        + f"; v1 stage 3 {meta['v1_seconds']:.0f} (stages 1-2 shared with v2); U-Net stage 3 "
+        f"{meta['unet_seconds']:.0f}; ensemble and calibration {meta['ensemble_s']:.0f}.",
+        f"- Simulation {meta['simulate_s']:.0f} s (cached subjects are not re-simulated); evaluation "
+        f"{meta['evaluate_s']:.0f} s; whole benchmark {meta['total_s']:.0f} s. Load average at the "
+        f"start {meta['load_start']}, at the end {meta['load_end']} (shared machine: wall times inflated).",
         "",
         "## Settings",
         "",
@@ -675,21 +791,14 @@ def markdown(summary, meta):
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------- main
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small run (a few minutes)")
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        help="Markdown table to write (default: RESULTS.md, or RESULTS-quick.md with --quick)",
-    )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch CPU threads (1 is fastest on a loaded 2-core machine)",
-    )
+    parser.add_argument("--quick", action="store_true", help="small run")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="Markdown table to write (default: RESULTS.md; RESULTS-quick.md with --quick)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (1 is fastest on a loaded 2-core machine)")
     parser.add_argument(
         "--cache-dir",
         type=Path,
@@ -697,23 +806,19 @@ def main(argv=None):
         help="where simulated subjects are cached (.npz); 'none' disables the cache",
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--phantom",
-        action="store_true",
-        help="use the unit-test phantom instead of the simulator (pipeline check only)",
-    )
-    parser.add_argument(
-        "--correction-norm",
-        choices=("instance", "none"),
-        default=None,
-        help="normalisation inside the stage-3 blocks (default: the package default)",
-    )
+    parser.add_argument("--ensemble-members", type=int, default=None,
+                        help="ensemble members of v2 for uncertainty/OOD (default: per settings; 0: none)")
+    parser.add_argument("--train-subjects", type=int, default=None, help="override the settings")
+    parser.add_argument("--test-subjects", type=int, default=None, help="override: subjects per test set")
+    parser.add_argument("--report-from", type=Path, default=None,
+                        help="rebuild the report from the rows of an earlier run's JSON (no simulation, "
+                        "no training)")
     args = parser.parse_args(argv)
-    if args.correction_norm:
-        CORRECTION_OVERRIDES["norm"] = args.correction_norm
     if args.out is None:
         args.out = HERE / ("RESULTS-quick.md" if args.quick else "RESULTS.md")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.report_from is not None:
+        return report(json.loads(args.report_from.read_text()), args)
     import torch
 
     from bids_harmonize.harmonizer.dataset import pairs_from_simulation
@@ -723,95 +828,107 @@ def main(argv=None):
 
     torch.set_num_threads(args.threads)
     settings = SETTINGS["quick" if args.quick else "default"]
+    if args.train_subjects:
+        settings.train_subjects = args.train_subjects
+    if args.test_subjects:
+        settings.test_subjects = {k: args.test_subjects for k in settings.test_subjects}
+    members = settings.ensemble_members if args.ensemble_members is None else args.ensemble_members
+    load_start = os.getloadavg()[0]
     t_start = time.perf_counter()
-    n_tr, n_te, n_va = settings.train_subjects, settings.test_subjects, settings.variant_subjects
-    train_idx = range(1, n_tr + 1)
-    test_idx = range(n_tr + 1, n_tr + n_te + 1)
-    var_idx = range(n_tr + n_te + 1, n_tr + n_te + n_va + 1)
-    train_cfg = SynthConfig(petmr_setups=TRAIN_SETUPS)
-    var_cfg = SynthConfig(petmr_setups=HELDOUT_SETUPS)
-    tracers = settings.train_tracers
-    sim = simulate_phantoms if args.phantom else simulate
     cache = None if str(args.cache_dir).lower() == "none" else args.cache_dir
-    train = sim(train_idx, tracers, args.seed, train_cfg, cache)
-    test = sim(test_idx, (*tracers, *UNSEEN_TRACERS), args.seed, train_cfg, cache)
-    variant = sim(var_idx, tracers, args.seed, var_cfg, cache)
+    next_index = 1
+
+    def indices(n):
+        nonlocal next_index
+        out = range(next_index, next_index + n)
+        next_index += n
+        return out
+
+    train_idx = indices(settings.train_subjects)
+    train = simulate(train_idx, TRAIN_TRACERS, args.seed, SynthConfig(**TRAIN_SYNTH), cache)
+    calib_idx = indices(settings.calibration_subjects) if members else range(0)
+    calib = simulate(calib_idx, TRAIN_TRACERS, args.seed, SynthConfig(**TRAIN_SYNTH), cache)
+    test_subjects, cases, described = {}, [], []
+    for group, ts in TEST_SETS.items():
+        if ts.shares_subjects_with:
+            continue
+        tracers = tuple(dict.fromkeys(ts.tracers + tuple(
+            tr for t in TEST_SETS.values() if t.shares_subjects_with == group for tr in t.tracers)))
+        idx = indices(settings.test_subjects[group])
+        test_subjects[group] = simulate(idx, tracers, args.seed, SynthConfig(**ts.synth), cache)
+        described.append(f"{group} {len(idx)} subjects ({idx.start}-{idx.stop - 1})")
+    for group, ts in TEST_SETS.items():
+        subjects = test_subjects[ts.shares_subjects_with or group]
+        cases += cases_of(subjects, ts.tracers, group)
     simulate_s = time.perf_counter() - t_start
     pairs = [p for s in train for p in pairs_from_simulation(s)]
-    cases = (
-        cases_of(test, tracers, "seen")
-        + cases_of(test, UNSEEN_TRACERS, "unseen")
-        + cases_of(variant, tracers, "variant")
-    )
+    calib_pairs = [p for s in calib for p in pairs_from_simulation(s)]
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        model_dir = train_model(
-            pairs, tmp / "three-stage", config_for(settings), device="cpu", progress=False
-        )
-        ablation_dir = train_model(
-            pairs, tmp / "unet", config_for(settings, False), device="cpu", progress=False
-        )
-        model, ablation = load_model(model_dir), load_model(ablation_dir)
+        ckpt = tmp / "checkpoints"
+        kw = {"device": "cpu", "progress": False, "checkpoint_dir": ckpt}
+        v2_dir = train_model(pairs, tmp / "v2", config_for(settings), **kw)
+        v1_dir = train_model(pairs, tmp / "v1", config_for(settings, physics=False), **kw)
+        unet_dir = train_model(pairs, tmp / "unet", config_for(settings, use_anatomy=False, physics=False),
+                               device="cpu", progress=False)
+        t_ens = time.perf_counter()
+        if members:
+            from bids_harmonize.harmonizer.uncertainty import fit_uncertainty
+
+            fit_uncertainty(v2_dir, pairs, validation_pairs=calib_pairs, n_members=members, device="cpu")
+        ensemble_s = time.perf_counter() - t_ens
+        models = {"v2": load_model(v2_dir), "v1": load_model(v1_dir), "unet": load_model(unet_dir)}
         fits = fit_linear(pairs)
         combat = ComBat(pairs)
-        rows = evaluate(cases, model, ablation, fits, combat, args.threads)
-        speed = [measure_inference(model_dir, cases[0], n, tmp) for n in (1, 2)]
-        train_seconds = {s: model.card["training"][s]["seconds"] for s in ("stage1", "stage2", "stage3")}
-        ablation_seconds = ablation.card["training"]["stage3"]["seconds"]
-    tiny = tiny_training_times(args.threads)
-    summary = summarise(rows)
-
-    def get(group, method, key):
-        return summary.get(group, {}).get(method, {}).get(key)
-
-    three = "three-stage"
-    targets = []
-    for group, limit in (("seen", 2.0), ("unseen", 3.0)):
-        v = get(group, three, "bias_mean")
-        if v is not None:
-            targets.append((f"mean abs regional bias, {group} tracers: {v:.2f} % (< {limit} %)", v < limit))
-    for group in ("seen", "unseen", "variant"):
-        v = get(group, three, "cl_absdiff")
-        if v is not None:
-            targets.append((f"mean abs ΔCL, {group}: {v:.2f} CL (< 3 CL)", v < 3.0))
-    for group in GROUPS:
-        mine = get(group, three, "bias_mean")
-        if mine is None:
-            continue
-        base = {m: get(group, m, "bias_mean") for m in ("none", "linear", "combat", "unet")}
-        best = min((v, m) for m, v in base.items() if v is not None)
-        targets.append(
-            (
-                f"better than every baseline on regional bias, {group}: {mine:.2f} % "
-                f"vs best baseline {best[1]} {best[0]:.2f} %",
-                mine < best[0],
-            )
-        )
+        t_eval = time.perf_counter()
+        rows = evaluate(cases, models, fits, combat)
+        evaluate_s = time.perf_counter() - t_eval
+        args.out.with_suffix(".rows.json").write_text(json.dumps(rows, default=str))  # before the report
+        speed = [measure_inference(v2_dir, cases[0], n, tmp) for n in (1, 2)]
+        card = models["v2"].card
+        train_seconds = {s: card["training"][s]["seconds"] for s in ("stage1", "stage2", "stage3")}
+        v1_seconds = models["v1"].card["training"]["stage3"]["seconds"]
+        unet_seconds = models["unet"].card["training"]["stage3"]["seconds"]
+    command = "python benchmarks/accuracy/run.py" + (" --quick" if args.quick else "")
+    overrides = (("--ensemble-members", args.ensemble_members), ("--train-subjects", args.train_subjects),
+                 ("--test-subjects", args.test_subjects))
+    for flag, value in overrides:
+        if value is not None:
+            command += f" {flag} {value}"
     meta = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "command": "python benchmarks/accuracy/run.py"
-        + (" --quick" if args.quick else "")
-        + (f" --correction-norm {args.correction_norm}" if args.correction_norm else ""),
+        "command": command,
         "settings": settings.name,
         "machine": f"{platform.machine()} CPU ({os.cpu_count()} cores visible)",
         "threads": args.threads,
         "train_subjects": f"{len(train)} ({train_idx.start}-{train_idx.stop - 1})",
-        "train_tracers": tracers,
-        "test_subjects": (
-            f"{len(test)} ({test_idx.start}-{test_idx.stop - 1}) for seen and "
-            f"unseen tracers, {len(variant)} ({var_idx.start}-"
-            f"{var_idx.stop - 1}) for the PET-MR variant"
-        ),
-        "targets": targets,
+        "calibration_subjects": len(calib),
+        "test_subjects": "; ".join(described),
         "speed": speed,
         "train_seconds": train_seconds,
-        "ablation_seconds": ablation_seconds,
-        "tiny_seconds": tiny,
+        "v1_seconds": v1_seconds,
+        "unet_seconds": unet_seconds,
+        "ensemble_s": ensemble_s,
         "simulate_s": simulate_s,
+        "evaluate_s": evaluate_s,
         "total_s": time.perf_counter() - t_start,
+        "load_start": round(load_start, 1),
+        "load_end": round(os.getloadavg()[0], 1),
+        "ensemble_members": members,
         "config": config_for(settings).to_dict(),
     }
+    data = {"meta": meta, "rows": rows}
+    args.out.with_suffix(".json").write_text(json.dumps(data, indent=1, default=str))  # --report-from
+    args.out.with_suffix(".rows.json").unlink(missing_ok=True)
+    return report(data, args)
+
+
+def report(data, args):
+    """Summarise rows, check the targets and write the Markdown and JSON results."""
+    rows, meta = data["rows"], data["meta"]
+    summary = summarise(rows, args.seed)
+    meta["targets"] = targets_of(summary, meta.get("ensemble_members", 0) > 0)
     text = markdown(summary, meta)
     args.out.write_text(text)
     args.out.with_suffix(".json").write_text(
