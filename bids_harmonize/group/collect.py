@@ -138,6 +138,19 @@ def _list_dirs(path: str, prefix: str) -> list[str]:
         return sorted(e.name for e in it if e.name.startswith(prefix) and e.is_dir())
 
 
+def window_text(window) -> str:
+    """The sidecar's ``TimeWindow`` (the minutes actually averaged) as ``start-end``.
+
+    >>> window_text([90.0, 110.0]), window_text(None), window_text(["a"])
+    ('90-110', 'n/a', 'n/a')
+    """
+    try:
+        start, end = (float(v) for v in window)
+    except (TypeError, ValueError):
+        return "n/a"
+    return f"{start:g}-{end:g}"
+
+
 def _sidecar(candidates: list[Derivative]) -> dict | str:
     """The PET sidecar of a series (``space-T1w`` first), or the reason it is unusable."""
     if not candidates:
@@ -224,7 +237,7 @@ def _parse_subject(root: str, sub: str, out: _Parsed, seen: set) -> None:
             reason = (f"malformed table: {exc}", stem)
             break
         image = (key, meta["Platform"], meta.get("TracerName", "n/a"),
-                 meta.get("ManufacturersModelName", "n/a"))
+                 meta.get("ManufacturersModelName", "n/a"), window_text(meta.get("TimeWindow")))
         staged.append((image, ("m", tuple(mname)), mvals, ("r", tuple(rname), tuple(rkind)),
                        rvals, dict(zip(mname, munit, strict=True))))
     if reason is None and not staged:
@@ -235,8 +248,9 @@ def _parse_subject(root: str, sub: str, out: _Parsed, seen: set) -> None:
         return
     for image, mkey, mvals, rkey, rvals, units in staged:
         seen.add(image[0])
-        (s, ses, trc, version, seg, label), platform, tracer_name, model = image
-        out.images.append((s, ses, trc, platform, version, seg, label, tracer_name, model))
+        (s, ses, trc, version, seg, label), platform, tracer_name, model, window = image
+        out.images.append((s, ses, trc, platform, version, seg, label, tracer_name, model,
+                           window))
         out.m_layout.append(out.layout(mkey))
         out.m_values.extend(mvals)
         out.r_layout.append(out.layout(rkey))
@@ -336,7 +350,7 @@ def collect_participant_tables(output_dir: str | Path, *, n_procs: int | None = 
             "first." + (f" Problems: {detail}" if detail else "")
         )
 
-    image_df = pd.DataFrame(images, columns=[*KEYS, "tracer_name", "model"])
+    image_df = pd.DataFrame(images, columns=[*KEYS, "tracer_name", "model", "time_window"])
     measures = _long(len(images), m_lay, layouts, np.concatenate(m_vals), "measure", "value",
                      kind=False)
     regions = _long(len(images), r_lay, layouts, np.concatenate(r_vals), "region", "suvr",

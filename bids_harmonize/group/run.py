@@ -209,6 +209,33 @@ def paired(col: Collection, long: pd.DataFrame, item: str, value: str) -> pd.Dat
     return out
 
 
+def mark_window_differences(col: Collection, pairs: pd.DataFrame) -> pd.DataFrame:
+    """``pairs`` with the uptake windows of the PET-CT and PET-MR images of each pair and
+    ``windows_differ`` (1/0; n/a when a window is unknown), e.g. a same-day pair whose
+    second scan ran later after one injection."""
+    images = col.images
+    if "time_window" not in images.columns or pairs.empty:
+        return pairs.assign(window_petct="n/a", window_petmr="n/a", windows_differ=np.nan)
+    img = _conditions(images)
+    img = img.assign(time_window=images["time_window"].to_numpy()[img["image"].to_numpy()])
+    wide = {}
+    for cond, column in (("petct", "window_petct"), ("petmr_raw", "window_petmr")):
+        part = img.loc[img["condition"] == cond, ["subject", "tracer", "seg", "time_window"]]
+        wide[column] = part.rename(columns={"time_window": column})
+    out = pairs
+    for column, part in wide.items():
+        out = out.merge(part, on=["subject", "tracer", "seg"], how="left")
+        out[column] = out[column].fillna("n/a")
+    known = (out["window_petct"] != "n/a") & (out["window_petmr"] != "n/a")
+    out["windows_differ"] = np.where(known, (out["window_petct"] != out["window_petmr"])
+                                     .astype(float), np.nan)
+    differ = out.loc[out["windows_differ"] == 1, ["subject", "tracer"]].drop_duplicates()
+    if len(differ):
+        LOGGER.warning("pairs whose PET-CT and PET-MR uptake windows differ (SUVR drifts with "
+                       "time): %s", ", ".join(f"sub-{s} {t}" for s, t in differ.to_numpy()))
+    return out
+
+
 def _paired_rows(pairs: pd.DataFrame) -> pd.Series:
     """Rows with a PET-CT value and at least one PET-MR value."""
     comps = [c for c in COMPARISONS if c in pairs.columns]
@@ -393,7 +420,12 @@ def run_group(output_dir: str | Path, *, cutoffs: dict | None = None, atlas: str
     mpairs = mpairs_all.loc[~mpairs_all["measure"].isin(FLAGS)].reset_index(drop=True)
     rpairs = paired(col, col.regions, "region", "suvr")
     has_pairs = bool(_paired_rows(mpairs).any())
-    written["pairs"] = _write(mpairs_all, group_dir / "pairs.tsv")
+    written["pairs"] = _write(mark_window_differences(col, mpairs_all), group_dir / "pairs.tsv", {
+        "window_petct": {"Description": "minutes after injection averaged in the PET-CT image "
+                                        "(sidecar TimeWindow)"},
+        "window_petmr": {"Description": "minutes after injection averaged in the PET-MR image"},
+        "windows_differ": {"Description": "1 if the two sessions averaged different windows "
+                                          "(SUVR drifts with time after injection), else 0"}})
 
     not_ratio = {m for m, u in col.units.items() if u in ("CL", "%")}
     agree_m = agreement_table(mpairs, "measure", no_percent=not_ratio)
