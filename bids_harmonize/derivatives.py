@@ -387,6 +387,10 @@ def _scandir(path: str) -> list[os.DirEntry]:
             return sorted(it, key=lambda e: e.name)
     except (FileNotFoundError, NotADirectoryError):
         return []
+    except OSError as exc:  # unreadable folder: its files are not found, and we say so
+        LOGGER.warning("%s: cannot list this folder (%s); its outputs are ignored", path,
+                       exc.strerror or exc)
+        return []
 
 
 def list_subjects(output_dir: str | os.PathLike) -> list[str]:

@@ -267,3 +267,21 @@ def test_every_consumer_finds_runs_and_reconstructions(outputs):
     names = {derivative_name(f"sub-01_{label}_space-MNI_desc-preproc_pet.nii.gz", seg="synth",
                              desc="preproc", suffix="suvr") for label in labels}
     assert len(names) == 3 and all("_seg-synth_desc-preproc_suvr.tsv" in n for n in names)
+
+
+def test_unreadable_folder_is_skipped_with_a_warning(tmp_path, caplog, monkeypatch):
+    import os
+
+    pet = tmp_path / "sub-01/ses-a/pet"
+    pet.mkdir(parents=True)
+    (pet / "sub-01_ses-a_trc-PiB_space-T1w_desc-preproc_pet.nii.gz").write_text("")
+    scandir = os.scandir
+
+    def denied(path):  # chmod 0 does not stop root, who runs CI containers
+        if os.fspath(path) == str(pet):
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", denied)
+    assert drv.collect_derivatives(tmp_path) == []
+    assert "cannot list this folder (Permission denied)" in caplog.text
