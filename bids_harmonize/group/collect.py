@@ -365,7 +365,41 @@ def collect_participant_tables(output_dir: str | Path, *, n_procs: int | None = 
         regions["image"] = rank[regions["image"].to_numpy()]
         measures = measures.sort_values("image", kind="stable").reset_index(drop=True)
         regions = regions.sort_values("image", kind="stable").reset_index(drop=True)
+    image_df = add_harmonization_columns(image_df, output_dir)
     LOGGER.info("collected %d images of %d participants (%d skipped)", len(image_df),
                 image_df["subject"].nunique(), len({p["participant"] for p in problems}))
     return Collection(images=image_df, measures=measures, regions=regions,
                       problems=problems, units=units)
+
+
+#: Image-table columns from the PET sidecars (harmonized images: the harmonized sidecar,
+#: which holds the harmonizer's out-of-distribution decision; raw: the preproc sidecar).
+HARMONIZATION_COLUMNS = {"ac_setup": "AttenuationCorrectionSetup",
+                         "ood_decision": "OODDecision", "ood_score": "OODScore"}
+
+
+def add_harmonization_columns(images: pd.DataFrame, output_dir) -> pd.DataFrame:
+    """``images`` with :data:`HARMONIZATION_COLUMNS` (n/a where a sidecar has no such field).
+
+    Only the ``space-T1w`` sidecars are read, one per series and version.
+    """
+    kinds = {"raw": "pet_preproc", "harmonized": "pet_harmonized"}
+    values: dict[tuple, dict] = {}
+    for sub in images["subject"].unique():
+        for deriv in collect_derivatives(output_dir, subject=str(sub), kinds=tuple(kinds.values())):
+            if deriv.get("extension") != ".json" or deriv.get("space") != "T1w":
+                continue
+            try:
+                meta = deriv.metadata()
+            except ValueError:
+                continue
+            version = "harmonized" if deriv.kind == "pet_harmonized" else "raw"
+            values[(str(sub), series_label(deriv.entities), version)] = meta
+    out = images.copy()
+    keys = list(zip(out["subject"].astype(str), out["series"].astype(str),
+                    out["version"].astype(str), strict=True))
+    for column, field_name in HARMONIZATION_COLUMNS.items():
+        col = [values.get(k, {}).get(field_name) for k in keys]
+        out[column] = pd.to_numeric(pd.Series(col, dtype=object), errors="coerce") \
+            if column == "ood_score" else pd.Series(col, dtype=object)
+    return out

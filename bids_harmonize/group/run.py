@@ -83,6 +83,15 @@ KEY_DICTIONARY = {
                          "in its file names: two runs of one session are two series"},
     "tracer_name": {"Description": "PET sidecar 'TracerName'"},
     "model": {"Description": "PET sidecar 'ManufacturersModelName'"},
+    "ac_setup": {"Description": "PET-MR attenuation-correction setup (PET sidecar "
+                                "'AttenuationCorrectionSetup'; n/a for PET-CT)"},
+    "ood_decision": {"Description": "Harmonized images: the harmonizer's out-of-distribution "
+                                    "decision (sidecar 'OODDecision')",
+                     "Levels": {"apply": "in distribution", "warn": "out of distribution, "
+                                "corrected", "passthrough": "out of distribution, input "
+                                "written unchanged"}},
+    "ood_score": {"Description": "Harmonized images: out-of-distribution score, 0-1 (sidecar "
+                                 "'OODScore')"},
     "measure": {"Description": "Summary measure (see the participant *_measures.json)"},
     "region": {"Description": "Atlas region or composite"},
     "petct": {"Description": "Value on PET-CT (reference)"},
