@@ -6,7 +6,8 @@ Each function takes the regional table of :func:`bids_harmonize.quant.regional.r
 
 * amyloid: ``suvr_cortical`` (cortical target / whole cerebellum) and ``centiloid``
   (the tracer's published equation; the standard-method one unless another is named,
-  e.g. florbetapir ``avid``, whose row is then ``centiloid_avid``). With the GAAIN VOIs
+  plus ``centiloid_<name>`` for its other published equations, e.g. florbetapir
+  ``centiloid_avid``, each labelled). With the GAAIN VOIs
   (``voi_ctx`` / ``voi_WhlCbl``) this is the standard Centiloid method (``centiloid_standard_vois`` = 1); with
   another atlas' ``cortical_composite`` / ``whole_cerebellum`` it is flagged
   non-standard (``centiloid_standard_vois`` = 0).
@@ -103,10 +104,11 @@ def amyloid_measures(regions: pd.DataFrame, tracer: Tracer, *,
                      equation: str | None = None) -> list[dict]:
     """Cortical SUVR and Centiloid (standard VOIs when present, else flagged non-standard).
 
-    ``equation`` names one of the tracer's Centiloid equations (``tracers.yaml``), e.g.
-    ``avid`` for florbetapir; the default is its first (the standard method). Another
-    equation's row is named ``centiloid_<equation>`` (so that cut-offs of the standard
-    scale are not applied to it) and its description names the equation and pipeline.
+    ``centiloid`` uses the tracer's default equation (its first in ``tracers.yaml``: the
+    standard method). Every other named equation (e.g. florbetapir ``avid``) adds a row
+    ``centiloid_<name>`` whose description names it and its pipeline, so that a number
+    from another pipeline is never mistaken for standard Centiloid (and no cut-off of the
+    standard scale is applied to it); ``equation`` limits these rows to the one named.
     """
     means = _means(regions)
     target = _first(means, "voi_ctx", "cortical_composite")
@@ -118,14 +120,19 @@ def amyloid_measures(regions: pd.DataFrame, tracer: Tracer, *,
     rows = [_row("suvr_cortical", suvr, "unitless", ref,
                  f"Mean uptake of {target} / {ref} ({how}).")]
     if tracer.centiloid_equations:
-        eq = tracer.equation(equation)
-        default = eq["name"] == tracer.centiloid["name"]
-        label = "" if default else f" [{eq['name'].upper()} EQUATION, not the default]"
-        rows.append(_row("centiloid" if default else f"centiloid_{eq['name']}",
-                         tracer.centiloid_from_suvr(suvr, eq["name"]), "CL", ref,
-                         f"CL = {eq['slope']:g} * suvr_cortical + {eq['intercept']:g}, "
-                         f"equation '{eq['name']}'{label}: {eq.get('pipeline', '')} "
-                         f"({eq['source']}); VOIs here: {how}."))
+        default = tracer.centiloid["name"]
+        if equation is not None:
+            tracer.equation(equation)  # an unknown name is an error naming the known ones
+        names = [default] + [n for n in tracer.centiloid_equations
+                             if n != default and equation in (None, n)]
+        for name in names:
+            eq = tracer.equation(name)
+            label = "" if name == default else f" [{name.upper()} EQUATION, not the default]"
+            rows.append(_row("centiloid" if name == default else f"centiloid_{name}",
+                             tracer.centiloid_from_suvr(suvr, name), "CL", ref,
+                             f"CL = {eq['slope']:g} * suvr_cortical + {eq['intercept']:g}, "
+                             f"equation '{name}'{label}: {eq.get('pipeline', '')} "
+                             f"({eq['source']}); VOIs here: {how}."))
         rows.append(_row("centiloid_standard_vois", float(standard), "boolean", "n/a",
                          "1 if Centiloid used the GAAIN standard VOIs, 0 if an atlas "
                          "composite (not comparable to published cut-offs without validation)."))

@@ -94,15 +94,22 @@ def test_florbetapir_equations():
 
 def test_avid_equation_is_labelled():
     regions = pd.DataFrame({"region": ["voi_ctx", "voi_WhlCbl"], "mean": [1.5, 1.0]})
-    std = summary_measures(regions, "florbetapir").set_index("measure")
-    avid = summary_measures(regions, "florbetapir", equation="avid").set_index("measure")
-    assert std.loc["centiloid", "value"] == pytest.approx(PUBLISHED["florbetapir"](1.5))
-    assert "centiloid" not in avid.index
-    assert avid.loc["centiloid_avid", "value"] == pytest.approx(AVID(1.5))
-    assert "AVID EQUATION" in avid.loc["centiloid_avid", "description"]
-    assert "Navitsky" in avid.loc["centiloid_avid", "description"]
-    # the standard-scale cut-off is not applied to the Avid number
-    assert "positive" not in avid.index
+    m = summary_measures(regions, "florbetapir").set_index("measure")
+    assert m.loc["centiloid", "value"] == pytest.approx(PUBLISHED["florbetapir"](1.5))
+    assert "equation 'standard'" in m.loc["centiloid", "description"]
+    assert m.loc["centiloid_avid", "value"] == pytest.approx(AVID(1.5))
+    assert "AVID EQUATION" in m.loc["centiloid_avid", "description"]
+    assert "Navitsky" in m.loc["centiloid_avid", "description"]
+    assert m.loc["centiloid_spm12_refit", "value"] == pytest.approx(SPM12_REFIT(1.5))
+    # the cut-off of the standard scale applies to the standard number only
+    assert "centiloid >= 20.1" in m.loc["positive", "description"]
+    only = summary_measures(regions, "florbetapir", equation="avid")["measure"].tolist()
+    assert "centiloid_avid" in only and "centiloid_spm12_refit" not in only
+    with pytest.raises(ValueError, match="no Centiloid equation 'berkeley'"):
+        summary_measures(regions, "florbetapir", equation="berkeley")
+    # tracers with one published equation get one row
+    assert not any(m.startswith("centiloid_") and m != "centiloid_standard_vois"
+                   for m in summary_measures(regions, "PiB")["measure"])
 
 
 def test_measures_use_centiloid_equation():
