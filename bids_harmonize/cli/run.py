@@ -87,6 +87,7 @@ def config_from_args(args) -> RunConfig:
         atlas_labels=args.atlas_labels, centiloid_vois=args.centiloid_vois,
         cutoffs=dict(args.cutoff), train_epochs=epochs,
         train_min_subjects=args.train_min_subjects, seed=args.seed,
+        ensemble_members=args.ensemble_members, calibration_subjects=args.calibration_subjects,
         overwrite_model=args.overwrite_model,
     )
 
@@ -479,13 +480,33 @@ def run_train(config: RunConfig, run_id: str | None = None) -> int:
     try:
         staging = model_dir.parent / f".{model_dir.name}.partial"
         partial = staging / model_dir.name  # same folder name: the card names the model by it
-        train_model(pairs, partial, train_config, device=config.device)
+        train_pairs, calibration_pairs = split_calibration(pairs, config.calibration_subjects)
+        train_model(train_pairs, partial, train_config, device=config.device)
+        if config.ensemble_members > 0:
+            from bids_harmonize.harmonizer.uncertainty import fit_uncertainty
+
+            fit_uncertainty(partial, train_pairs, validation_pairs=calibration_pairs,
+                            n_members=config.ensemble_members, device=config.device)
         install_model(partial, model_dir, run_id=run_id)
         shutil.rmtree(staging, ignore_errors=True)
     finally:
         lock.release()
     print(f"model written to {model_dir}")
     return 0
+
+
+def split_calibration(pairs, n_subjects: int):
+    """Training pairs and the pairs of the last ``n_subjects`` subjects (held out to
+    calibrate the ensemble); a usage error when fewer than two subjects would remain."""
+    subjects = sorted({p.subject for p in pairs})
+    if n_subjects <= 0:
+        return pairs, []
+    if len(subjects) - n_subjects < 2:
+        raise UsageError(f"--calibration-subjects {n_subjects} leaves {len(subjects) - n_subjects} "
+                         f"of {len(subjects)} subjects for training (at least 2 needed)", status=2)
+    held = set(subjects[-n_subjects:])
+    LOGGER.info("held out for calibration: %s", ", ".join(f"sub-{s}" for s in sorted(held)))
+    return [p for p in pairs if p.subject not in held], [p for p in pairs if p.subject in held]
 
 
 def install_model(partial: Path, model_dir: Path, *, run_id: str) -> None:
