@@ -86,11 +86,13 @@ def test_container_scripts_bind_and_request_gpus(bids, tmp_path):
 
 def test_kept_work_folder_is_stable_per_participant(bids, tmp_path):
     kept = render_participant(_recipe(bids, tmp_path, keep_work=True, scratch="/shared/scratch"))
-    assert 'KEEP_ROOT="/shared/scratch/bids_harmonize_work-$(id -u)"' in kept
+    assert 'SCRATCH="/shared/scratch"' in kept
+    assert 'KEEP_ROOT="$SCRATCH/bids_harmonize_work-$(id -u)"' in kept
     assert 'WORK="$KEEP_ROOT/' in kept and '/sub-$LABEL"' in kept
     assert "rm -rf" not in kept
     temporary = render_participant(_recipe(bids, tmp_path))
-    assert 'WORK=$(mktemp -d "${TMPDIR:-/tmp}/bids_harmonize_${SLURM_ARRAY_JOB_ID}_' in temporary
+    assert 'SCRATCH="${TMPDIR:-/tmp}"' in temporary
+    assert 'WORK=$(mktemp -d "$SCRATCH/bids_harmonize_${SLURM_ARRAY_JOB_ID}_' in temporary
     assert "rm -rf" in temporary
 
 
@@ -127,8 +129,7 @@ def test_temporary_work_folder_is_private_and_removed(bids, tmp_path):
 
 
 def test_kept_work_folder_is_private(bids, tmp_path):
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
+    scratch = tmp_path / "scratch" / "not-yet"  # created by the task
     recipe = _recipe(bids, tmp_path, venv=_fake_app(tmp_path), scratch=str(scratch),
                      keep_work=True)
     paths = write_recipe(recipe)

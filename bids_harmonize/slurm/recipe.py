@@ -274,7 +274,7 @@ private_dir() {{
     fi
     chmod 700 "$1" || exit 2
 }}
-KEEP_ROOT="{recipe.scratch}/bids_harmonize_work-$(id -u)"
+KEEP_ROOT="$SCRATCH/bids_harmonize_work-$(id -u)"
 private_dir "$KEEP_ROOT"
 private_dir "$KEEP_ROOT/{tag}"
 WORK="$KEEP_ROOT/{tag}/sub-$LABEL"
@@ -282,7 +282,7 @@ private_dir "$WORK\""""
     else:
         work_line = (
             "# node-local scratch: a private folder (mktemp -d, mode 700), removed at the end\n"
-            f'WORK=$(mktemp -d "{recipe.scratch}/bids_harmonize_${{SLURM_ARRAY_JOB_ID}}_'
+            'WORK=$(mktemp -d "$SCRATCH/bids_harmonize_${SLURM_ARRAY_JOB_ID}_'
             '${SLURM_ARRAY_TASK_ID}.XXXXXXXX") || { echo "cannot create a work folder" >&2; '
             'exit 2; }')
     return head + f"""
@@ -294,6 +294,8 @@ if [ -z "$LABEL" ]; then
     exit 2
 fi
 TASK="${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}}"
+SCRATCH="{recipe.scratch}"
+mkdir -p "$SCRATCH" || {{ echo "cannot create the scratch folder $SCRATCH" >&2; exit 2; }}
 {work_line}
 {cleanup}NPROCS=${{SLURM_CPUS_PER_TASK:-1}}
 MEM_GB=$(( ${{SLURM_MEM_PER_NODE:-{recipe.mem_gb * 1024}}} / 1024 ))
