@@ -92,7 +92,7 @@ class Settings:
 
 SETTINGS = {
     "quick": Settings("quick", 3, {"seen": 3, "heldout-setup": 2}, 1,
-                      {"stage1": (4, 20, 4), "stage2": (4, 20, 4), "stage3": (6, 20, 4)}, 1),
+                      {"stage1": (6, 20, 4), "stage2": (6, 20, 4), "stage3": (8, 25, 4)}, 1),
     "default": Settings("default", 9, {"seen": 6, "heldout-setup": 4}, 3,
                         {"stage1": (8, 40, 4), "stage2": (8, 40, 4), "stage3": (10, 40, 4)}, 2),
 }
