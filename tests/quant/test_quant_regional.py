@@ -279,3 +279,18 @@ def test_braak_meta_rois_follow_one_definition():
     assert "hippocampus_parahippocampal" in COMPOSITES["braak_III_IV"]  # parahippocampal: III
     assert "anterior_cingulate" in COMPOSITES["braak_V_VI"]  # anterior cingulate: V
     assert set(every) <= set(synth_label_table()["name"])
+
+
+def test_unknown_tracer_gets_regional_means_only():
+    """A tracer named nowhere: means (and SUVR with a user reference), no tracer measures."""
+    from bids_harmonize.tracers import unknown_tracer
+
+    lab, pet = _toy_synth()
+    atlas = synth_atlas(image=lab)
+    bare = unknown_tracer("DASB", "C11")
+    table = regional_table(pet, atlas, bare).set_index("region")
+    assert table["mean"].notna().all() and table["suvr"].isna().all()
+    assert summary_measures(table.reset_index(), bare).empty
+    with_ref = unknown_tracer("DASB", "C11", reference="cerebellar_grey")
+    table = regional_table(pet, atlas, with_ref).set_index("region")
+    assert table.loc["cerebellar_grey", "suvr"] == pytest.approx(1.0)
