@@ -4,18 +4,92 @@ A page fails on: a console error or an uncaught script error, an image that did
 not load, a link to a file or anchor that is not there, a figure (image or
 inline SVG) that did not render to a visible size, Python reprs in the text
 (``np.float64(``, ``array(``), raw Markdown citations (``[@key]``), or a
-missing piece the page should have. Each page's full screenshot is saved.
+missing piece the page should have. Each page's full screenshot is saved. The
+same demo run also checks that docs/outputs.rst names every output file kind and
+sidecar field.
+
+``BH_DEMO_OUT=/path/to/out`` reuses an existing demo output instead of running
+``participant`` and ``group`` (about two minutes on two cores). Screenshots go
+to ``$BH_ARTEFACTS`` when set, else to a folder under pytest's temporary root.
+Chromium is Debian's (``apt-get install chromium``), driven by Playwright's
+Python package through ``executable_path``: no browser is ever downloaded
+(never ``playwright install``). The fixtures live here, not in a conftest.py:
+a ``tests/browser/conftest.py`` would be imported before ``tests/conftest.py``
+and clash with it under ``--doctest-modules`` (both are module ``conftest``).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import pytest
 
 pytestmark = pytest.mark.browser
+
+CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
+
+
+def _chromium() -> str | None:
+    env = os.environ.get("BH_CHROMIUM")
+    if env:
+        return env
+    return next((c for c in CHROMIUM_CANDIDATES if Path(c).exists()), shutil.which("chromium"))
+
+
+@pytest.fixture(scope="session")
+def artefacts(tmp_path_factory) -> Path:
+    """Where screenshots are saved (kept after the run)."""
+    folder = (Path(os.environ["BH_ARTEFACTS"]) if os.environ.get("BH_ARTEFACTS")
+              else tmp_path_factory.mktemp("browser-artefacts"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def demo_out(tmp_path_factory, templateflow_home) -> Path:
+    """The README demo's output: 2 simulated PiB subjects, participant (--sloppy) and group."""
+    if os.environ.get("BH_DEMO_OUT"):
+        out = Path(os.environ["BH_DEMO_OUT"])
+        if not (out / "index.html").is_file():
+            pytest.fail(f"BH_DEMO_OUT={out} has no index.html: not a finished demo output")
+        return out
+    root = tmp_path_factory.mktemp("demo")
+    env = {**os.environ, "TEMPLATEFLOW_HOME": str(templateflow_home)}
+    bindir = Path(sys.executable).parent
+    steps = [
+        [bindir / "bids_harmonize-synth", root / "bids", "--subjects", "2", "--tracers", "PiB",
+         "--seed", "0", "--overwrite"],
+        [bindir / "bids_harmonize", root / "bids", root / "out", "participant", "--output-spaces",
+         "MNI152NLin2009aSym", "T1w", "--sloppy", "-w", root / "work", "--nprocs", "2"],
+        [bindir / "bids_harmonize", root / "bids", root / "out", "group"],
+    ]
+    for cmd in steps:
+        done = subprocess.run([str(c) for c in cmd], env=env, capture_output=True, text=True,
+                              timeout=1200)
+        assert done.returncode == 0, f"{cmd[0].name} failed:\n{done.stderr[-3000:]}"
+    return root / "out"
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium (Debian's), or a skip that says what to install."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright "
+                                   "(the 'browser' extra)")
+    exe = _chromium()
+    if exe is None:
+        pytest.skip("no chromium: apt-get install chromium (or set BH_CHROMIUM)")
+    with sync_api.sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=exe, args=["--no-sandbox"], headless=True)
+        yield chromium
+        chromium.close()
+
 
 REPRS = ("np.float64(", "np.float32(", "np.int64(", "array(", "np.True_", "np.False_",
          "Timestamp(", "dtype=")
@@ -129,8 +203,6 @@ def test_the_checks_catch_a_broken_page(browser, demo_out, artefacts, tmp_path):
 def test_failed_and_broken_participants_render_with_their_reasons(browser, demo_out, tmp_path,
                                                                   artefacts):
     """A run with a failed, an excluded and a half-written participant: pages still clean."""
-    import shutil
-
     from bids_harmonize.reports.runsummary import write_run_summary
     from bids_harmonize.reports.subject import build_subject_report
 
@@ -161,3 +233,46 @@ def test_failed_and_broken_participants_render_with_their_reasons(browser, demo_
     assert "PET-MR but no T1w" in index and "the last run did not finish" in index
     report = (out / "sub-02.html").read_text()
     assert "brain mask sub-02_desc-brain_mask.nii.gz is missing" in report
+
+
+# --------------------------------------------------------------------------- docs
+
+OUTPUTS_DOC = Path(__file__).resolve().parents[2] / "docs" / "outputs.rst"
+
+
+def test_every_sidecar_field_is_documented(demo_out):
+    doc = OUTPUTS_DOC.read_text()
+    fields = set()
+    for sidecar in [demo_out / "dataset_description.json", *demo_out.glob("sub-*/**/*.json")]:
+        meta = json.loads(sidecar.read_text())
+        fields |= set(meta)
+        for value in meta.values():  # nested records (Harmonization, OODComponents)
+            if isinstance(value, dict) and sidecar.name.endswith("_pet.json"):
+                fields |= {k for k in value if k[:1].isupper()}
+    missing = sorted(f for f in fields if f"``{f}``" not in doc)
+    assert not missing, f"sidecar fields not in docs/outputs.rst: {missing}"
+
+
+def test_every_kind_of_output_file_is_documented(demo_out):
+    doc = OUTPUTS_DOC.read_text()
+    kinds = set()
+    for path in demo_out.rglob("*"):
+        rel = path.relative_to(demo_out)
+        if path.is_dir() or rel.parts[0] in ("work",) or path.suffix == ".json":
+            continue
+        name = path.name
+        # the part of the name the docs talk about: suffix and desc, or the file itself
+        desc = re.search(r"desc-([A-Za-z0-9]+)", name)
+        suffix = re.sub(r"\..*$", "", name.split("_")[-1])
+        key = (f"desc-{desc[1]}" if desc and rel.parts[0].startswith("sub-")
+               and "figures" not in rel.parts else suffix)
+        if rel.parts[0] == "group" or rel.parts[0] == "logs":
+            key = name if "config-" not in name else "config-"
+            key = re.sub(r"^trc-.*", "group/figures/", key) if "figures" in rel.parts else key
+        if "figures" in rel.parts and rel.parts[0].startswith("sub-"):
+            key = "figures/"
+        if len(rel.parts) == 1:  # top level: README.md, index.html, sub-<s>.html, ...
+            key = re.sub(r"^sub-[^.]+\.html$", "sub-<s>.html", name)
+        kinds.add(key)
+    missing = sorted(k for k in kinds if k not in doc)
+    assert not missing, f"output files not in docs/outputs.rst: {missing}"
