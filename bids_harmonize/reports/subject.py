@@ -282,14 +282,25 @@ def _ood_block(harm: dict) -> str:
         return ("<p class='note'>The harmonized image's sidecar has no out-of-distribution "
                 "decision (<code>OODDecision</code>): this model does not report one.</p>")
     rows = [["decision", meta.get("OODDecision")], ["score", meta.get("OODScore")]]
+    if "OODThreshold" in meta:
+        rows.append(["threshold", meta["OODThreshold"]])
+    if "OODPolicy" in meta:
+        rows.append(["policy (--ood-policy)", meta["OODPolicy"]])
     comps = meta.get("OODComponents")
     if isinstance(comps, dict):
-        rows += [[f"part: {k}", v] for k, v in comps.items()]
+        rows += [[f"part: {k.replace('_', ' ')}", v] for k, v in comps.items()]
     elif comps is not None:
         rows.append(["parts", comps])
-    if "AttenuationCorrectionSetup" in meta:
-        rows.append(["attenuation-correction setup", meta["AttenuationCorrectionSetup"]])
-    return "<h3>Out-of-distribution check</h3>" + table(["", "value"], rows)
+    rows += [["reason", r] for r in meta.get("OODReasons") or []]
+    for key, label in (("AttenuationCorrectionSetup", "attenuation-correction setup"),
+                       ("AttenuationCorrectionSetupInference", "setup decided from"),
+                       ("PhysicsMapSource", "physics map from")):
+        if key in meta:
+            rows.append([label, meta[key]])
+    unc = meta.get("Uncertainty")
+    if isinstance(unc, dict):
+        rows += [[f"uncertainty: {k}", v] for k, v in unc.items()]
+    return "<h3>Out-of-distribution check</h3>" + table(["", "value"], rows, text_columns=2)
 
 
 def _pipeline_figures(output_dir: Path, subject: str) -> list[str]:

@@ -51,7 +51,7 @@ def test_unpaired_petmr_shows_correction_uncertainty_and_ood_parts(derivatives):
     assert any("desc-correction" in s for s in _images(html))
     svg = next((derivatives / "sub-02" / "figures").glob("*desc-correction*.svg")).read_text()
     assert "uncertainty" in svg
-    for text in ("Out-of-distribution check", "warn", "0.734", "feature_distance",
+    for text in ("Out-of-distribution check", "warn", "0.734", "feature distance",
                  "dixon-4class"):
         assert text in html, text
     assert "no PET-CT of this tracer" in html
