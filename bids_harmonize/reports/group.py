@@ -448,6 +448,9 @@ def image_metadata(output_dir: Path) -> pd.DataFrame:
             row[col] = meta.get(field)
         row["ood_decision"] = meta.get("OODDecision")
         row["ood_score"] = meta.get("OODScore")
+        row["uncertainty_map"] = ents.get("desc") == "harmonized" and deriv.path.with_name(
+            deriv.path.name.replace("desc-harmonized", "desc-uncertainty")
+            .replace(".json", ".nii.gz")).is_file()
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -528,14 +531,16 @@ def ood_summary(meta: pd.DataFrame) -> str:
     harm = harm.assign(ood_decision=harm["ood_decision"].fillna("not reported"),
                        ood_score=pd.to_numeric(harm["ood_score"], errors="coerce"))
     counts = (harm.groupby([*keys, "ood_decision"], dropna=False)
-              .agg(images=("subject", "size"), mean_score=("ood_score", "mean")).reset_index())
+              .agg(images=("subject", "size"), mean_score=("ood_score", "mean"),
+                   with_uncertainty_map=("uncertainty_map", "sum")).reset_index())
     from bids_harmonize.reports.html import table
 
     return ("<h2>Uncertainty and out-of-distribution checks</h2><p class='explain'>The "
             "harmonizer's decision for each PET-MR image (apply, warn, or pass the image "
             "through unchanged) from its out-of-distribution score, per scanner and "
             "attenuation-correction setup.</p>"
-            + table([*[k.replace("_", " ") for k in keys], "decision", "images", "mean score"],
+            + table([*[k.replace("_", " ") for k in keys], "decision", "images", "mean score",
+                     "with uncertainty map"],
                     counts.to_numpy().tolist(), text_columns=len(keys) + 1))
 
 

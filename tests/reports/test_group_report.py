@@ -36,7 +36,8 @@ def _meta(n=12):
                          "platform": "PET-MR", "site": None, "scanner": scanner,
                          "ac_setup": "dixon" if k % 2 else "zte", "ac_method": None,
                          "ood_decision": ("apply" if k % 3 else "warn") if desc == "harmonized"
-                         else None, "ood_score": 0.1 * (k % 5) if desc == "harmonized" else None})
+                         else None, "ood_score": 0.1 * (k % 5) if desc == "harmonized" else None,
+                         "uncertainty_map": desc == "harmonized"})
     return pd.DataFrame(rows)
 
 
@@ -66,6 +67,7 @@ def test_call_change_figure_marks_subjects_that_cross_the_cutoff(tmp_path):
 def test_ood_summary_counts_decisions_per_scanner():
     html = ood_summary(_meta())
     assert "warn" in html and "apply" in html and "Biograph mMR" in html
+    assert "with uncertainty map" in html
     none = ood_summary(_meta().assign(ood_decision=None))
     assert "carry no <code>OODDecision</code>" in none
 
