@@ -39,6 +39,10 @@ T1 = {"air": 0.0, "fat": 0.95, "soft": 0.33, "GM": 0.52, "WM": 0.85, "CSF": 0.10
 
 CENTRE = np.array([0.0, -18.0, 0.0])
 
+#: Range of the petrous bone's CT number (HU): the otic capsule is the densest bone of the
+#: body, around 2000 HU and above at 120 kVp (an assumption of that order).
+PETROUS_HU = (1900.0, 2300.0)
+
 
 @dataclass
 class Anatomy:
@@ -170,6 +174,10 @@ def make_anatomy(rng: np.random.Generator, resolution_mm: float = 2.0,
     temporal = (ax > 48) & (zt > -25) & (zt < 25) & (yt > -45) & (yt < 25)
     regional = np.where(temporal, 0.6, regional)
     regional = np.where(yt < -85, 1.3, regional)
+    # the squama of the occipital bone over the cerebellar fossae (below the inion) is
+    # the thinnest part of the vault, a few mm (Gray's Anatomy; skull thickness maps)
+    posterior_fossa = (zt < -12) & (yt < -45) & (ax < 60)
+    regional = np.where(posterior_fossa, 0.5, regional)
     regional = ndimage.gaussian_filter(regional, 6.0 / h)
     thickness = thick0 * regional * (1.0 + 0.15 * _smooth_field(rng, shape, affine=affine))
     thickness = np.clip(thickness, 2.5, 12.0)
@@ -240,8 +248,10 @@ def make_anatomy(rng: np.random.Generator, resolution_mm: float = 2.0,
         put((sx * 40, 20, -96), (8, 40, 12), "cortical_bone")
     # petrous bone (dense) and mastoid air cells (honeycomb of air and bone)
     masks = {}
+    petrous = np.zeros(shape, dtype=np.float32)
     for sx in (-1, 1):
-        put((sx * 36, -24, -34), (10, 18, 7), "cortical_bone")
+        bx, w = put((sx * 36, -24, -34), (10, 18, 7), "cortical_bone")
+        petrous[bx] = np.maximum(petrous[bx], w)
     mastoid_mask = np.zeros(shape, dtype=bool)
     mastoid_size = rng.uniform(0.7, 1.2)
     for sx in (-1, 1):
@@ -290,6 +300,12 @@ def make_anatomy(rng: np.random.Generator, resolution_mm: float = 2.0,
     hu_dip = rng.uniform(350, 550)
     hu_vals = dict(HU, cortical_bone=hu_bone, diploe=hu_dip)
     hu = sum(fr[name] * np.float32(hu_vals[name]) for name in CLASSES).astype(np.float32)
+    # the petrous temporal bone (otic capsule) is the densest bone of the skull, about
+    # 2000 HU and more on CT, denser than the vault's cortical tables
+    hu_petrous = rng.uniform(PETROUS_HU[0], PETROUS_HU[1])
+    w_pet = np.clip(petrous, 0, 1) * fr["cortical_bone"]
+    hu = (hu + w_pet * np.float32(hu_petrous - hu_bone)).astype(np.float32)
+    masks["petrous"] = petrous > 0.5
 
     params = {
         "scale": [round(float(s), 4) for s in scale],
@@ -299,6 +315,7 @@ def make_anatomy(rng: np.random.Generator, resolution_mm: float = 2.0,
         "scalp_fat_mm": round(float(fat_t), 3),
         "bone_hu": round(float(hu_bone), 1),
         "diploe_hu": round(float(hu_dip), 1),
+        "petrous_hu": round(float(hu_petrous), 1),
     }
     return Anatomy(shape=shape, affine=affine, fractions=fr, labels=labels, region=region,
                    masks=masks, hu=hu, params=params)

@@ -73,6 +73,9 @@ class SynthConfig:
         Multiplies the number of detected counts (1.0 ≈ clinical count levels).
     n_angles
         Projection angles over 180 degrees of the 2-D parallel-beam projector.
+    oblique
+        PET-MR attenuation-correction error averaged over the oblique (ring-difference)
+        lines of a 3-D acquisition (``physics.oblique_ratio``); ``False``: in-plane only.
     """
 
     resolution_mm: float = 2.0
@@ -86,6 +89,7 @@ class SynthConfig:
     noise: bool = True
     count_scale: float = 1.0
     n_angles: int = 96
+    oblique: bool = True
 
     def __post_init__(self):
         from bids_harmonize.acsetups import get_setup

@@ -27,7 +27,7 @@ that cross the skull.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 
 import numpy as np
@@ -58,20 +58,77 @@ class ScannerModel:
     sensitivity_cps_per_kbq: float
     postfilter_fwhm_mm: float = 3.0
     hann_cutoff: float = 1.0  # fraction of Nyquist
+    tof_ps: float = 0.0  # coincidence timing resolution; 0 = no time of flight
+    psf_recon: bool = False  # resolution modelling in the reconstruction
+    recon: str = ""  # the vendor reconstruction this emulates (sidecar text)
 
 
-#: Scanner models (names of ``data/scanners.tsv``); parameters are approximate.
+#: Scanner models (names of ``data/scanners.tsv``); PSF, voxel, sensitivity approximate
+#: (NEMA NU 2 papers: Vision: van Sluis et al. 2019, J Nucl Med 60:1031; Discovery MI:
+#: Hsu et al. 2017, J Nucl Med 58:1511; mCT: Jakoby et al. 2011, Phys Med Biol 56:2375;
+#: mMR: Delso et al. 2011, J Nucl Med 52:1914; SIGNA PET/MR: Grant et al. 2016, Med Phys
+#: 43:2334).  TOF timing resolutions are those papers' values; the clinical brain
+#: reconstructions (``recon``) are typical vendor protocols, emulated as FBP with the
+#: scanner's post-filter and, for PSF reconstructions, a capped deconvolution of the PSF.
 SCANNERS: dict[str, ScannerModel] = {
     m.model: m
     for m in (
-        ScannerModel("Biograph Vision", "Siemens", "PET-CT", 3.5, (2.0, 2.0, 2.0), 128, 112, 16.4),
-        ScannerModel("Discovery MI", "GE", "PET-CT", 4.0, (2.0, 2.0, 2.8), 128, 80, 13.7),
-        ScannerModel("Biograph mCT", "Siemens", "PET-CT", 4.4, (2.0, 2.0, 2.0), 128, 112, 9.7),
-        ScannerModel("Biograph mMR", "Siemens", "PET-MR", 4.5, (2.6, 2.6, 2.03), 100, 110, 15.0),
-        ScannerModel("SIGNA PET/MR", "GE", "PET-MR", 4.2, (2.6, 2.6, 2.78), 100, 80, 21.0),
-        ScannerModel("uPMR 790", "United Imaging", "PET-MR", 3.8, (2.4, 2.4, 2.0), 108, 112, 15.0),
+        ScannerModel("Biograph Vision", "Siemens", "PET-CT", 3.5, (2.0, 2.0, 2.0), 128, 112, 16.4,
+                     postfilter_fwhm_mm=3.0, tof_ps=214.0, psf_recon=True,
+                     recon="OSEM 3D, 8 iterations 5 subsets, PSF + TOF, 3 mm Gaussian"),
+        ScannerModel("Discovery MI", "GE", "PET-CT", 4.0, (2.0, 2.0, 2.8), 128, 80, 13.7,
+                     postfilter_fwhm_mm=3.0, tof_ps=385.0, psf_recon=True,
+                     recon="OSEM 3D (VPFX-S), 4 iterations 16 subsets, PSF + TOF, 3 mm Gaussian"),
+        ScannerModel("Biograph mCT", "Siemens", "PET-CT", 4.4, (2.0, 2.0, 2.0), 128, 112, 9.7,
+                     postfilter_fwhm_mm=3.0, tof_ps=540.0, psf_recon=True,
+                     recon="OSEM 3D, 4 iterations 21 subsets, PSF + TOF, 3 mm Gaussian"),
+        ScannerModel("Biograph mMR", "Siemens", "PET-MR", 4.5, (2.6, 2.6, 2.03), 100, 110, 15.0,
+                     postfilter_fwhm_mm=4.0, tof_ps=0.0, psf_recon=False,
+                     recon="OP-OSEM 3D, 3 iterations 21 subsets, no PSF, no TOF, 4 mm Gaussian"),
+        ScannerModel("SIGNA PET/MR", "GE", "PET-MR", 4.2, (2.6, 2.6, 2.78), 100, 80, 21.0,
+                     postfilter_fwhm_mm=4.0, tof_ps=390.0, psf_recon=False,
+                     recon="OSEM 3D, 4 iterations 28 subsets, TOF, no PSF, 4 mm Gaussian"),
+        ScannerModel("uPMR 790", "United Imaging", "PET-MR", 3.8, (2.4, 2.4, 2.0), 108, 112, 15.0,
+                     postfilter_fwhm_mm=3.0, tof_ps=0.0, psf_recon=False,
+                     recon="OSEM 3D, no PSF, 3 mm Gaussian"),
     )
 }
+
+#: Speed of light, mm/ps.
+C_MM_PER_PS = 0.299792458
+#: Effective diameter (cm) of a head for the TOF noise-equivalent gain.
+HEAD_DIAMETER_CM = 18.0
+#: Largest gain of the PSF-deconvolution filter (PSF reconstructions recover part of the
+#: resolution, with edge overshoot; real OSEM-PSF is also limited by its iterations).
+PSF_RECOVERY_MAX_GAIN = 2.5
+#: Fraction of the PSF's variance a PSF reconstruction recovers at clinical iteration
+#: numbers (an assumption: OSEM-PSF improves brain resolution by ~1 mm FWHM, e.g.
+#: Rapisarda et al. 2010, Phys Med Biol 55:4131).
+PSF_RECOVERY_FRACTION = 0.5
+
+#: Scatter model (scatter in the projections, both true and as the scanner estimates it):
+#: ``S = eta * G * [E * (1 - a)]``: photons removed from a line of response (``1 - a``,
+#: ``a`` its attenuation factor) reappear, Compton scattered, as a broad smooth
+#: distribution ``G`` over nearby lines; ``E`` = unattenuated emission projections.
+#: ``eta`` sets the head scatter fraction near 30 % (3-D brain PET: 30-40 %, Zaidi &
+#: Montandon 2007, PET Clin 2:219); the kernel's width (Gaussian, sigma in mm) is an
+#: assumption of the order of convolution-subtraction kernels (Bergstrom et al. 1983,
+#: J Comput Assist Tomogr 7:42).
+SCATTER_ETA = 0.14
+SCATTER_SIGMA_MM = 45.0
+
+#: MR head coil and table in the PET-MR field of view (what the hardware μ-map covers).
+#: Coil: cylindrical shell of polycarbonate-like housing, inner radius, wall thickness,
+#: μ (ρ ≈ 1.2 g/cm3 plastics at 511 keV ≈ 0.11 /cm).  Table: flat slab under the head.
+#: The attenuation of the Biograph mMR head/neck coil is a few % of true counts (Paulus
+#: et al. 2012, Med Phys 39:4303 report hardware attenuation of this order); the
+#: geometry here is an assumption of that order.
+COIL_RADIUS_MM = (118.0, 126.0)  # (left-right, anterior-posterior) semi-axes, inner wall
+COIL_WALL_MM = 4.0
+COIL_MU = 0.11
+TABLE_Y_MM = -135.0  # below the head (posterior), top of the slab
+TABLE_THICKNESS_MM = 8.0
+TABLE_MU = 0.05  # carbon-fibre/foam composite at 511 keV, an assumption
 
 
 def get_scanner(model: str, resolution_mm: float = 2.0) -> ScannerModel:
@@ -85,9 +142,133 @@ def get_scanner(model: str, resolution_mm: float = 2.0) -> ScannerModel:
         return sc
     f = resolution_mm / 2.0
     vox = tuple(v * f for v in sc.voxel_mm)
-    return ScannerModel(sc.model, sc.manufacturer, sc.platform, sc.psf_fwhm_mm, vox,
-                        int(round(sc.matrix / f)), int(round(sc.n_slices / f)),
-                        sc.sensitivity_cps_per_kbq, sc.postfilter_fwhm_mm, sc.hann_cutoff)
+    return replace(sc, voxel_mm=vox, matrix=int(round(sc.matrix / f)),
+                   n_slices=int(round(sc.n_slices / f)))
+
+
+def tof_gain(tof_ps: float, diameter_cm: float = HEAD_DIAMETER_CM) -> float:
+    """Noise-equivalent count gain of time of flight, ``D / (c dt / 2)`` (at least 1).
+
+    Budinger 1983, J Nucl Med 24:73; Conti 2011, Eur J Nucl Med Mol Imaging 38:1147.
+
+    >>> tof_gain(0.0), round(tof_gain(214.0), 2)
+    (1.0, 5.61)
+    """
+    if tof_ps <= 0:
+        return 1.0
+    dx_cm = C_MM_PER_PS * tof_ps / 2.0 / 10.0
+    return max(1.0, diameter_cm / dx_cm)
+
+
+#: 3-D acquisition: polar (ring-difference) tilts of the lines of response averaged in the
+#: attenuation-correction error, uniform up to about the scanners' acceptance (Biograph
+#: mMR: atan(25.8 cm axial FOV / 65.6 cm ring) = 21.5 deg, Delso et al. 2011, J Nucl Med
+#: 52:1914; SIGNA PET/MR: 25 cm / 62 cm, Grant et al. 2016, Med Phys 43:2334).
+OBLIQUE_TILTS_DEG = (-16.0, -8.0, 0.0, 8.0, 16.0)
+
+
+def _block_mean(vol: np.ndarray, f: int) -> np.ndarray:
+    pad = [(0, (-s) % f) for s in vol.shape]
+    v = np.pad(vol, pad, mode="edge")
+    sh = [s // f for s in v.shape]
+    return v.reshape(sh[0], f, sh[1], f, sh[2], f).mean(axis=(1, 3, 5)).astype(np.float32)
+
+
+def oblique_ratio(dmu: np.ndarray, voxel_mm, n_angles: int,
+                  tilts_deg=OBLIQUE_TILTS_DEG, coarse: int = 2, n_coarse_angles: int = 24
+                  ) -> np.ndarray:
+    """3-D over 2-D attenuation-correction error factor per 2-D line of response.
+
+    ``dmu`` = true minus correction μ (1/cm) on the PET grid ``(n, n, nz)``.  A 3-D scanner
+    corrects each oblique line with its own factor, so the error of the rebinned 2-D
+    data is ``mean_tilt exp(-dL_tilt)`` rather than the in-plane ``exp(-dL_0)``; this
+    returns their ratio ``(n_angles, n, nz)``, computed on a coarse grid (``coarse``
+    voxels, ``n_coarse_angles`` angles) and interpolated (the ratio is smooth).
+
+    >>> r = oblique_ratio(np.zeros((16, 16, 8), np.float32), (2.0, 2.0, 2.0), 12)
+    >>> r.shape, float(abs(r - 1).max())
+    ((12, 16, 8), 0.0)
+    """
+    import torch
+    import torch.nn.functional as F
+
+    n, _, nz = dmu.shape
+    d = _block_mean(np.asarray(dmu, np.float32), coarse)
+    nc, _, nzc = d.shape
+    vx, vz = voxel_mm[0] * coarse, voxel_mm[2] * coarse
+    vol = torch.from_numpy(d)[None, None]  # (1, 1, X, Y, Z): grid order (z, y, x)
+    c, cz = (nc - 1) / 2.0, (nzc - 1) / 2.0
+    idx = torch.arange(nc, dtype=torch.float32) - c
+    zi = torch.arange(nzc, dtype=torch.float32) - cz
+    tt, ss, z0 = torch.meshgrid(idx, idx, zi, indexing="ij")  # (t, s, z)
+    inside = (tt**2 + ss**2) <= (nc / 2.0) ** 2
+    lines = {}
+    with torch.no_grad():
+        for phi in tilts_deg:
+            tan, step_cm = np.tan(np.deg2rad(phi)), vx / 10.0 / np.cos(np.deg2rad(phi))
+            out = []
+            for th in np.arange(n_coarse_angles) * np.pi / n_coarse_angles:
+                x = ss * float(np.cos(th)) - tt * float(np.sin(th))
+                y = ss * float(np.sin(th)) + tt * float(np.cos(th))
+                z = z0 + tt * float(tan * vx / vz)
+                grid = torch.stack([z / max(cz, 0.5), y / max(c, 0.5), x / max(c, 0.5)], -1)
+                smp = F.grid_sample(vol, grid[None], mode="bilinear", padding_mode="zeros",
+                                    align_corners=True)[0, 0]
+                out.append((smp * inside).sum(0) * float(step_cm))  # (s, z)
+            lines[phi] = torch.stack(out)  # (angles, s, z)
+        mean3d = torch.stack([torch.exp(-v) for v in lines.values()]).mean(0)
+        ratio = (mean3d / torch.exp(-lines[0.0] if 0.0 in lines else -lines[
+            min(lines, key=abs)])).clamp(0.5, 2.0)
+        # periodic in angle: append the first angle (s mirrored) before interpolating
+        wrap = torch.flip(ratio[:1], dims=[1])
+        ratio = torch.cat([ratio, wrap])[None, None]
+        full = F.interpolate(ratio, size=(n_angles + 1, n, nz), mode="trilinear",
+                             align_corners=True)
+    return np.ascontiguousarray(full[0, 0, :n_angles].numpy(), dtype=np.float32)
+
+
+def hardware_mu(shape, voxel_mm) -> np.ndarray:
+    """μ (1/cm) of the MR head coil and table on a PET grid centred on the isocentre."""
+    aff = centred_grid(shape, voxel_mm)
+    x = aff[0, 0] * np.arange(shape[0]) + aff[0, 3]
+    y = aff[1, 1] * np.arange(shape[1]) + aff[1, 3]
+    xx, yy = np.meshgrid(x, y, indexing="ij")
+    rx, ry = COIL_RADIUS_MM
+    r_in = np.sqrt((xx / rx) ** 2 + (yy / ry) ** 2)
+    r_out = np.sqrt((xx / (rx + COIL_WALL_MM)) ** 2 + (yy / (ry + COIL_WALL_MM)) ** 2)
+    coil = (r_in >= 1.0) & (r_out < 1.0)
+    table = (yy <= TABLE_Y_MM) & (yy > TABLE_Y_MM - TABLE_THICKNESS_MM)
+    sl = np.where(coil, COIL_MU, 0.0) + np.where(table & ~coil, TABLE_MU, 0.0)
+    return np.repeat(sl[:, :, None], shape[2], axis=2).astype(np.float32)
+
+
+@cache
+def _gauss_matrix(n: int, sigma: float) -> np.ndarray:
+    """``(n, n)`` Gaussian blur matrix; what leaves the ends is lost (not renormalised)."""
+    d = np.arange(n)[:, None] - np.arange(n)[None, :]
+    g = np.exp(-0.5 * (d / sigma) ** 2) / (np.sqrt(2 * np.pi) * sigma)
+    return g.astype(np.float32)
+
+
+def scatter_projection(emission, af, sigma_bins: float, sigma_slices: float,
+                       eta: float = SCATTER_ETA) -> np.ndarray:
+    """Smooth scatter projections ``eta * G * [emission * (1 - af)]`` (see SCATTER_ETA).
+
+    ``emission``: unattenuated emission projections ``(n_angles, n, nz)``; ``af`` their
+    attenuation factors.  ``G``: Gaussian along the bins and the slices (scatter leaving
+    the field of view is lost).
+
+    >>> e = np.zeros((4, 64, 8), np.float32); e[:, 28:36] = 1.0
+    >>> s = scatter_projection(e, np.full_like(e, 0.5), 10.0, 2.0)
+    >>> bool(s[0, 32, 4] > s[0, 5, 4] > 0)
+    True
+    """
+    removed = np.asarray(emission, dtype=np.float32) * (1.0 - np.asarray(af, np.float32))
+    n, nz = removed.shape[1], removed.shape[2]
+    s = np.matmul(_gauss_matrix(n, round(float(sigma_bins), 4)), removed)
+    if nz > 1:
+        s = np.matmul(s, _gauss_matrix(nz, round(float(sigma_slices), 4)).T)
+    return (np.float32(eta) * s).astype(np.float32)
 
 
 def hu_to_mu(hu):
@@ -213,27 +394,44 @@ def _fbp_filter(n: int, cutoff: float) -> np.ndarray:
     return (ramp * hann).astype(np.float32)
 
 
+def recovery_gain(f, sigma_px: float, max_gain: float = PSF_RECOVERY_MAX_GAIN):
+    """Capped inverse of a Gaussian's transfer function (``f`` in cycles per pixel).
+
+    >>> [round(float(g), 3) for g in recovery_gain(np.array([0.0, 0.1, 0.5]), 1.0)]
+    [1.0, 1.218, 2.5]
+    """
+    return np.minimum(np.exp(2 * (np.pi * np.asarray(f) * sigma_px) ** 2), max_gain)
+
+
 @cache
-def _filter_matrix(n: int, cutoff: float, post_sigma_px: float) -> np.ndarray:
-    """Toeplitz matrix of the (zero-padded, hence linear) ramp x Hann [x Gaussian] filter."""
+def _filter_matrix(n: int, cutoff: float, post_sigma_px: float,
+                   recover_sigma_px: float = 0.0) -> np.ndarray:
+    """Toeplitz matrix of the (zero-padded, hence linear) ramp x Hann [x Gaussian] filter.
+
+    ``recover_sigma_px`` > 0 adds a capped deconvolution of a Gaussian of that sigma
+    (resolution modelling of a PSF reconstruction, with its edge overshoot).
+    """
     filt = _fbp_filter(n, cutoff).astype(np.float64)
     size = 2 * (len(filt) - 1)
+    f = np.fft.rfftfreq(size)
+    if recover_sigma_px > 0:
+        filt = filt * recovery_gain(f, recover_sigma_px)
     if post_sigma_px > 0:
-        f = np.fft.rfftfreq(size)
         filt = filt * np.exp(-2 * (np.pi * f * post_sigma_px) ** 2)
     kern = np.fft.irfft(filt, n=size)
     idx = (np.arange(n)[:, None] - np.arange(n)[None, :]) % size
     return kern[idx].astype(np.float32)
 
 
-def fbp(sino: np.ndarray, cutoff: float = 1.0, post_sigma: tuple[float, float] = (0.0, 0.0)
-        ) -> np.ndarray:
+def fbp(sino: np.ndarray, cutoff: float = 1.0, post_sigma: tuple[float, float] = (0.0, 0.0),
+        recover_sigma: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
     """Filtered back-projection of ``(n_angles, n, ...)`` sinograms -> ``(n, n, ...)``.
 
     Ramp filter with a Hann window (``cutoff`` x Nyquist).  ``post_sigma`` = (in-plane
     sigma in pixels, sigma along the last axis in slices) of a Gaussian post-filter,
     applied exactly in the projection domain (the projection of a radially symmetric
-    blur is a 1-D blur of the projection).
+    blur is a 1-D blur of the projection).  ``recover_sigma`` = (in-plane, axial) sigma
+    of a Gaussian PSF partly deconvolved (:func:`recovery_gain`), for PSF reconstructions.
 
     >>> n = 64
     >>> c = np.arange(n) - (n - 1) / 2
@@ -244,12 +442,20 @@ def fbp(sino: np.ndarray, cutoff: float = 1.0, post_sigma: tuple[float, float] =
     """
     n_angles, n = sino.shape[:2]
     rest = sino.shape[2:]
-    h_mat = _filter_matrix(n, cutoff, round(float(post_sigma[0]), 6))
+    h_mat = _filter_matrix(n, cutoff, round(float(post_sigma[0]), 6),
+                           round(float(recover_sigma[0]), 6))
     # filtering along the bins is one matrix product (faster than padded FFTs here)
     flat = np.ascontiguousarray(np.swapaxes(sino.reshape(n_angles, n, -1), 0, 1),
                                 dtype=np.float32).reshape(n, -1)
     q = (h_mat @ flat).reshape(n, n_angles, -1)
     q = np.ascontiguousarray(np.swapaxes(q, 0, 1)).reshape(n_angles, n, *rest)
+    if recover_sigma[1] > 0 and rest and q.shape[-1] > 1:
+        nz = q.shape[-1]
+        size = int(2 ** np.ceil(np.log2(2 * nz)))
+        pad = [(0, 0)] * (q.ndim - 1) + [(0, size - nz)]
+        spec = np.fft.rfft(np.pad(q, pad, mode="edge"), axis=-1)
+        gain = recovery_gain(np.fft.rfftfreq(size), recover_sigma[1])
+        q = np.fft.irfft(spec * gain, n=size, axis=-1)[..., :nz].astype(np.float32)
     if post_sigma[1] > 0 and rest:
         q = ndimage.gaussian_filter1d(q, post_sigma[1], axis=-1, truncate=3.0)
     _, at_mat = system_matrix(n, n_angles)

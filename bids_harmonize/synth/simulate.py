@@ -130,7 +130,7 @@ def _grid_shape(grid, resolution_mm):
 
 
 def _acquire(*, anat, pose, scanner, mu_true, mu_ac, mu_ac_affine, tracer_data, config,
-             rng_for, frame_poses=None):
+             rng_for, frame_poses=None, coil_missing: float = 0.0):
     """Simulate one session's PET for all tracers.
 
     Returns the PET grid affine (scanner RAS, axes x, y, z), ``{tracer: frames}``
@@ -138,6 +138,15 @@ def _acquire(*, anat, pose, scanner, mu_true, mu_ac, mu_ac_affine, tracer_data, 
     expected true counts per frame and the attenuation map used, on the PET grid.
     Projections of mu and of the noiseless activity are shared by all frames; each
     frame gets its own Poisson noise and FBP (all frames in one back-projection).
+
+    PET-MR scanners have the MR head coil and table in the field of view; the true
+    attenuation includes them, the scanner's correction only ``1 - coil_missing`` of
+    them.  Scatter (:func:`~bids_harmonize.synth.physics.scatter_projection`) is added to
+    the measured projections with the true attenuation, and the scanner subtracts its
+    own estimate: the same model with its μ-map, from its measured data, scaled to the
+    measured scatter tails outside the head (tail fitting).  Time of flight multiplies
+    the counts by its noise-equivalent gain (noise only: the 2-D model has no TOF
+    kernel).  PSF reconstructions partly deconvolve the PSF (edge overshoot included).
     """
     n = scanner.matrix
     pet_shape = (n, n, scanner.n_slices)
@@ -150,8 +159,36 @@ def _acquire(*, anat, pose, scanner, mu_true, mu_ac, mu_ac_affine, tracer_data, 
     post = scanner.postfilter_fwhm_mm / 2.3548
     voxel_ml = float(np.prod(scanner.voxel_mm)) / 1000.0
     mu_ac_pet = phy.resample(mu_ac, mu_ac_affine, pet_shape, pet_aff)
-    af_ac = np.exp(-phy.project(mu_ac_pet, n_ang) * step_cm)
+    ac_line = phy.project(mu_ac_pet, n_ang) * step_cm
+    tails = ac_line < 1e-3  # lines of response outside the head (scanner's own map)
+    hw_line = np.float32(0.0)
+    if scanner.platform == "PET-MR":
+        hw_line = phy.project(phy.hardware_mu(pet_shape, scanner.voxel_mm), n_ang) * step_cm
+    af_ac = np.exp(-(ac_line + np.float32(1.0 - coil_missing) * hw_line))
+    af_hw = np.exp(-hw_line)
+    # 3-D acquisition: the correction error of oblique lines (scanner map differs from
+    # the truth only on PET-MR; PET-CT's CT map matches it up to CT noise and grid)
+    af_ac_used = af_ac
+    if scanner.platform == "PET-MR" and config.oblique:
+        dmu = phy.resample(mu_true, subj_to_scanner, pet_shape, pet_aff) - mu_ac_pet
+        if scanner.platform == "PET-MR":
+            dmu = dmu + np.float32(coil_missing) * phy.hardware_mu(pet_shape, scanner.voxel_mm)
+        af_ac_used = af_ac / phy.oblique_ratio(dmu, scanner.voxel_mm, n_ang)
     names = list(tracer_data)
+    sig_b = phy.SCATTER_SIGMA_MM / vx
+    sig_z = phy.SCATTER_SIGMA_MM / vz
+    tof = phy.tof_gain(scanner.tof_ps)
+    recover = (0.0, 0.0)
+    if scanner.psf_recon:
+        r = psf * np.sqrt(phy.PSF_RECOVERY_FRACTION)
+        recover = (r / vx, r / vz)
+
+    def scatter_pair(e, af_true):
+        """True scatter of emission ``e`` and the scanner's estimate from the data."""
+        s_true = phy.scatter_projection(e, af_true, sig_b, sig_z)
+        measured = e * af_true + s_true
+        s_est = phy.scatter_projection(measured / af_ac, af_ac, sig_b, sig_z)
+        return s_true, s_est
 
     def blur(p):
         p = ndimage.gaussian_filter1d(p, psf / vx, axis=1, truncate=3.0)
@@ -161,14 +198,18 @@ def _acquire(*, anat, pose, scanner, mu_true, mu_ac, mu_ac_affine, tracer_data, 
         srcs = [mu_true] + [tracer_data[nm][k] for nm in which for k in ("window", "flow")]
         vols = phy.resample_many(srcs, aff_subj, pet_shape, pet_aff)
         proj = phy.project(np.stack(vols, axis=-1), n_ang)  # (n_ang, n, nz, 1 + 2 k)
-        af = np.exp(-proj[..., 0] * step_cm)
-        return af, {nm: (blur(proj[..., 1 + 2 * i]), blur(proj[..., 2 + 2 * i]))
-                    for i, nm in enumerate(which)}
+        af = np.exp(-proj[..., 0] * step_cm) * af_hw
+        out = {}
+        for i, nm in enumerate(which):
+            pw, pf = blur(proj[..., 1 + 2 * i]), blur(proj[..., 2 + 2 * i])
+            out[nm] = (pw, pf, *scatter_pair(pw, af), *scatter_pair(pf, af))
+        return af, out
 
     if frame_poses is None:
         af_true, expected = project_at(subj_to_scanner, names)
     out = {}
     total_counts: dict[str, list[float]] = {}
+    scatter_fraction: dict[str, list[float]] = {}
     for name in names:
         td = tracer_data[name]
         tracer, starts, durs = td["tracer"], td["starts"], td["durations"]
@@ -180,17 +221,29 @@ def _acquire(*, anat, pose, scanner, mu_true, mu_ac, mu_ac_affine, tracer_data, 
         for f in range(n_frames):
             if frame_poses is not None:
                 af_true, expected = project_at(frame_poses[name][f] @ anat.affine, [name])
-            pw, pf = expected[name]
+            pw, pf, sw_true, sw_est, sf_true, sf_est = expected[name]
             emission = np.clip(w_win[f] * pw + w_flow[f] * pf, 0, None)
+            scat = np.clip(w_win[f] * sw_true + w_flow[f] * sf_true, 0, None)
+            scat_est = np.clip(w_win[f] * sw_est + w_flow[f] * sf_est, 0, None)
+            # tail fitting: the estimate's scale from the scatter measured outside the head
+            est_tails = float(scat_est[tails].sum())
+            if est_tails > 0:
+                scat_est = scat_est * np.float32(float(scat[tails].sum()) / est_tails)
             k = np.float32(scanner.sensitivity_cps_per_kbq * phy.CENTRE_SENSITIVITY_GAIN * 1e-3
-                           * voxel_ml * durs[f] * 60.0 * decay[f] * config.count_scale / n_ang)
-            lam = emission * af_true * k
+                           * voxel_ml * durs[f] * 60.0 * decay[f] * config.count_scale * tof
+                           / n_ang)
+            lam = (emission * af_true + scat) * k
             counts = rng.poisson(lam).astype(np.float32) if config.noise else lam
-            total_counts.setdefault(name, []).append(float(lam.sum()))
-            sino[:, :, f, :] = counts / (af_ac * k)
-        frames = phy.fbp(sino, scanner.hann_cutoff, post_sigma=(post / vx, post / vz))
+            total_counts.setdefault(name, []).append(float((emission * af_true * k).sum()))
+            scatter_fraction.setdefault(name, []).append(
+                float(scat.sum() / max(float((emission * af_true + scat).sum()), 1e-12)))
+            sino[:, :, f, :] = (counts - scat_est * k) / (af_ac_used * k)
+        frames = phy.fbp(sino, scanner.hann_cutoff, post_sigma=(post / vx, post / vz),
+                         recover_sigma=recover)
         out[name] = np.ascontiguousarray(np.moveaxis(frames, 2, 3), dtype=np.float32)
-    return pet_aff, out, total_counts, mu_ac_pet
+    LOGGER.debug("%s scatter fractions: %s", scanner.model,
+                 {k: round(float(np.mean(v)), 3) for k, v in scatter_fraction.items()})
+    return pet_aff, out, total_counts, mu_ac_pet, scatter_fraction
 
 
 def _simulate(index: int, *, seed: int, tracers: Sequence[str], config: SynthConfig | None,
@@ -318,11 +371,15 @@ def _simulate(index: int, *, seed: int, tracers: Sequence[str], config: SynthCon
                 frame_poses[name] = [
                     phy.rigid(tuple(drift_r * st / t_end), tuple(drift_t * st / t_end)) @ pose
                     for st in td["starts"]]
-        pet_aff, frames_all, counts, mu_ac_pet = _acquire(
+        pet_aff, frames_all, counts, mu_ac_pet, scatter_fr = _acquire(
             anat=anat, pose=pose, scanner=scanner, mu_true=mu_true, mu_ac=mu_ac,
             mu_ac_affine=mu_ac_affine, tracer_data=tdata, config=config,
             rng_for=lambda nm, s_i=s_i: _rng(seed, index, 12, s_i, uptake.tracer_seed(nm)),
-            frame_poses=frame_poses)
+            frame_poses=frame_poses,
+            coil_missing=setup.get("coil_missing_fraction") if ses == "petmr" else 0.0)
+        for name, sf in scatter_fr.items():
+            per_tracer[name].setdefault("scatter_fraction", {})[ses] = round(
+                float(np.mean(sf)), 4)
         for name, c in counts.items():
             per_tracer[name].setdefault("expected_true_counts_per_frame", {})[ses] = [
                 float(f"{v:.4g}") for v in c]

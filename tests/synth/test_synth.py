@@ -189,7 +189,8 @@ def test_hu_ranges():
     assert bone.size > 0 and 1000 <= np.percentile(bone, 90) <= 1800
     diploe = pure("diploe", 0.6)
     assert diploe.size > 0 and 250 <= np.median(diploe) <= 900
-    assert hu.max() <= 1800
+    assert hu[~anat.masks["petrous"]].max() <= 1800
+    assert 1800 <= hu[anat.masks["petrous"]].max() <= 2400  # the densest bone of the skull
 
 
 def test_mrac_underestimates_cortex_near_skull_more_than_deep_grey(subject):
@@ -204,7 +205,9 @@ def test_mrac_underestimates_cortex_near_skull_more_than_deep_grey(subject):
     ratio_near = mr[near].mean() / ct[near].mean()
     ratio_deep = mr[deep].mean() / ct[deep].mean()
     assert ratio_near < 0.95
-    assert 0.75 < ratio_near
+    # this seed's Dixon scan has a fat/water swap (brain read as fat): lower still
+    swap = s.params["mr_attenuation"]["fat_water_swap"]
+    assert (0.65 if swap else 0.75) < ratio_near
     assert ratio_deep > ratio_near + 0.01
     assert ratio_deep < 1.02
 
