@@ -54,11 +54,14 @@ def add_physics_channel(volumes, pairs, net, config, device) -> None:
     from .intensity import MU_WATER
     from .physics import ac_error_for
 
+    pseudo = {}  # one pseudo-CT per subject (its pairs share the T1w)
     for vol, pair in zip(volumes, pairs, strict=True):
         if config.physics.mu_source == "ct":
             mu_est = vol["mu"] * MU_WATER
         else:
-            mu_est = pseudo_mu_volume(net, vol["t1w"], config, device) * MU_WATER
+            if pair.subject not in pseudo:
+                pseudo[pair.subject] = pseudo_mu_volume(net, vol["t1w"], config, device) * MU_WATER
+            mu_est = pseudo[pair.subject]
         vol["ac_error"], _ = ac_error_for(
             mu_est, vol.get("scanner_mu"), getattr(pair, "ac_setup", "unknown"), config.physics, vol["pet"]
         )
