@@ -76,6 +76,10 @@ class SynthConfig:
     oblique
         PET-MR attenuation-correction error averaged over the oblique (ring-difference)
         lines of a 3-D acquisition (``physics.oblique_ratio``); ``False``: in-plane only.
+    petmr_delay_min
+        Same-day protocol timing: the PET-MR scan starts this many minutes later after
+        its injection than the PET-CT scan (frames shifted; the true uptake drifts by the
+        tracer's kinetic model, ``uptake.SUVR_DRIFT_PER_MIN``).  0 (default): same timing.
     """
 
     resolution_mm: float = 2.0
@@ -90,6 +94,7 @@ class SynthConfig:
     count_scale: float = 1.0
     n_angles: int = 96
     oblique: bool = True
+    petmr_delay_min: float = 0.0
 
     def __post_init__(self):
         from bids_harmonize.acsetups import get_setup
@@ -109,6 +114,9 @@ class SynthConfig:
             raise ValueError("frame duration must be positive and pre_window_min >= 0")
         if self.count_scale <= 0:
             raise ValueError("count_scale must be positive")
+        if not 0.0 <= self.petmr_delay_min <= 120.0:
+            raise ValueError(f"petmr_delay_min must be between 0 and 120 min, not "
+                             f"{self.petmr_delay_min}")
         if self.n_angles < 8:
             raise ValueError("n_angles must be at least 8")
 

@@ -262,6 +262,14 @@ def validate_request(n_subjects: int, tracers: Sequence[str], config: SynthConfi
             get_setup(name)
         except ValueError as err:
             raise SynthError(str(err)) from None
+    if config.petmr_delay_min > 0:
+        from bids_harmonize.synth.uptake import kinetic_model
+
+        for name in names:
+            try:
+                kinetic_model(get_tracer(name))
+            except ValueError as err:
+                raise SynthError(f"--petmr-delay {config.petmr_delay_min:g}: {err}") from None
     for models, platform in ((config.petct_models, "PET-CT"),):
         for model in models:
             if model not in phy.SCANNERS:

@@ -64,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "subjects in turn; each fixes the scanner model, software version, "
                    "AttenuationCorrection text and how its mu-map is made "
                    "(default: %(default)s)")
+    p.add_argument("--petmr-delay", type=float, default=0.0, metavar="MIN",
+                   help="same-day protocol: the PET-MR scan starts MIN minutes later after "
+                   "injection than the PET-CT (uptake drifts by the tracer's kinetic model; "
+                   "tracers without one are refused; default 0)")
     p.add_argument("--resolution", type=_resolution, default=2.0,
                    help="voxel size (mm) of the anatomy grid; scanners scale with it")
     p.add_argument("--n-frames", type=_positive_int, default=None,
@@ -103,7 +107,7 @@ def main(argv=None) -> int:
     try:
         config = SynthConfig(
             resolution_mm=args.resolution, petct_models=tuple(args.petct_models),
-            petmr_setups=tuple(args.petmr_setups),
+            petmr_setups=tuple(args.petmr_setups), petmr_delay_min=args.petmr_delay,
             frame_duration_min=args.frame_duration, n_frames=args.n_frames,
             dynamic=args.dynamic, motion=not args.no_motion, noise=not args.no_noise,
             count_scale=args.count_scale)

@@ -255,6 +255,9 @@ def _simulate(index: int, *, seed: int, tracers: Sequence[str], config: SynthCon
     names = [t.name for t in tracer_objs]
     if len(set(names)) != len(names):
         raise ValueError(f"duplicate tracers in {list(tracers)}")
+    if config.petmr_delay_min > 0:
+        for tr in tracer_objs:
+            uptake.kinetic_model(tr)  # raises for a tracer without a kinetic model
     timer, cpu = {}, {}
     t_start, c_start = time.perf_counter(), time.process_time()
     res = float(config.resolution_mm)
@@ -355,11 +358,22 @@ def _simulate(index: int, *, seed: int, tracers: Sequence[str], config: SynthCon
             software = setup.software_versions[-1]
         # activity concentration (Bq/mL) images: SUV * dose / weight
         tdata = {}
+        delay = config.petmr_delay_min if ses == "petmr" else 0.0
         for name, td in tracer_data.items():
             conc = td["doses"][ses] * 1e6 / (weight * 1000.0)
-            tdata[name] = {"tracer": td["tracer"], "starts": td["starts"],
-                           "durations": td["durations"],
-                           "window": td["suv_window"] * np.float32(conc),
+            suv_window, wweights = td["suv_window"], td["window_weights"]
+            if delay > 0:  # later scan: frames shifted, uptake drifted (kinetic model)
+                suv_window = uptake.later_window_image(suv_window, anat.labels, td["tracer"],
+                                                       delay)
+                w_win, w_flow = uptake.frame_weights(td["tracer"], td["starts"] + delay,
+                                                     td["durations"])
+                win, durs = td["window_mask"], td["durations"]
+                wweights = (float(np.sum(w_win[win] * durs[win]) / np.sum(durs[win])),
+                            float(np.sum(w_flow[win] * durs[win]) / np.sum(durs[win])))
+            tdata[name] = {"tracer": td["tracer"], "starts": td["starts"] + delay,
+                           "durations": td["durations"], "suv_window": suv_window,
+                           "window_weights": wweights,
+                           "window": suv_window * np.float32(conc),
                            "flow": td["suv_flow"] * np.float32(conc)}
         frame_poses = None
         if config.dynamic and config.motion:
@@ -394,8 +408,9 @@ def _simulate(index: int, *, seed: int, tracers: Sequence[str], config: SynthCon
         for (name, td), back in zip(tracer_data.items(), backs, strict=True):
             recon[ses][name] = back
             conc = td["doses"][ses] * 1e6 / (weight * 1000.0)
-            wwin, wflow = td["window_weights"]
-            truth = (td["suv_window"] * wwin + td["suv_flow"] * wflow) * np.float32(conc)
+            wwin, wflow = tdata[name]["window_weights"]
+            truth = (tdata[name]["suv_window"] * wwin + td["suv_flow"] * wflow) * np.float32(
+                conc)
             truth_activity.setdefault(name, {})[ses] = truth.astype(np.float32)
         sessions[ses] = SessionTruth(
             session=ses, platform=scanner.platform, manufacturer=scanner.manufacturer,
@@ -407,7 +422,7 @@ def _simulate(index: int, *, seed: int, tracers: Sequence[str], config: SynthCon
             native[ses] = NativeSession(
                 anat=anat_native, anat_affine=aff_n,
                 pet={k: v for k, v in frames_all.items()}, pet_affine=pet_aff,
-                frames={k: (v["starts"], v["durations"]) for k, v in tracer_data.items()},
+                frames={k: (v["starts"], v["durations"]) for k, v in tdata.items()},
                 dose_mbq={k: v["doses"][ses] for k, v in tracer_data.items()},
                 injection_clock={k: f"{8 + 5 * s_i + 2 * i:02d}:{int(hh.integers(0, 59)):02d}:00"
                                  for i, k in enumerate(tracer_data)},
@@ -430,6 +445,7 @@ def _simulate(index: int, *, seed: int, tracers: Sequence[str], config: SynthCon
         "subject": f"{index:02d}", "age": age, "sex": sex, "weight_kg": weight,
         **disease, "anatomy": anat.params, "mr_attenuation": mr_info,
         "ac_setups": {"petct": "ct", "petmr": setup.name},
+        "petmr_delay_min": float(config.petmr_delay_min),
         "scanners": {s: sessions[s].model for s in SESSIONS}, "tracers": per_tracer,
     }
     subject = SimulatedSubject(

@@ -240,6 +240,63 @@ def window_suv(anat, tracer: Tracer, disease: dict, rng: np.random.Generator
 DRIFT_PER_MIN = {"fdg": 0.004, "amyloid": -0.0015, "tau": 0.002, "dat": 0.0}
 
 
+#: Kinetic model of the SUVR drift after the standard window, per tracer (the same-day
+#: protocol option ``SynthConfig.petmr_delay_min``): the contrast of every voxel to the
+#: tracer's reference region grows linearly with time,
+#: ``SUVR(t) - 1 = (SUVR_window - 1) * (1 + beta * (t - t_window))``, ``beta`` per minute.
+#: Tracers without an entry have no model: asking for a delay with them is an error.
+SUVR_DRIFT_PER_MIN: dict[str, tuple[float, str]] = {
+    "PiB": (0.004, "PiB SUVR keeps rising above DVR between 40 and 90 min (van Berckel et al. "
+                   "2013, J Nucl Med 54:1570); rate an assumption of that order"),
+    "florbetapir": (0.004, "florbetapir cortical SUVR rises slowly from 30 to 90 min (Wong et "
+                           "al. 2010, J Nucl Med 51:913); rate an assumption of that order"),
+    "florbetaben": (0.004, "florbetaben SUVR rises from 45 to 110 min (Barthel et al. 2011, "
+                           "Lancet Neurol 10:424); rate an assumption of that order"),
+    "flutemetamol": (0.004, "as the other amyloid tracers (Nelissen et al. 2009, J Nucl Med "
+                            "50:1251); rate an assumption"),
+    "flortaucipir": (0.008, "flortaucipir SUVR does not plateau by 100-130 min, rising most in "
+                            "high-binding regions (Baker et al. 2017, J Nucl Med 58:332; "
+                            "Wooten et al. 2017); rate an assumption of that order"),
+    "FDG": (0.002, "FDG is trapped; regional ratios change slowly after 40 min (Huang et al. "
+                   "1980, Am J Physiol 238:E69); rate an assumption"),
+    "FPCIT": (0.005, "18F-FP-CIT striatal binding ratios still rise during 60-120 min "
+                     "(Kazumata et al. 1998, J Nucl Med 39:1521); rate an assumption"),
+}
+
+
+def kinetic_model(tracer: Tracer) -> float:
+    """``beta`` (1/min) of :data:`SUVR_DRIFT_PER_MIN`; a tracer without a model is an error.
+
+    >>> from bids_harmonize.tracers import get_tracer
+    >>> kinetic_model(get_tracer("PiB"))
+    0.004
+    """
+    try:
+        return SUVR_DRIFT_PER_MIN[tracer.name][0]
+    except KeyError:
+        raise ValueError(f"no kinetic model of the SUVR drift for tracer {tracer.name} "
+                         f"(needed by the PET-MR delay); known: "
+                         f"{', '.join(SUVR_DRIFT_PER_MIN)}") from None
+
+
+def later_window_image(image: np.ndarray, labels: np.ndarray, tracer: Tracer,
+                       delay_min: float) -> np.ndarray:
+    """The window image ``delay_min`` later: contrast to the reference region grown by
+    ``1 + beta * delay`` (:data:`SUVR_DRIFT_PER_MIN`); the reference region is unchanged.
+
+    >>> from bids_harmonize.tracers import get_tracer
+    >>> lab = np.array([19, 20, 21, 1]); img = np.array([1.0, 1.0, 1.0, 2.0], np.float32)
+    >>> later_window_image(img, lab, get_tracer("PiB"), 25.0).tolist()
+    [1.0, 1.0, 1.0, 2.0999999046325684]
+    """
+    from bids_harmonize.atlas import composite_labels
+
+    beta = kinetic_model(tracer)
+    ref = np.isin(labels, composite_labels(tracer.reference))
+    r = float(image[ref].mean())
+    return (r + (image - r) * np.float32(1.0 + beta * delay_min)).astype(np.float32)
+
+
 def frame_weights(tracer: Tracer, starts_min, durations_min) -> tuple[np.ndarray, np.ndarray]:
     """Weights ``(w_window, w_flow)`` of each frame: ``SUV = w_window*W + w_flow*F``.
 

@@ -254,6 +254,10 @@ def test_bad_inputs_exit_nonzero_without_output(tmp_path, capsys):
     assert not target.exists()
     code, err = run([str(target), "--petmr-setups", "dixon-nobone,nosuch"])
     assert code != 0 and "nosuch" in err and len(err.strip().splitlines()) == 1
+    code, err = run([str(target), "--tracers", "PiB,MK6240", "--petmr-delay", "20"])
+    assert code != 0 and "MK6240" in err and len(err.strip().splitlines()) == 1
+    code, err = run([str(target), "--petmr-delay", "-5"])
+    assert code != 0 and len(err.strip().splitlines()) == 1
     code, err = run([str(target), "--petmr-setups", "ct"])
     assert code != 0 and "ct" in err and len(err.strip().splitlines()) == 1
     assert not target.exists()
@@ -337,3 +341,27 @@ def test_native_images_map_back_to_reference_grid(dataset):
         data = data.mean(axis=3) if data.ndim == 4 else data
         back = resample(data, to_ref, ref.shape, ref.affine, cval=cval)
         assert np.corrcoef(back[head], target[head])[0, 1] > 0.85, rel
+
+
+def test_later_petmr_scan_drifts_by_the_kinetic_model():
+    """PET-MR 30 min later: frames shifted, cortical SUVR up by the tracer's model."""
+    from bids_harmonize.atlas import composite_labels
+    from bids_harmonize.synth.uptake import SUVR_DRIFT_PER_MIN
+
+    cfg = dict(noise=False, resolution_mm=3.0, n_frames=2, petmr_setups=("zte",))
+    base = simulate_subject(2, seed=1, tracers=["PiB"], config=SynthConfig(**cfg))
+    late = simulate_subject(2, seed=1, tracers=["PiB"], config=SynthConfig(
+        **cfg, petmr_delay_min=30.0))
+    ctx = np.isin(base.labels, composite_labels("cortical_composite"))
+    ref = np.isin(base.labels, composite_labels("whole_cerebellum"))
+
+    def suvr(img):
+        return img[ctx].mean() / img[ref].mean()
+
+    # PET-CT and the truth of the PET-CT session do not change
+    assert np.array_equal(base.pet_ct["PiB"], late.pet_ct["PiB"])
+    beta = SUVR_DRIFT_PER_MIN["PiB"][0]
+    expected = 1 + (suvr(base.pet_mr["PiB"]) - 1) * (1 + beta * 30.0)
+    assert suvr(late.pet_mr["PiB"]) == pytest.approx(expected, rel=0.02)
+    assert suvr(late.pet_mr["PiB"]) > suvr(base.pet_mr["PiB"])
+    assert late.params["petmr_delay_min"] == 30.0
