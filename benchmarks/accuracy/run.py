@@ -57,6 +57,8 @@ TRAIN_TRACERS = ("PiB", "FDG", "flortaucipir", "florbetaben")
 UNSEEN_TRACERS = ("florbetapir", "FPCIT")
 TRAIN_SETUPS = ("dixon-nobone", "dixon-bone", "zte")
 HELDOUT_SETUPS = ("atlas",)
+#: Delay (min) of the PET-MR scan in the later-scan test set (synth kinetic model per tracer)
+LATER_SCAN_MIN = 20.0
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,10 @@ TEST_SETS = {
                       {"petmr_setups": TRAIN_SETUPS}, shares_subjects_with="seen"),
     "heldout-setup": TestSet("Held-out PET-MR setup (atlas MR-AC, GE SIGNA MP24), seen tracers",
                              TRAIN_TRACERS, {"petmr_setups": HELDOUT_SETUPS}),
+    # same-day protocol: PET-MR 20 min later after injection than PET-CT (training has none)
+    "later-scan": TestSet(f"PET-MR scan {LATER_SCAN_MIN:g} min later than PET-CT, seen setups "
+                          "and tracers", TRAIN_TRACERS,
+                          {"petmr_setups": TRAIN_SETUPS, "petmr_delay_min": LATER_SCAN_MIN}),
 }
 TRAIN_SYNTH = {"petmr_setups": TRAIN_SETUPS}
 
@@ -91,9 +97,9 @@ class Settings:
 
 
 SETTINGS = {
-    "quick": Settings("quick", 3, {"seen": 3, "heldout-setup": 2}, 1,
+    "quick": Settings("quick", 3, {"seen": 3, "heldout-setup": 2, "later-scan": 2}, 1,
                       {"stage1": (6, 20, 4), "stage2": (6, 20, 4), "stage3": (8, 25, 4)}, 1),
-    "default": Settings("default", 9, {"seen": 6, "heldout-setup": 4}, 3,
+    "default": Settings("default", 9, {"seen": 6, "heldout-setup": 4, "later-scan": 4}, 3,
                         {"stage1": (8, 40, 4), "stage2": (8, 40, 4), "stage3": (10, 40, 4)}, 2),
 }
 
