@@ -12,6 +12,7 @@ import csv
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -608,12 +609,36 @@ def load_layout(bids_dir: Path):
     if not (bids_dir / "dataset_description.json").is_file():
         raise InputError(f"{bids_dir}: not a BIDS dataset (no dataset_description.json)")
     read_json_object(bids_dir / "dataset_description.json")
+    from bids.layout.validation import DEFAULT_LOCATIONS_TO_IGNORE
+
+    # unreadable folders are left to the per-participant checks (pybids would stop on them)
+    ignore = [*DEFAULT_LOCATIONS_TO_IGNORE,
+              *(re.compile("^/" + re.escape(rel) + "(/|$)") for rel in _unreadable_dirs(bids_dir))]
     try:
         return BIDSLayout(str(bids_dir), validate=False, derivatives=False,
-                          indexer=BIDSLayoutIndexer(validate=False, index_metadata=False))
+                          indexer=BIDSLayoutIndexer(validate=False, index_metadata=False,
+                                                    ignore=ignore))
     except Exception as exc:  # pybids raises many types for odd trees
         raise InputError(f"{bids_dir}: pybids cannot index the dataset ({type(exc).__name__}: "
                          f"{_one_line(exc)})") from None
+
+
+def _unreadable_dirs(bids_dir: Path) -> list[str]:
+    """Folders of the dataset (derivatives and dot-folders left out) this process cannot list."""
+    bad = []
+    for root, dirs, _files in os.walk(bids_dir):
+        keep = []
+        for name in dirs:
+            path = Path(root) / name
+            if name.startswith(".") or (Path(root) == bids_dir and name in (
+                    "derivatives", "sourcedata", "code")):
+                continue
+            if os.access(path, os.R_OK | os.X_OK):
+                keep.append(name)
+            else:
+                bad.append(path.relative_to(bids_dir).as_posix())
+        dirs[:] = keep
+    return bad
 
 
 def _filters(bids_filters: dict, query: str) -> dict:

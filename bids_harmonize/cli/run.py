@@ -202,6 +202,7 @@ def run_participant(config: RunConfig, run_id: str | None = None) -> int:
                                                    "; ".join(found.skipped)])))
 
     out = config.output_dir
+    out_existed = out.exists()
     held, locks = {}, []
     for plan in plans:
         try:
@@ -220,6 +221,16 @@ def run_participant(config: RunConfig, run_id: str | None = None) -> int:
     finally:
         for lock in locks:
             lock.release()
+        _remove_empty_folders(out, out_existed)
+
+
+def _remove_empty_folders(out: Path, out_existed: bool) -> None:
+    """Undo the lock folders of a run that stopped before writing anything."""
+    for folder in (out / "logs" / "locks", out / "logs", *(() if out_existed else (out,))):
+        try:
+            folder.rmdir()  # only when empty
+        except OSError:
+            break
 
 
 def _excluded_summary(excluded: dict[str, list[str]]) -> str:
@@ -568,8 +579,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     run_id = new_run_id()
     config = None
+    previous = None
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _terminate)
+        previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         config = config_from_args(args)
         _setup_logging(config.verbose)
@@ -600,6 +612,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bids_harmonize: error: unexpected {type(exc).__name__}: {_one_line(exc)} "
               f"(this is a bug; the traceback is in {crash})", file=sys.stderr)
         return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _one_line(exc: BaseException) -> str:

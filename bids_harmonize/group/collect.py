@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from bids_harmonize.derivatives import Derivative, collect_derivatives, series_label
+from bids_harmonize.runstatus import incomplete_participants
 
 LOGGER = logging.getLogger(__name__)
 
@@ -305,7 +306,9 @@ def collect_participant_tables(output_dir: str | Path, *, n_procs: int | None = 
     if not output_dir.is_dir():
         raise NoParticipantTablesError(f"output folder {output_dir} does not exist")
     root = str(output_dir)
-    subjects = _list_dirs(root, "sub-")
+    # participants a run started and never finished (runstatus marker) are left out
+    incomplete = {f"sub-{s}" for s in incomplete_participants(output_dir)}
+    subjects = [s for s in _list_dirs(root, "sub-") if s not in incomplete]
     if n_procs is None:
         n_procs = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                       else (os.cpu_count() or 1), 8)
