@@ -92,15 +92,19 @@ def _derived_names() -> tuple[str, ...]:
 # --------------------------------------------------------------------------- parsing
 
 
-def parse_name(filename: str | os.PathLike) -> dict[str, str] | None:
+def parse_name(filename: str | os.PathLike, *, strict: bool = True) -> dict[str, str] | None:
     """Entities (long names), ``suffix`` and ``extension`` of a file name; ``None`` if not ours.
 
-    A name is ours when every ``key-value`` part has a key of the specification.
+    A name is ours when every ``key-value`` part has a key of the specification; with
+    ``strict=False`` parts with other keys are left out instead (an input file may carry
+    entities the outputs do not keep).
 
     >>> parse_name("sub-01_from-T1w_to-MNI152NLin2009aSym_mode-image_xfm.h5")["to"]
     'MNI152NLin2009aSym'
     >>> parse_name("sub-01_ce-gad_T1w.nii.gz") is None
     True
+    >>> parse_name("sub-01_ce-gad_T1w.nii.gz", strict=False)
+    {'subject': '01', 'suffix': 'T1w', 'extension': '.nii.gz'}
     """
     name = os.path.basename(os.fspath(filename))
     stem, dot, ext = name.partition(".")
@@ -111,8 +115,12 @@ def parse_name(filename: str | os.PathLike) -> dict[str, str] | None:
     out: dict[str, str] = {}
     for part in parts[:-1]:
         key, dash, value = part.partition("-")
-        if not dash or key not in by_key or not value:
+        if not dash or not value:
             return None
+        if key not in by_key:
+            if strict:
+                return None
+            continue
         out[by_key[key]] = value
     if "subject" not in out or not parts[-1]:
         return None

@@ -32,10 +32,9 @@ from bids_harmonize.quant.regional import REGION_DICTIONARY
 def derivative_name(in_file: str | Path, *, seg: str, desc: str, suffix: str,
                     extension: str = ".tsv") -> str:
     """The table file name for a PET image, a seg label, a desc and a suffix."""
-    entities = parse_name(in_file)
+    entities = parse_name(in_file, strict=False)
     if entities is None:
-        raise ValueError(f"{in_file}: not a BIDS file name of this pipeline (no sub- entity, "
-                         "or an entity data/io_spec.json does not know)")
+        raise ValueError(f"{in_file}: not a BIDS file name (no sub- entity)")
     try:
         return build_name(suffix, subject=entities["subject"], **series_entities(entities),
                           seg=seg, desc=desc, extension=extension)
