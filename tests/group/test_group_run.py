@@ -224,3 +224,23 @@ def test_parallel_collection_equals_serial(tmp_path, monkeypatch):
     pd.testing.assert_frame_equal(serial.images, parallel.images)
     pd.testing.assert_frame_equal(serial.measures, parallel.measures)
     pd.testing.assert_frame_equal(serial.regions, parallel.regions)
+
+
+def test_runs_of_one_session_are_separate_series(tmp_path):
+    """Two PET-MR runs of one session are two images (the 'series' column), not duplicates."""
+    make_dataset(tmp_path)
+    pet = tmp_path / "sub-01" / "ses-petmr" / "pet"
+    for path in sorted(pet.glob("sub-01_ses-petmr_trc-PiB_*")):  # sub-01's PET-MR -> run-1
+        path.rename(path.with_name(path.name.replace("_trc-PiB_", "_trc-PiB_run-1_")))
+    for path in sorted(pet.glob("*_run-1_*")):  # and a run-2 copy
+        shutil.copyfile(path, path.with_name(path.name.replace("_run-1_", "_run-2_")))
+    col = collect_participant_tables(tmp_path, n_procs=1)
+    assert not col.problems
+    mr = col.images[(col.images["subject"] == "01") & (col.images["platform"] == "PET-MR")]
+    assert sorted(set(mr["series"])) == ["ses-petmr_trc-PiB_run-1", "ses-petmr_trc-PiB_run-2"]
+    assert len(mr) == 4  # two runs x raw/harmonized
+    written = run_group(tmp_path, cutoffs={"PiB": 24.1})
+    measures = pd.read_csv(written["measures"], sep="\t", dtype={"subject": str})
+    assert set(measures.loc[measures["subject"] == "01", "series"]) == {
+        "ses-petct_trc-PiB", "ses-petmr_trc-PiB_run-1", "ses-petmr_trc-PiB_run-2"}
+    assert "series" in json.loads(written["measures"].with_suffix(".json").read_text())
