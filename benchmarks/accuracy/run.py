@@ -94,11 +94,13 @@ class Settings:
     calibration_subjects: int  #: held out from training, for the ensemble's calibration
     stage_steps: dict  #: stage -> (epochs, steps per epoch, batch size)
     ensemble_members: int
+    test_tracers: tuple[str, ...] | None = None  #: keep only these tracers in the test sets
 
 
 SETTINGS = {
     "quick": Settings("quick", 3, {"seen": 3, "heldout-setup": 2, "later-scan": 2}, 1,
-                      {"stage1": (6, 20, 4), "stage2": (6, 20, 4), "stage3": (8, 25, 4)}, 1),
+                      {"stage1": (6, 20, 4), "stage2": (6, 20, 4), "stage3": (8, 25, 4)}, 1,
+                      ("PiB", "FDG", "florbetapir", "FPCIT")),
     "default": Settings("default", 9, {"seen": 6, "heldout-setup": 4, "later-scan": 4}, 3,
                         {"stage1": (8, 40, 4), "stage2": (8, 40, 4), "stage3": (10, 40, 4)}, 2),
 }
@@ -855,17 +857,21 @@ def main(argv=None):
     calib_idx = indices(settings.calibration_subjects) if members else range(0)
     calib = simulate(calib_idx, TRAIN_TRACERS, args.seed, SynthConfig(**TRAIN_SYNTH), cache)
     test_subjects, cases, described = {}, [], []
+
+    def kept(tracers):
+        return tuple(t for t in tracers if settings.test_tracers is None or t in settings.test_tracers)
+
     for group, ts in TEST_SETS.items():
         if ts.shares_subjects_with:
             continue
-        tracers = tuple(dict.fromkeys(ts.tracers + tuple(
-            tr for t in TEST_SETS.values() if t.shares_subjects_with == group for tr in t.tracers)))
+        tracers = kept(tuple(dict.fromkeys(ts.tracers + tuple(
+            tr for t in TEST_SETS.values() if t.shares_subjects_with == group for tr in t.tracers))))
         idx = indices(settings.test_subjects[group])
         test_subjects[group] = simulate(idx, tracers, args.seed, SynthConfig(**ts.synth), cache)
         described.append(f"{group} {len(idx)} subjects ({idx.start}-{idx.stop - 1})")
     for group, ts in TEST_SETS.items():
         subjects = test_subjects[ts.shares_subjects_with or group]
-        cases += cases_of(subjects, ts.tracers, group)
+        cases += cases_of(subjects, kept(ts.tracers), group)
     simulate_s = time.perf_counter() - t_start
     pairs = [p for s in train for p in pairs_from_simulation(s)]
     calib_pairs = [p for s in calib for p in pairs_from_simulation(s)]
