@@ -42,6 +42,7 @@ h1{border-bottom:2px solid #444}h2{margin-top:2em;border-bottom:1px solid #aaa}
 table{border-collapse:collapse;font-size:0.85em;margin:0.5em 0;display:block;overflow-x:auto;
 max-width:100%}
 td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}th{background:#f0f0f0}
+td.text,th.text{text-align:left}
 .note{background:#fff8e1;border-left:4px solid #f0b400;padding:0.5em 1em}
 .explain{color:#444;font-size:0.95em}figure{margin:1em 0}svg{max-width:100%;height:auto}
 """
