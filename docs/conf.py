@@ -90,5 +90,8 @@ def _template_home() -> None:
 
 
 def setup(app):
+    import logging
+
+    logging.getLogger("nipype.workflow").setLevel(logging.WARNING)  # one line per graph otherwise
     _template_home()
     app.connect("autodoc-process-docstring", _workflow_block_first, priority=400)
