@@ -12,8 +12,10 @@ tasks never write the same file), written atomically (temporary file, then
 ``run_id``, ``started``, ``finished`` (ISO 8601, UTC), ``runtime_s``, ``host``, ``pid``
 
 A run marks each participant incomplete before it writes anything for it
-(``<out>/logs/status/sub-<label>.incomplete``) and only a run that finished the
-participant without error removes the marker, so ``group`` and ``train`` can
+(``<out>/logs/status/sub-<label>.incomplete``) and removes the marker only when it
+finished the participant: without error, or with failed nodes whose crash files it
+recorded (every file written is then whole). A killed run, or one whose engine
+stopped with nodes unfinished, leaves the marker, so ``group`` and ``train`` can
 skip (and list) participants whose derivatives may be partial.
 :func:`read_status` reports a ``running`` record whose process is gone, or any
 record with the marker left behind by a killed run, as ``incomplete``.
@@ -175,9 +177,10 @@ def read_status(out_dir) -> list[dict]:
                                  f"run {record.get('run_id')} ended without finishing "
                                  "this participant (killed?)"]
         elif record["status"] != "running" and marker_path(out_dir, label).exists():
-            record["status"] = "incomplete"
+            if record["status"] == "ok":
+                record["status"] = "incomplete"
             record["reasons"] = [*record["reasons"],
-                                 "outputs may be partial: the last run did not finish"]
+                                 "outputs may be partial: a run did not finish writing them"]
         records[label] = record
     for marker in sorted(folder.glob(f"sub-*{MARKER_SUFFIX}")):
         label = marker.name[len("sub-"):-len(MARKER_SUFFIX)]

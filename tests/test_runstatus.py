@@ -43,6 +43,12 @@ def test_dead_running_record_and_marker_read_as_incomplete(tmp_path):
         "02": "incomplete", "03": "incomplete", "04": "incomplete", "05": "incomplete"}
     assert all(r["reasons"] for r in got.values())
     assert runstatus.incomplete_participants(tmp_path) == ["03", "04"]
+    # a failed participant keeps its status; the marker adds a reason
+    runstatus.write_status(tmp_path, runstatus.finish_record(
+        runstatus.new_record("06", run_id="r"), "failed", reasons=["node x failed"]))
+    runstatus.mark_incomplete(tmp_path, "06", run_id="r")
+    (six,) = [r for r in runstatus.read_status(tmp_path) if r["participant"] == "06"]
+    assert six["status"] == "failed" and "partial" in six["reasons"][-1]
     assert not runstatus.is_complete(tmp_path, "sub-04")
     assert runstatus.is_complete(tmp_path, "02")
 

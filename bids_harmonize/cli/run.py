@@ -343,6 +343,8 @@ def _run_plans(config: RunConfig, plans, excluded, held, skipped, *, run_id, exe
                 record, "failed", reasons=reasons,
                 crash_files=[f.relative_to(out).as_posix() for f in files])
             runstatus.write_status(out, record)
+            if files:  # nodes failed and the run went on: every file written is whole
+                runstatus.clear_incomplete(out, plan.subject)
         else:
             runstatus.write_status(out, runstatus.finish_record(record, "ok"))
             runstatus.clear_incomplete(out, plan.subject)
