@@ -3,8 +3,10 @@
 Runs each training stage for a fixed number of steps with the project's own engine
 (:func:`bids_harmonize.harmonizer.engine.run_stage`) on paired subjects from the
 simulator (2 mm), and reports, per configuration and stage, samples (patches) per second
-after a warm-up epoch, and peak memory (CUDA: ``torch.cuda.max_memory_allocated``; CPU:
-the process's peak resident set size, which includes the data and the interpreter).
+after a warm-up epoch (wall clock, and per CPU-second of this process and its DataLoader
+workers, which is what a shared, loaded machine can still measure), and peak memory
+(CUDA: ``torch.cuda.max_memory_allocated``; CPU: the process's peak resident set size so
+far, which includes the simulated data and the interpreter).
 
 Configurations (``--configs``):
 
@@ -83,6 +85,13 @@ def peak_memory_mb(device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
+def cpu_seconds() -> float:
+    """CPU time (user + system) of this process and of its finished children (the workers)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def measure(config, pairs, *, device: str, workers: int, workdir: Path) -> list[dict]:
     """Samples/s of each stage, with ``workers`` DataLoader workers.
 
@@ -123,10 +132,12 @@ def measure(config, pairs, *, device: str, workers: int, workdir: Path) -> list[
         for run in ("warmup", "timed"):
             module.load_state_dict(initial)
             ckpt = Checkpoints(workdir / f"{name}-w{workers}-{run}", config, "bench", writer=True)
+            cpu0 = cpu_seconds()
             report = run_stage(name, module, loss, data, settings, rt, ckpt, False, config.seed)
-        timed = report["seconds"]
+        timed, cpu = report["seconds"], cpu_seconds() - cpu0
         samples = settings.steps_per_epoch * settings.batch_size
         rows.append({"stage": name, "samples_per_s": samples / timed if timed > 0 else float("nan"),
+                     "samples_per_cpu_s": samples / cpu if cpu > 0 else float("nan"),
                      "seconds_per_epoch": timed, "batch_size": settings.batch_size,
                      "peak_memory_mb": peak_memory_mb(rt.device)})
     return rows

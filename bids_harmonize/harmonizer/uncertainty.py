@@ -343,8 +343,9 @@ def fit_uncertainty(model_dir, pairs, *, validation_pairs=(), n_members: int = D
     def run(pair):
         inp = _pair_inputs(pair)
         a = inp["arrays"]
-        res = harmonize_volume(a["pet_mr"], a["t1w"], a["brain_mask"], model, mu_map=inp["mu_map"],
-                               ac_setup=inp["ac_setup"], device=device, members=members)
+        res = harmonize_volume(a["pet_mr"], a["t1w"], a["brain_mask"], model, tracer=pair.tracer,
+                               mu_map=inp["mu_map"], ac_setup=inp["ac_setup"], device=device,
+                               members=members)
         return a, res
 
     features, disagreement = [], []
