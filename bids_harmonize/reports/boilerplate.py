@@ -122,7 +122,27 @@ def collect_descriptions(workflow) -> list[str]:
             out.append(post.strip())
 
     visit(workflow)
-    return out
+    return drop_contained(out)
+
+
+def drop_contained(paragraphs: list[str]) -> list[str]:
+    """Drop a paragraph that another one repeats and extends (one PET session with a CT, one
+    without, give the same sentence with and without a closing clause).
+
+    >>> drop_contained(["Frames were averaged [@a].", "T1w done.",
+    ...                 "Frames were averaged [@a]; the CT was registered likewise."])
+    ['T1w done.', 'Frames were averaged [@a]; the CT was registered likewise.']
+    >>> drop_contained(["Results.", "Results were produced."])
+    ['Results.', 'Results were produced.']
+    """
+    def stem(p: str) -> str:
+        return p.rstrip().rstrip(".")
+
+    def extends(q: str, p: str) -> bool:
+        head = stem(p)
+        return q != p and len(q) > len(head) + 1 and q.startswith(head) and q[len(head)] in ";,:("
+
+    return [p for p in paragraphs if not any(extends(q, p) for q in paragraphs)]
 
 
 def cited_keys(paragraphs: list[str]) -> list[str]:

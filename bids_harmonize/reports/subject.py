@@ -167,6 +167,9 @@ def _paired_sections(output_dir: Path, subject: str, images: list[dict]) -> list
             if ct is not None:
                 parts += _versus_petct(output_dir, subject, tracer, ses, ct, mr, harm, mask,
                                        fig_dir, reportlets)
+                if harm is not None and _uncertainty_path(harm).exists():
+                    parts += _correction(output_dir, subject, tracer, ses, mr, harm, mask,
+                                         fig_dir, reportlets, paired=True)
             elif harm is not None:
                 parts += _correction(output_dir, subject, tracer, ses, mr, harm, mask, fig_dir,
                                      reportlets)
@@ -248,13 +251,18 @@ def _region_bias(ct: pd.DataFrame, mr: pd.DataFrame, harm: pd.DataFrame | None) 
     return out.replace([np.inf, -np.inf], np.nan).dropna(subset=["before"])
 
 
+def _uncertainty_path(harm: dict) -> Path:
+    """The harmonizer's uncertainty map next to a harmonized image (may not exist)."""
+    return harm["path"].with_name(harm["path"].name.replace("desc-harmonized", "desc-uncertainty"))
+
+
 def _correction(output_dir, subject, tracer, ses, mr, harm, mask, fig_dir,
-                reportlets) -> list[str]:
-    unc = harm["path"].with_name(harm["path"].name.replace("desc-harmonized", "desc-uncertainty"))
+                reportlets, *, paired: bool = False) -> list[str]:
+    unc = _uncertainty_path(harm)
     fig = _figure_path(output_dir, "figure_correction", mr)
-    parts = ["<p class='explain'>This subject has no PET-CT of this tracer, so the "
-             "harmonization cannot be checked against a reference here; the map below shows "
-             "what it changed.</p>"]
+    parts = [] if paired else [
+        "<p class='explain'>This subject has no PET-CT of this tracer, so the harmonization "
+        "cannot be checked against a reference here; the map below shows what it changed.</p>"]
     try:
         fig_dir.mkdir(parents=True, exist_ok=True)
         reportlets.plot_correction(mr["path"], harm["path"], mask, fig,

@@ -32,6 +32,18 @@ def test_paired_subject_shows_petct_difference_maps_and_region_bias(derivatives)
     assert "cortical_composite" in html and "-10" in html
     assert not any(r in html for r in REPRS)
     assert "50-70" in html and "2 x 2 x 2.2" in html
+    assert not any("desc-correction" in s for s in srcs)  # no uncertainty map: no extra figure
+
+
+def test_paired_subject_with_an_uncertainty_map_shows_it_too(derivatives):
+    harm = next((derivatives / "sub-01").rglob("*desc-harmonized_pet.nii.gz"))
+    unc = next((derivatives / "sub-02").rglob("*desc-uncertainty_pet.nii.gz"))
+    (harm.parent / harm.name.replace("desc-harmonized", "desc-uncertainty")).write_bytes(
+        unc.read_bytes())
+    html = build_subject_report(derivatives, "01").read_text()
+    srcs = _images(html)
+    assert any("desc-vspetct" in s for s in srcs) and any("desc-correction" in s for s in srcs)
+    assert "no PET-CT of this tracer" not in html
 
 
 def test_methods_rendered_with_numbered_references_and_copyable_text(derivatives):
