@@ -3,7 +3,7 @@
 Every ``raise SomeError(message)`` in the package whose exception class is one of
 the package's own error classes (any ``class ...Error`` defined in it) or
 argparse's ``ArgumentTypeError`` is listed with the module and function that
-raises it. f-string fields are shown as ``{name}``. The page therefore cannot
+raises it. f-string fields are shown as ``{name}`` (``{...}`` for an expression). The page therefore cannot
 drift from the code: a new message appears on the next build.
 """
 
@@ -26,8 +26,10 @@ def _text(node) -> str | None:
         for part in node.values:
             if isinstance(part, ast.Constant):
                 out.append(str(part.value))
-            else:
+            elif isinstance(part.value, (ast.Name, ast.Attribute)):
                 out.append("{" + ast.unparse(part.value) + "}")
+            else:  # an expression: the reader needs to know a value goes there, not the code
+                out.append("{...}")
         return "".join(out)
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
         left, right = _text(node.left), _text(node.right)
