@@ -266,6 +266,22 @@ def _run_plans(config: RunConfig, plans, excluded, held, skipped, *, run_id, exe
 
     out = config.output_dir
     work = config.work_dir or out / "work"
+    # Nipype's settings first: nodes take them when they are created (crash file format)
+    ncfg.update_config({
+        "execution": {"crashfile_format": "txt", "stop_on_first_crash": config.stop_on_first_crash,
+                      "remove_unnecessary_outputs": False, "hash_method": "timestamp",
+                      # SLURM: each poll runs squeue once per queued job
+                      "poll_sleep_duration": 2 if execution.on_slurm else 0.2,
+                      "crashdump_dir": str(out / "logs" / "crash")},
+        "monitoring": {"enabled": False},
+        # node-by-node progress from the engine; interface chatter only with -v
+        "logging": {"workflow_level": "INFO",
+                    "interface_level": "INFO" if config.verbose else "WARNING",
+                    "utils_level": "INFO" if config.verbose else "WARNING"},
+    })
+    from nipype import logging as nlogging
+
+    nlogging.update_logging(ncfg)
     # the graph is built before anything is written: a factory error leaves no outputs
     workflow = init_bids_harmonize_wf(
         plans, bids_dir=config.bids_dir, output_dir=out, template=template, model_dir=model_dir,
@@ -286,21 +302,6 @@ def _run_plans(config: RunConfig, plans, excluded, held, skipped, *, run_id, exe
     write_dataset_description(out, config.bids_dir)
     config_file = save_config(config, out / "logs" / f"config-{run_id}.toml")
     LOGGER.info("Settings written to %s (replay with --config-file)", config_file)
-    ncfg.update_config({
-        "execution": {"crashfile_format": "txt", "stop_on_first_crash": config.stop_on_first_crash,
-                      "remove_unnecessary_outputs": False, "hash_method": "timestamp",
-                      # SLURM: each poll runs squeue once per queued job
-                      "poll_sleep_duration": 2 if execution.on_slurm else 0.2,
-                      "crashdump_dir": str(out / "logs" / "crash")},
-        "monitoring": {"enabled": False},
-        # node-by-node progress from the engine; interface chatter only with -v
-        "logging": {"workflow_level": "INFO",
-                    "interface_level": "INFO" if config.verbose else "WARNING",
-                    "utils_level": "INFO" if config.verbose else "WARNING"},
-    })
-    from nipype import logging as nlogging
-
-    nlogging.update_logging(ncfg)
     workflow.base_dir = str(work)
     for plan in plans:  # per-subject crash folders
         crash_dir = str(out / f"sub-{plan.subject}" / "log" / run_id)
@@ -360,7 +361,7 @@ def _run_plans(config: RunConfig, plans, excluded, held, skipped, *, run_id, exe
         problems.append(f"{len(held)} participant(s) locked by another run: "
                         + ", ".join(f"sub-{s}" for s in sorted(held)))
     if failed:
-        problems.append(f"{len(failed)} of {len(plans)} participant(s) failed: "
+        problems.append(f"{len(failed)} of {len(plans)} subject(s) failed: "
                         + ", ".join(f"sub-{s} (see {out / f'sub-{s}' / 'log' / run_id})"
                                     for s in failed))
     if problems:
