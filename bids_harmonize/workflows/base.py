@@ -117,117 +117,148 @@ def init_single_subject_wf(
         (anat_wf, anat_reports_wf, [("outputnode.tpl_t1w", "inputnode.tpl_t1w")]),
     ])  # fmt: skip
 
-    # PET, one branch per series
-    references = {"T1w": t1w_uri, template.name: f"tpl-{template.name}_res-02_T1w.nii.gz"}
+    # PET, one branch per series (keyed by every entity of its file name)
+    ctx = {"bids_dir": bids_dir, "output_dir": output_dir, "template": template,
+           "t1w_uri": t1w_uri, "versions": versions, "sloppy": sloppy, "seed": seed,
+           "omp_nthreads": omp_nthreads, "uptake_windows": uptake_windows,
+           "window_policy": window_policy, "model_dir": model_dir, "device": device,
+           "ood_policy": ood_policy,
+           "references": {"T1w": t1w_uri,
+                          template.name: f"tpl-{template.name}_res-02_T1w.nii.gz"},
+           "quantify": {"output_dir": output_dir, "atlas": atlas, "atlas_labels": atlas_labels,
+                        "centiloid_vois": centiloid_vois}}
     for series in plan.pet:
-        key = series_key(series)
-        tracer = get_tracer(series.tracer)
-        window = session_window(uptake_windows, tracer, series.session)
-        weight = body_weight(bids_dir, plan.subject, series.session, series.metadata)
-        pet_source = str(series.path)
-        quantify = {"tracer": series.tracer, "output_dir": output_dir, "pet_source": pet_source,
-                    "atlas": atlas, "atlas_labels": atlas_labels,
-                    "centiloid_vois": centiloid_vois}
-        sources = [bids_uri(series.path, bids_dir), t1w_uri]
+        pet_wf, base_meta = _pet_stage(workflow, anat_wf, plan, series, ctx)
         if series.ct is not None:
-            sources.append(bids_uri(series.ct, bids_dir))
-        base_meta = pet_base_metadata(
-            series, tracer=tracer, sources=sources, software=versions,
-            settings={"sloppy": sloppy, "seed": seed, "template": template.name,
-                      "uptake_window_min": list(window) if window else None,
-                      "window_policy": window_policy, "body_weight_source": weight[1]},
-        )
-        if series.attenuation is not None:  # PET-MR: setup, its inference, scanner mu-map
-            base_meta.update(series.attenuation.sidecar())
-
-        pet_wf = init_pet_wf(
-            metadata=series.metadata, window_min=window, half_life_min=tracer.half_life_min,
-            window_policy=window_policy, body_weight=weight,
-            has_ct=series.ct is not None, sloppy=sloppy, seed=seed, omp_nthreads=omp_nthreads,
-            tpl_name=template_space_name(series.path, template.name, "preproc"),
-            name=f"pet_{key}_wf",
-        )
-        pet_wf.inputs.inputnode.pet_file = pet_source
-        if series.ct is not None:
-            pet_wf.inputs.inputnode.ct_file = str(series.ct)
-        ds_pet_wf = init_ds_pet_wf(output_dir=output_dir, pet_source=pet_source,
-                                   base_meta=base_meta, desc="preproc",
-                                   spatial_references=references, name=f"ds_pet_{key}_wf")
-        pet_reports_wf = init_pet_reports_wf(output_dir=output_dir, pet_source=pet_source,
-                                             title=key, name=f"pet_reports_{key}_wf")
-        quant_wf = init_quantify_wf(desc="preproc", name=f"quantify_{key}_preproc_wf",
-                                    **quantify)
-        workflow.connect([
-            (anat_wf, pet_wf, [(f"outputnode.{f}", f"inputnode.{f}") for f in _ANAT_TO_PET]),
-            (pet_wf, ds_pet_wf, [("outputnode.pet_t1w", "inputnode.pet_t1w"),
-                                 ("outputnode.pet_tpl", "inputnode.pet_tpl"),
-                                 ("outputnode.static_info", "inputnode.static_info")]),
-            (pet_wf, pet_reports_wf, [("outputnode.static_info", "inputnode.static_info"),
-                                      ("outputnode.pet_t1w", "inputnode.pet_t1w")]),
-            (anat_wf, pet_reports_wf, [("outputnode.t1w_preproc", "inputnode.t1w_preproc"),
-                                       ("outputnode.brain_mask", "inputnode.brain_mask")]),
-            (pet_wf, quant_wf, [("outputnode.pet_tpl", "inputnode.in_file")]),
-        ])  # fmt: skip
-
-        if series.ct is not None:
-            ds_ct_wf = init_ds_ct_wf(output_dir=output_dir, ct_source=series.ct,
-                                     sources=[bids_uri(series.ct, bids_dir)],
-                                     spatial_reference=t1w_uri, name=f"ds_ct_{key}_wf")
-            workflow.connect([
-                (pet_wf, ds_ct_wf, [("outputnode.ct_t1w", "inputnode.ct_t1w")]),
-                (anat_wf, ds_ct_wf, [("outputnode.t1w_preproc", "inputnode.t1w_preproc")]),
-            ])  # fmt: skip
-
-        if series.platform != "PET-MR" or model_dir is None:
-            continue
-        att = series.attenuation
-        use_mumap = bool(att is not None and att.mumap is not None)
-        with_uncertainty = model_has_ensemble(model_dir)
-        harm_wf = init_harmonize_wf(
-            model_dir=str(model_dir), tracer=tracer.name, tracer_family=tracer.family,
-            scanner=series.model_name, ac_setup=att.setup if att else None,
-            ac_setup_inference=att.how if att else "not inferred",
-            mumap_notes=att.notes if att else (), use_mumap=use_mumap,
-            with_uncertainty=with_uncertainty, ood_policy=ood_policy, device=device,
-            omp_nthreads=omp_nthreads,
-            tpl_name=template_space_name(series.path, template.name, "harmonized"),
-            name=f"harmonize_{key}_wf",
-        )
-        if use_mumap:
-            harm_wf.inputs.inputnode.mumap = str(att.mumap)
-            workflow.connect(pet_wf, "outputnode.pet2t1w_xfm", harm_wf, "inputnode.pet2t1w_xfm")
-        ds_harmonized_wf = init_ds_pet_wf(output_dir=output_dir, pet_source=pet_source,
-                                          base_meta=base_meta, desc="harmonized",
-                                          spatial_references=references,
-                                          name=f"ds_harmonized_{key}_wf")
-        ds_harmonization_wf = init_ds_harmonization_wf(
-            output_dir=output_dir, pet_source=pet_source, sources=[t1w_uri],
-            spatial_reference=t1w_uri, title=key, with_uncertainty=with_uncertainty,
-            name=f"ds_harmonization_{key}_wf")
-        quant_harm_wf = init_quantify_wf(desc="harmonized", name=f"quantify_{key}_harmonized_wf",
-                                         with_members=with_uncertainty, **quantify)
-        if with_uncertainty:
-            workflow.connect([
-                (harm_wf, ds_harmonization_wf, [("outputnode.uncertainty_t1w",
-                                                 "inputnode.uncertainty_t1w")]),
-                (harm_wf, quant_harm_wf, [("outputnode.members_tpl", "inputnode.members"),
-                                          ("outputnode.uncertainty_scale", "inputnode.sd_scale")]),
-            ])  # fmt: skip
-        workflow.connect([
-            (pet_wf, harm_wf, [("outputnode.pet_t1w", "inputnode.pet_t1w")]),
-            (anat_wf, harm_wf, [(f"outputnode.{f}", f"inputnode.{f}") for f in _ANAT_TO_PET]),
-            (harm_wf, ds_harmonized_wf, [("outputnode.harmonized_t1w", "inputnode.pet_t1w"),
-                                         ("outputnode.harmonized_tpl", "inputnode.pet_tpl"),
-                                         ("outputnode.model_info", "inputnode.model_info")]),
-            (pet_wf, ds_harmonized_wf, [("outputnode.static_info", "inputnode.static_info")]),
-            (harm_wf, ds_harmonization_wf, [
-                ("outputnode.pseudoct_t1w", "inputnode.pseudoct_t1w"),
-                ("outputnode.harmonized_t1w", "inputnode.harmonized_t1w")]),
-            (pet_wf, ds_harmonization_wf, [("outputnode.pet_t1w", "inputnode.pet_t1w")]),
-            (anat_wf, ds_harmonization_wf, [("outputnode.brain_mask", "inputnode.brain_mask")]),
-            (harm_wf, quant_harm_wf, [("outputnode.harmonized_tpl", "inputnode.in_file")]),
-        ])  # fmt: skip
+            _ct_stage(workflow, anat_wf, pet_wf, series, ctx)
+        if series.platform == "PET-MR" and model_dir is not None:
+            _harmonization_stage(workflow, anat_wf, pet_wf, series, base_meta, ctx)
     return workflow
+
+
+def _pet_stage(workflow, anat_wf, plan, series, ctx: dict):
+    """One PET series: preprocessing, its outputs (sidecars), report figures, regional tables.
+
+    Returns the series' PET workflow and its build-time sidecar metadata.
+    """
+    key = series_key(series)
+    tracer = get_tracer(series.tracer)
+    bids_dir, output_dir, template = ctx["bids_dir"], ctx["output_dir"], ctx["template"]
+    sloppy, seed, omp_nthreads = ctx["sloppy"], ctx["seed"], ctx["omp_nthreads"]
+    window_policy = ctx["window_policy"]
+    window = session_window(ctx["uptake_windows"], tracer, series.session)
+    weight = body_weight(bids_dir, plan.subject, series.session, series.metadata)
+    pet_source = str(series.path)
+    sources = [bids_uri(series.path, bids_dir), ctx["t1w_uri"]]
+    if series.ct is not None:
+        sources.append(bids_uri(series.ct, bids_dir))
+    base_meta = pet_base_metadata(
+        series, tracer=tracer, sources=sources, software=ctx["versions"],
+        settings={"sloppy": sloppy, "seed": seed, "template": template.name,
+                  "uptake_window_min": list(window) if window else None,
+                  "window_policy": window_policy, "body_weight_source": weight[1]},
+    )
+    if series.attenuation is not None:  # PET-MR: setup, its inference, scanner mu-map
+        base_meta.update(series.attenuation.sidecar())
+
+    pet_wf = init_pet_wf(
+        metadata=series.metadata, window_min=window, half_life_min=tracer.half_life_min,
+        window_policy=window_policy, body_weight=weight,
+        has_ct=series.ct is not None, sloppy=sloppy, seed=seed, omp_nthreads=omp_nthreads,
+        tpl_name=template_space_name(series.path, template.name, "preproc"),
+        name=f"pet_{key}_wf",
+    )
+    pet_wf.inputs.inputnode.pet_file = pet_source
+    if series.ct is not None:
+        pet_wf.inputs.inputnode.ct_file = str(series.ct)
+    ds_pet_wf = init_ds_pet_wf(output_dir=output_dir, pet_source=pet_source,
+                               base_meta=base_meta, desc="preproc",
+                               spatial_references=ctx["references"], name=f"ds_pet_{key}_wf")
+    pet_reports_wf = init_pet_reports_wf(output_dir=output_dir, pet_source=pet_source,
+                                         title=key, name=f"pet_reports_{key}_wf")
+    quant_wf = init_quantify_wf(desc="preproc", name=f"quantify_{key}_preproc_wf",
+                                tracer=series.tracer, pet_source=pet_source, **ctx["quantify"])
+    workflow.connect([
+        (anat_wf, pet_wf, [(f"outputnode.{f}", f"inputnode.{f}") for f in _ANAT_TO_PET]),
+        (pet_wf, ds_pet_wf, [("outputnode.pet_t1w", "inputnode.pet_t1w"),
+                             ("outputnode.pet_tpl", "inputnode.pet_tpl"),
+                             ("outputnode.static_info", "inputnode.static_info")]),
+        (pet_wf, pet_reports_wf, [("outputnode.static_info", "inputnode.static_info"),
+                                  ("outputnode.pet_t1w", "inputnode.pet_t1w")]),
+        (anat_wf, pet_reports_wf, [("outputnode.t1w_preproc", "inputnode.t1w_preproc"),
+                                   ("outputnode.brain_mask", "inputnode.brain_mask")]),
+        (pet_wf, quant_wf, [("outputnode.pet_tpl", "inputnode.in_file")]),
+    ])  # fmt: skip
+    return pet_wf, base_meta
+
+
+def _ct_stage(workflow, anat_wf, pet_wf, series, ctx: dict) -> None:
+    """The CT of a paired session on the T1w grid (registered in the PET workflow), written."""
+    key = series_key(series)
+    ds_ct_wf = init_ds_ct_wf(output_dir=ctx["output_dir"], ct_source=series.ct,
+                             sources=[bids_uri(series.ct, ctx["bids_dir"])],
+                             spatial_reference=ctx["t1w_uri"], name=f"ds_ct_{key}_wf")
+    workflow.connect([
+        (pet_wf, ds_ct_wf, [("outputnode.ct_t1w", "inputnode.ct_t1w")]),
+        (anat_wf, ds_ct_wf, [("outputnode.t1w_preproc", "inputnode.t1w_preproc")]),
+    ])  # fmt: skip
+
+
+def _harmonization_stage(workflow, anat_wf, pet_wf, series, base_meta: dict,
+                         ctx: dict) -> None:
+    """PET-MR: the harmonizer, its outputs (image, pseudo-CT, uncertainty) and tables."""
+    key = series_key(series)
+    tracer = get_tracer(series.tracer)
+    output_dir, template, t1w_uri = ctx["output_dir"], ctx["template"], ctx["t1w_uri"]
+    model_dir, pet_source = ctx["model_dir"], str(series.path)
+    att = series.attenuation
+    use_mumap = bool(att is not None and att.mumap is not None)
+    with_uncertainty = model_has_ensemble(model_dir)
+    harm_wf = init_harmonize_wf(
+        model_dir=str(model_dir), tracer=tracer.name, tracer_family=tracer.family,
+        scanner=series.model_name, ac_setup=att.setup if att else None,
+        ac_setup_inference=att.how if att else "not inferred",
+        mumap_notes=att.notes if att else (), use_mumap=use_mumap,
+        with_uncertainty=with_uncertainty, ood_policy=ctx["ood_policy"], device=ctx["device"],
+        omp_nthreads=ctx["omp_nthreads"],
+        tpl_name=template_space_name(series.path, template.name, "harmonized"),
+        name=f"harmonize_{key}_wf",
+    )
+    if use_mumap:
+        harm_wf.inputs.inputnode.mumap = str(att.mumap)
+        workflow.connect(pet_wf, "outputnode.pet2t1w_xfm", harm_wf, "inputnode.pet2t1w_xfm")
+    ds_harmonized_wf = init_ds_pet_wf(output_dir=output_dir, pet_source=pet_source,
+                                      base_meta=base_meta, desc="harmonized",
+                                      spatial_references=ctx["references"],
+                                      name=f"ds_harmonized_{key}_wf")
+    ds_harmonization_wf = init_ds_harmonization_wf(
+        output_dir=output_dir, pet_source=pet_source, sources=[t1w_uri],
+        spatial_reference=t1w_uri, title=key, with_uncertainty=with_uncertainty,
+        name=f"ds_harmonization_{key}_wf")
+    quant_harm_wf = init_quantify_wf(desc="harmonized", name=f"quantify_{key}_harmonized_wf",
+                                     with_members=with_uncertainty, tracer=series.tracer,
+                                     pet_source=pet_source, **ctx["quantify"])
+    if with_uncertainty:
+        workflow.connect([
+            (harm_wf, ds_harmonization_wf, [("outputnode.uncertainty_t1w",
+                                             "inputnode.uncertainty_t1w")]),
+            (harm_wf, quant_harm_wf, [("outputnode.members_tpl", "inputnode.members"),
+                                      ("outputnode.uncertainty_scale", "inputnode.sd_scale")]),
+        ])  # fmt: skip
+    workflow.connect([
+        (pet_wf, harm_wf, [("outputnode.pet_t1w", "inputnode.pet_t1w")]),
+        (anat_wf, harm_wf, [(f"outputnode.{f}", f"inputnode.{f}") for f in _ANAT_TO_PET]),
+        (harm_wf, ds_harmonized_wf, [("outputnode.harmonized_t1w", "inputnode.pet_t1w"),
+                                     ("outputnode.harmonized_tpl", "inputnode.pet_tpl"),
+                                     ("outputnode.model_info", "inputnode.model_info")]),
+        (pet_wf, ds_harmonized_wf, [("outputnode.static_info", "inputnode.static_info")]),
+        (harm_wf, ds_harmonization_wf, [
+            ("outputnode.pseudoct_t1w", "inputnode.pseudoct_t1w"),
+            ("outputnode.harmonized_t1w", "inputnode.harmonized_t1w")]),
+        (pet_wf, ds_harmonization_wf, [("outputnode.pet_t1w", "inputnode.pet_t1w")]),
+        (anat_wf, ds_harmonization_wf, [("outputnode.brain_mask", "inputnode.brain_mask")]),
+        (harm_wf, quant_harm_wf, [("outputnode.harmonized_tpl", "inputnode.in_file")]),
+    ])  # fmt: skip
 
 
 def series_key(series) -> str:
