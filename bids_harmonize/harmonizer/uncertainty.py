@@ -46,6 +46,9 @@ ENSEMBLE_DIR = "ensemble"
 DEFAULT_MEMBERS = 3  #: stage-3 nets trained besides the model's own (4 members in all)
 LEVEL = 0.9  #: central interval the calibration targets (issue 13: 90 % intervals)
 MEMBER_SEED_STRIDE = 1000  #: member k trains with seed ``config.seed + k * stride``
+#: training pairs harmonized for the OOD reference statistics (evenly spaced when more):
+#: each costs one ensemble inference, a bound on the time a large site's training adds
+MAX_STATISTICS_PAIRS = 24
 
 
 def member_file(k: int) -> str:
@@ -316,7 +319,8 @@ def fit_uncertainty(model_dir, pairs, *, validation_pairs=(), n_members: int = D
     """Give a trained model its ensemble, its OOD reference statistics and its calibration.
 
     1. :func:`train_members` on the training ``pairs``;
-    2. every training pair is harmonized with the ensemble: the OOD feature statistics
+    2. the training pairs (at most :data:`MAX_STATISTICS_PAIRS`, evenly spaced) are
+       harmonized with the ensemble: the OOD feature statistics
        (:func:`.ood.feature_statistics`) and the training level of ensemble disagreement
        (median over pairs of the brain-median SD of ``r``) go into the card;
     3. on ``validation_pairs`` (held out from training, paired PET-CT), the regional errors
@@ -349,7 +353,8 @@ def fit_uncertainty(model_dir, pairs, *, validation_pairs=(), n_members: int = D
         return a, res
 
     features, disagreement = [], []
-    for pair in pairs:
+    step = max(1, -(-len(pairs) // MAX_STATISTICS_PAIRS))
+    for pair in list(pairs)[::step]:
         a, res = run(pair)
         mask = a["brain_mask"] > 0.5
         features.append(_features(res, a["pet_mr"], a["t1w"], mask))

@@ -49,6 +49,8 @@ class _HarmonizeInputSpec(BaseInterfaceInputSpec):
         "auto", "cpu", "cuda", usedefault=True, nohash=True, desc="where the nets run"
     )
     omp_nthreads = traits.Int(1, usedefault=True, nohash=True, desc="torch CPU threads")
+    source_name = traits.Str("", usedefault=True, nohash=True,
+                             desc="the input PET series' file name, for log and error lines")
 
 
 class _HarmonizeOutputSpec(TraitedSpec):
@@ -118,7 +120,7 @@ class Harmonize(SimpleInterface):
             device=self.inputs.device,
             spacing=t1w_img.header.get_zooms()[:3],
         )
-        enforce(assessment, Path(self.inputs.in_pet).name)
+        enforce(assessment, self.inputs.source_name or Path(self.inputs.in_pet).name)
 
         def write(name, data):
             header = t1w_img.header.copy()

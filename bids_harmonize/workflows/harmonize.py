@@ -15,7 +15,7 @@ def init_harmonize_wf(
     ac_setup: str | None = None, ac_setup_inference: str = "", mumap_notes=(),
     use_mumap: bool = False, with_uncertainty: bool = False, ood_policy: str = "warn",
     device: str = "auto", omp_nthreads: int = 1, tpl_name: str = "harmonized_tpl.nii.gz",
-    name: str = "harmonize_wf",
+    source_name: str = "", name: str = "harmonize_wf",
 ) -> Workflow:
     """Harmonize a PET-MR image on the T1w grid and bring it into the template.
 
@@ -43,6 +43,8 @@ def init_harmonize_wf(
         ``auto``, ``cpu`` or ``cuda``; does not change Nipype's cache.
     tpl_name
         File name of the template-space harmonized image.
+    source_name
+        The PET series' file name, for log and error lines (default: ``tpl_name``).
 
     Inputs
     ------
@@ -102,7 +104,8 @@ def init_harmonize_wf(
         Harmonize(model_dir=str(model_dir), tracer=tracer, tracer_family=tracer_family,
                   scanner=scanner, ac_setup=ac_setup or "",
                   ac_setup_inference=ac_setup_inference, mumap_notes=list(mumap_notes),
-                  ood_policy=ood_policy, device=device, omp_nthreads=omp_nthreads),
+                  ood_policy=ood_policy, device=device, omp_nthreads=omp_nthreads,
+                  source_name=source_name or tpl_name),
         name="harmonize", n_procs=omp_nthreads, mem_gb=3,
     )
     to_template = pe.Node(ApplyTransforms(out_name=tpl_name),
