@@ -6,7 +6,7 @@ from pathlib import Path
 
 from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
-from bids_harmonize.bids import SubjectPlan, bids_uri
+from bids_harmonize.bids import InputError, SubjectPlan, bids_uri
 from bids_harmonize.derivatives import build_name, node_key, parse_name
 from bids_harmonize.harmonizer.uncertainty import model_has_ensemble
 from bids_harmonize.petmath import body_weight
@@ -127,6 +127,7 @@ def init_single_subject_wf(
                           template.name: f"tpl-{template.name}_res-02_T1w.nii.gz"},
            "quantify": {"output_dir": output_dir, "atlas": atlas, "atlas_labels": atlas_labels,
                         "centiloid_vois": centiloid_vois}}
+    _check_series_keys(plan.pet)
     for series in plan.pet:
         pet_wf, base_meta = _pet_stage(workflow, anat_wf, plan, series, ctx)
         if series.ct is not None:
@@ -259,6 +260,19 @@ def _harmonization_stage(workflow, anat_wf, pet_wf, series, base_meta: dict,
         (anat_wf, ds_harmonization_wf, [("outputnode.brain_mask", "inputnode.brain_mask")]),
         (harm_wf, quant_harm_wf, [("outputnode.harmonized_tpl", "inputnode.in_file")]),
     ])  # fmt: skip
+
+
+def _check_series_keys(series_list) -> None:
+    """Two PET series with one key would be one graph branch: refuse, naming both files."""
+    seen: dict[str, Path] = {}
+    for series in series_list:
+        key = series_key(series)
+        if key in seen:
+            raise InputError(
+                f"{series.path}: same session, tracer and acq/rec/run/task as {seen[key]} "
+                "(entities outside these do not tell PET series apart); rename or select one "
+                "with --bids-filter-file")
+        seen[key] = series.path
 
 
 def series_key(series) -> str:

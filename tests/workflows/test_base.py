@@ -104,3 +104,15 @@ def test_workflow_docstring_blocks_build(code, templateflow_home):
     namespace: dict = {}
     exec(compile(code, "<workflow block>", "exec"), namespace)  # noqa: S102
     assert namespace["wf"]._get_all_nodes() is not None
+
+
+def test_series_that_only_an_unknown_entity_separates_are_refused(tmp_path, templateflow_home):
+    from bids_harmonize.bids import InputError
+
+    root = Path("/data")
+    series = [PetSeries(root / f"sub-01/ses-petmr/pet/sub-01_ses-petmr_trc-{t}_pet.nii.gz", "01",
+                        "petmr", "PiB", META, "PET-MR", "test") for t in ("PiB", "pib")]
+    with pytest.raises(InputError, match="sub-01_ses-petmr_trc-pib_pet.nii.gz: same session"):
+        init_bids_harmonize_wf(
+            [SubjectPlan("01", root / "sub-01/anat/sub-01_T1w.nii.gz", series)], bids_dir=root,
+            output_dir=tmp_path, template=get_template("MNI152NLin2009aSym"), sloppy=True)
