@@ -60,6 +60,7 @@ def _tables() -> tuple[tuple[tuple[str, str], ...], dict[str, str], dict[str, st
     return order, {k: n for n, k in order}, {n: k for n, k in order}
 
 
+@lru_cache(maxsize=1)
 def entity_order() -> tuple[str, ...]:
     """Entity names in file-name order (``subject``, ``session``, ... ``desc``)."""
     return tuple(name for name, _ in _tables()[0])
@@ -79,10 +80,12 @@ def kind_spec(kind: str) -> dict:
             from None
 
 
+@lru_cache(maxsize=1)
 def _series_names() -> tuple[str, ...]:
     return tuple(load_spec()["series_entities"])
 
 
+@lru_cache(maxsize=1)
 def _derived_names() -> tuple[str, ...]:
     """Entities the pipeline sets (``from`` ... ``desc``), as opposed to the source's."""
     order = entity_order()
