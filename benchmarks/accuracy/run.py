@@ -854,8 +854,9 @@ def main(argv=None):
 
     train_idx = indices(settings.train_subjects)
     train = simulate(train_idx, TRAIN_TRACERS, args.seed, SynthConfig(**TRAIN_SYNTH), cache)
-    calib_idx = indices(settings.calibration_subjects) if members else range(0)
-    calib = simulate(calib_idx, TRAIN_TRACERS, args.seed, SynthConfig(**TRAIN_SYNTH), cache)
+    calib_idx = indices(settings.calibration_subjects)  # reserved either way: test subjects keep their index
+    train_synth = SynthConfig(**TRAIN_SYNTH)
+    calib = simulate(calib_idx if members else [], TRAIN_TRACERS, args.seed, train_synth, cache)
     test_subjects, cases, described = {}, [], []
 
     def kept(tracers):
