@@ -49,6 +49,9 @@ MEMBER_SEED_STRIDE = 1000  #: member k trains with seed ``config.seed + k * stri
 #: training pairs harmonized for the OOD reference statistics (evenly spaced when more):
 #: each costs one ensemble inference, a bound on the time a large site's training adds
 MAX_STATISTICS_PAIRS = 24
+#: below this median SD of ``r`` (0.1 % of uptake) on the training images the members are
+#: nearly identical and their spread carries little information (a design threshold)
+DEGENERATE_SD = 1e-3
 
 
 def member_file(k: int) -> str:
@@ -361,6 +364,11 @@ def fit_uncertainty(model_dir, pairs, *, validation_pairs=(), n_members: int = D
         disagreement.append(float(np.median(member_sd(res.member_log_ratios)[mask])))
     block = card["uncertainty"]
     block["training_disagreement"] = round(float(np.median(disagreement)), 6)
+    if block["training_disagreement"] < DEGENERATE_SD:
+        LOGGER.warning("the ensemble members hardly disagree (median SD of r %.2g on the training "
+                       "images): the uncertainty is then mostly the calibration factor times noise; "
+                       "train the stage-3 nets longer or use more members", block["training_disagreement"])
+        block["degenerate"] = True
     card["ood"] = {"feature_statistics": feature_statistics(features),
                    "features": "log brain mean and SD of: normalised PET-MR, normalised T1w, "
                                "exp(r)" + (", exp(ac_error)" if "ac_error" in model.config.correction.inputs
