@@ -73,7 +73,9 @@ Files per subject:
 - `anat/sub-XX_space-ref_desc-true_CT.nii.gz`: the CT (HU, with CT noise) on the reference
   grid, i.e. `SimulatedSubject.ct_hu`;
 - `anat/sub-XX_space-ref_desc-{true,mrac}_mumap.nii.gz`: true 511 keV attenuation (1/cm,
-  bilinear conversion of the noiseless CT) and the MR-based map used by the PET-MR session;
+  bilinear conversion of the noiseless CT) and the scanner's map of the PET-MR session
+  (its attenuation-correction setup, `sessions.petmr.ac_setup` in the params; the same
+  map is in the raw dataset next to each PET-MR series, `*_mumap.nii.gz`, on the PET grid);
 - `pet/sub-XX_ses-<ses>_trc-<T>_space-ref_desc-true_pet.nii.gz`: true activity (Bq/mL,
   decay corrected to injection) averaged over the tracer's standard window, for that
   session's injected dose;
@@ -84,7 +86,10 @@ Files per subject:
   reconstructed mean, recovery (recon/true) and, for PET-MR rows, the PET-MR/PET-CT
   ratio of recoveries (dose-independent);
 - `sub-XX_desc-truth_params.json`: demographics, latent disease (Centiloid, Braak
-  stage, hypometabolism, DaT loss), per-tracer targets, anatomy, scanners, poses.
+  stage, hypometabolism, DaT loss), per-tracer targets and scatter fractions, anatomy,
+  scanners, poses, the PET-MR setup (`ac_setups`) and what its μ-map got wrong
+  (`mr_attenuation`: fat/water swap, air found, bone shifts, MR-AC to PET motion),
+  `petmr_delay_min`.
 
 `regional_ratios.tsv` at the root summarises PET-MR/PET-CT ratios over subjects.
 """
@@ -166,7 +171,7 @@ def _clock_plus(clock: str, seconds: float) -> str:
 
 
 def pet_sidecar(*, tracer, scanner: phy.ScannerModel, ac_setup: str, software: str,
-                dose_mbq: float,
+                dose_mbq: float, scatter_fraction=None,
                 weight_kg: float, starts_min, durations_min, injection_clock: str,
                 config: SynthConfig) -> dict:
     """The BIDS PET sidecar of one session and tracer."""
@@ -208,7 +213,9 @@ def pet_sidecar(*, tracer, scanner: phy.ScannerModel, ac_setup: str, software: s
         "AcquisitionMode": "list mode",
         "ImageDecayCorrected": True,
         "ImageDecayCorrectionTime": 0,
-        "ReconMethodName": "FBP (2D, ramp filter with Hann window)",
+        "ReconMethodName": ("FBP (2D, ramp filter with Hann window"
+                            + (", capped PSF deconvolution" if scanner.psf_recon else "")
+                            + ")" + (f" emulating {scanner.recon}" if scanner.recon else "")),
         "ReconMethodParameterLabels": ["angles", "hann_cutoff"],
         "ReconMethodParameterUnits": ["none", "Nyquist"],
         "ReconMethodParameterValues": [config.n_angles, scanner.hann_cutoff],
@@ -219,8 +226,10 @@ def pet_sidecar(*, tracer, scanner: phy.ScannerModel, ac_setup: str, software: s
         "AttenuationCorrectionMethodReference": setup.reference,
         "DoseCalibrationFactor": 1.0,
         "ScaleFactor": [1.0] * len(starts_s),
-        "ScatterFraction": [0.0] * len(starts_s),
-        "ScatterCorrectionMethod": "none (scatter not simulated)",
+        "ScatterFraction": ([round(100.0 * float(v), 2) for v in scatter_fraction]
+                            if scatter_fraction is not None else [0.0] * len(starts_s)),
+        "ScatterCorrectionMethod": "model-based: Gaussian-kernel scatter estimate from the "
+                                   "scanner's attenuation map, scaled to the scatter tails",
         "RandomsCorrectionMethod": "none (randoms not simulated)",
         "ImageVoxelSize": [float(v) for v in scanner.voxel_mm],
         "ScannerPSFFWHM": scanner.psf_fwhm_mm,
@@ -467,6 +476,7 @@ def _write_subject(root: Path, subject, native, tracer_data, config) -> pd.DataF
             write_json(pet_path.with_name(pet_path.name.replace(".nii.gz", ".json")),
                        pet_sidecar(tracer=tracer, scanner=nat.scanner,
                                    ac_setup=st.ac_setup, software=st.software_versions,
+                                   scatter_fraction=nat.scatter_fraction.get(name),
                                    dose_mbq=nat.dose_mbq[name], weight_kg=p["weight_kg"],
                                    starts_min=starts, durations_min=durs,
                                    injection_clock=nat.injection_clock[name], config=config))

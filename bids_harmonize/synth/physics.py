@@ -1,10 +1,12 @@
-"""Acquisition physics: attenuation maps, projection, counts, FBP reconstruction, scanners.
+"""Acquisition physics: attenuation maps, projection, counts, scatter, reconstruction, scanners.
 
 Model (per session, tracer and frame), on the scanner's PET grid, slice by slice
 (2-D parallel-beam, ``n_angles`` over 180 degrees, bin = pixel):
 
-    y ~ Poisson( K_f * exp(-P mu_true) * blur_PSF(P a_f) )
-    a_hat_f = FBP_{ramp x Hann}( y / (K_f * exp(-P mu_ac)) )   then a 3-D Gaussian post-filter
+    E   = blur_PSF(P a_f)                                  unattenuated emission projections
+    y  ~ Poisson( K_f * TOF * (exp(-P mu_true - P mu_hw) * E + S_true) )
+    a_hat_f = FBP_{ramp x Hann [x PSF recovery]}( (y / (K_f TOF) - S_hat) / AC_scanner )
+              then a 3-D Gaussian post-filter
 
 ``P`` is a precomputed sparse system matrix (pixel-driven, linear interpolation),
 applied to all slices at once.  Attenuation of a line of response is
@@ -14,14 +16,29 @@ the projection of a Gaussian-blurred slice is the blurred projection) and across
 slices.  ``K_f`` turns Bq/mL into expected counts: scanner sensitivity (cps/kBq),
 voxel volume, frame duration and the radioactive decay over the frame, so the
 noise level follows dose, duration and decay (``CENTRE_SENSITIVITY_GAIN`` accounts
-for the higher sensitivity at the centre of a 3-D field of view).  Scatter and randoms are not
-modelled.
+for the higher sensitivity at the centre of a 3-D field of view).
 
-``mu_true`` comes from the CT by the bilinear conversion of Carney et al. (2006)
-(:func:`hu_to_mu`); PET-CT corrects with the CT-derived map, PET-MR with the map of
-its attenuation-correction setup (:mod:`bids_harmonize.synth.mrac`).  The PET-MR/PET-CT
-difference therefore comes from the physics: bone missing from the Dixon map under-corrects lines of response
-that cross the skull.
+Error sources between the platforms, all from physics (no bias is painted on the PET):
+
+- attenuation: ``mu_true`` comes from the CT by the bilinear conversion of Carney et al.
+  (2006) (:func:`hu_to_mu`); PET-CT corrects with the CT-derived map, PET-MR with the map
+  of its attenuation-correction setup (:mod:`bids_harmonize.synth.mrac`), placed where
+  the head was during the MR-AC acquisition (head motion before the PET);
+- 3-D acquisition: the PET-MR correction error is averaged over oblique lines
+  (:func:`oblique_ratio`, tilts of :data:`OBLIQUE_TILTS_DEG`);
+- MR hardware: head coil and table (:func:`hardware_mu`) attenuate on PET-MR; the
+  scanner's hardware map covers only part of them (setup ``coil_missing_fraction``);
+- scatter (:func:`scatter_projection`): true scatter from the true attenuation; the
+  scanner subtracts its own estimate from its own μ-map and measured data, scaled to the
+  scatter tails outside the head, so a wrong μ-map leaves a smooth residual;
+- reconstruction per vendor: post-filter, PSF reconstructions as a capped PSF
+  deconvolution (sharper, with edge overshoot), TOF as a noise-equivalent count gain.
+
+Approximated (documented in README.md): 2-D slices with FBP emulate the vendors' 3-D
+OSEM (iterations and subsets are not run; their resolution and contrast recovery are
+stood in for by the post-filter and the PSF recovery); TOF changes only the noise;
+scatter is a Gaussian-kernel model, not single-scatter simulation; randoms are not
+modelled; oblique lines enter only the attenuation-correction error.
 """
 
 from __future__ import annotations
@@ -203,6 +220,27 @@ def oblique_ratio(dmu: np.ndarray, voxel_mm, n_angles: int,
     tt, ss, z0 = torch.meshgrid(idx, idx, zi, indexing="ij")  # (t, s, z)
     inside = (tt**2 + ss**2) <= (nc / 2.0) ** 2
     lines = {}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # many small ops: threads only contend (10x slower when loaded)
+    try:
+        lines, ratio = _oblique_lines(vol, tilts_deg, n_coarse_angles, tt, ss, z0, inside,
+                                      (c, cz), vx, vz)
+        # periodic in angle: append the first angle (s mirrored) before interpolating
+        wrap = torch.flip(ratio[:1], dims=[1])
+        ratio = torch.cat([ratio, wrap])[None, None]
+        full = F.interpolate(ratio, size=(n_angles + 1, n, nz), mode="trilinear",
+                             align_corners=True)
+    finally:
+        torch.set_num_threads(threads)
+    return np.ascontiguousarray(full[0, 0, :n_angles].numpy(), dtype=np.float32)
+
+
+def _oblique_lines(vol, tilts_deg, n_coarse_angles, tt, ss, z0, inside, centre, vx, vz):
+    import torch
+    import torch.nn.functional as F
+
+    c, cz = centre
+    lines = {}
     with torch.no_grad():
         for phi in tilts_deg:
             tan, step_cm = np.tan(np.deg2rad(phi)), vx / 10.0 / np.cos(np.deg2rad(phi))
@@ -217,14 +255,8 @@ def oblique_ratio(dmu: np.ndarray, voxel_mm, n_angles: int,
                 out.append((smp * inside).sum(0) * float(step_cm))  # (s, z)
             lines[phi] = torch.stack(out)  # (angles, s, z)
         mean3d = torch.stack([torch.exp(-v) for v in lines.values()]).mean(0)
-        ratio = (mean3d / torch.exp(-lines[0.0] if 0.0 in lines else -lines[
-            min(lines, key=abs)])).clamp(0.5, 2.0)
-        # periodic in angle: append the first angle (s mirrored) before interpolating
-        wrap = torch.flip(ratio[:1], dims=[1])
-        ratio = torch.cat([ratio, wrap])[None, None]
-        full = F.interpolate(ratio, size=(n_angles + 1, n, nz), mode="trilinear",
-                             align_corners=True)
-    return np.ascontiguousarray(full[0, 0, :n_angles].numpy(), dtype=np.float32)
+        ratio = (mean3d / torch.exp(-lines[min(lines, key=abs)])).clamp(0.5, 2.0)
+    return lines, ratio
 
 
 def hardware_mu(shape, voxel_mm) -> np.ndarray:
@@ -264,11 +296,14 @@ def scatter_projection(emission, af, sigma_bins: float, sigma_slices: float,
     True
     """
     removed = np.asarray(emission, dtype=np.float32) * (1.0 - np.asarray(af, np.float32))
-    n, nz = removed.shape[1], removed.shape[2]
-    s = np.matmul(_gauss_matrix(n, round(float(sigma_bins), 4)), removed)
+    n_ang, n, nz = removed.shape
+    # two large matrix products (bins, then slices) rather than one per angle
+    flat = np.ascontiguousarray(removed.transpose(1, 0, 2)).reshape(n, n_ang * nz)
+    s = (_gauss_matrix(n, round(float(sigma_bins), 4)) @ flat).reshape(n, n_ang, nz)
     if nz > 1:
-        s = np.matmul(s, _gauss_matrix(nz, round(float(sigma_slices), 4)).T)
-    return (np.float32(eta) * s).astype(np.float32)
+        s = (s.reshape(n * n_ang, nz) @ _gauss_matrix(nz, round(float(sigma_slices), 4)).T
+             ).reshape(n, n_ang, nz)
+    return np.ascontiguousarray((np.float32(eta) * s).transpose(1, 0, 2), dtype=np.float32)
 
 
 def hu_to_mu(hu):

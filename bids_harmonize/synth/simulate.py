@@ -50,6 +50,7 @@ class NativeSession:
     injection_clock: dict[str, str] = field(default_factory=dict)
     scanner: phy.ScannerModel | None = None
     mumap: np.ndarray | None = None  # the μ-map the scanner used, on the PET grid (1/cm)
+    scatter_fraction: dict[str, list[float]] = field(default_factory=dict)  # per frame
 
 
 def _rng(seed: int, index: int, *keys: int) -> np.random.Generator:
@@ -426,7 +427,7 @@ def _simulate(index: int, *, seed: int, tracers: Sequence[str], config: SynthCon
                 dose_mbq={k: v["doses"][ses] for k, v in tracer_data.items()},
                 injection_clock={k: f"{8 + 5 * s_i + 2 * i:02d}:{int(hh.integers(0, 59)):02d}:00"
                                  for i, k in enumerate(tracer_data)},
-                scanner=scanner, mumap=mu_ac_pet)
+                scanner=scanner, mumap=mu_ac_pet, scatter_fraction=scatter_fr)
         timer[f"session_{ses}"] = time.perf_counter() - t0
         cpu[f"session_{ses}"] = time.process_time() - c0
     cpu[f"session_{ses}"] = time.process_time() - c0
