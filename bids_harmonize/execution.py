@@ -132,10 +132,14 @@ def unfinished_nodes(workflow) -> list[str]:
     hierarchy under the workflow's ``base_dir``. A failed node's result file holds
     its traceback (local plugins); the batch plugins rename it to ``crashstore.pklz``.
     """
+    from nipype.interfaces.utility import IdentityInterface
+    from nipype.pipeline.engine import JoinNode
     from nipype.utils.filemanip import loadpkl
 
     missing = []
     for node in workflow._create_flat_graph().nodes():
+        if isinstance(node.interface, IdentityInterface) and not isinstance(node, JoinNode):
+            continue  # inputnode/outputnode: Nipype drops them before running (never a result)
         node.base_dir = workflow.base_dir
         name = f"{node._hierarchy}.{node.name}" if node._hierarchy else node.name
         results = sorted(Path(node.output_dir()).glob("result_*.pklz"))

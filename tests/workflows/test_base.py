@@ -116,3 +116,30 @@ def test_series_that_only_an_unknown_entity_separates_are_refused(tmp_path, temp
         init_bids_harmonize_wf(
             [SubjectPlan("01", root / "sub-01/anat/sub-01_T1w.nii.gz", series)], bids_dir=root,
             output_dir=tmp_path, template=get_template("MNI152NLin2009aSym"), sloppy=True)
+
+
+def _double(x):
+    return 2 * x
+
+
+def test_finished_graph_with_identity_nodes_has_no_unfinished_nodes(tmp_path):
+    """inputnode/outputnode never run (Nipype removes them): they are not 'unfinished'."""
+    from nipype.interfaces import utility as niu
+    from nipype.pipeline import engine as pe
+    from niworkflows.engine.workflows import LiterateWorkflow as Workflow
+
+    from bids_harmonize.execution import unfinished_nodes
+
+    inner = Workflow(name="inner_wf")
+    inputnode = pe.Node(niu.IdentityInterface(fields=["x"]), name="inputnode")
+    double = pe.Node(niu.Function(function=_double, input_names=["x"], output_names=["y"]),
+                     name="double")
+    inner.connect(inputnode, "x", double, "x")
+    outer = Workflow(name="outer_wf", base_dir=str(tmp_path))
+    source = pe.Node(niu.Function(function=_double, input_names=["x"], output_names=["y"]),
+                     name="source")
+    source.inputs.x = 1
+    outer.connect(source, "y", inner, "inputnode.x")
+    assert len(unfinished_nodes(outer)) == 2  # before the run: both function nodes
+    outer.run(plugin="Linear")
+    assert unfinished_nodes(outer) == []
