@@ -140,6 +140,11 @@ class PhysicsConfig:
     #: training: the true-mu estimate the map is made from: "pseudo_ct" (stage 2's, as at
     #: inference) or "ct" (the paired CT)
     mu_source: str = "pseudo_ct"
+    #: which mu-map the estimate is compared with when both are known: "scanner" (the
+    #: scanner's own mu-map first) or "setup" (the map the setup would make from the same
+    #: pseudo-CT first: the pseudo-CT's own errors cancel outside bone; measured better with
+    #: a weak stage 2, see benchmarks/README.md)
+    prefer: str = "scanner"
 
 
 @dataclass(frozen=True)

@@ -240,7 +240,8 @@ def ac_error_for(mu_est, scanner_mu, setup, physics, activity=None) -> tuple[np.
 
     Returns:
         ``(map, source)`` with ``source`` ``"scanner mu-map"``, ``"setup <name>"`` or
-        ``"none"`` (map of zeros).
+        ``"none"`` (map of zeros). With ``physics.prefer == "setup"`` a known setup wins
+        over the scanner's mu-map.
     """
     kw = {
         "n_angles": physics.n_angles,
@@ -249,9 +250,11 @@ def ac_error_for(mu_est, scanner_mu, setup, physics, activity=None) -> tuple[np.
         "activity": activity if getattr(physics, "use_activity", True) else None,
     }
     mu_est = np.asarray(mu_est, dtype=np.float32)
+    rebuilt = setup_mu_map(mu_est, setup)
+    if rebuilt is not None and getattr(physics, "prefer", "scanner") == "setup":
+        return expected_ac_error(mu_est, rebuilt, **kw), f"setup {setup}"
     if scanner_mu is not None:
         return expected_ac_error(mu_est, scanner_mu, **kw), "scanner mu-map"
-    rebuilt = setup_mu_map(mu_est, setup)
     if rebuilt is not None:
         return expected_ac_error(mu_est, rebuilt, **kw), f"setup {setup}"
     return np.zeros(mu_est.shape, dtype=np.float32), "none"

@@ -73,6 +73,10 @@ def test_sources_of_the_channel(head):
     assert (s1, s2, s3) == ("scanner mu-map", "setup dixon-nobone", "none")
     np.testing.assert_allclose(e1, e2)
     assert not e3.any()
+    # prefer the setup: a known setup wins over the scanner's map (here: one with bone)
+    e4, s4 = ac_error_for(mu, scanner, "zte", replace(cfg, prefer="setup"))
+    assert s4 == "setup zte" and not e4.any()
+    assert ac_error_for(mu, scanner, "unknown", replace(cfg, prefer="setup"))[1] == "scanner mu-map"
 
 
 def test_offset_channel_passes_through_at_initialisation():
