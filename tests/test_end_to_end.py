@@ -41,12 +41,35 @@ def _add_broken_subject(bids):
     participants.write_text("\n".join(lines) + "\n")
 
 
+def _add_excluded_subject(bids):
+    """sub-04: sub-02's files, with one frame fewer in the sidecar than in the PET-MR image.
+
+    Valid BIDS (the validator does not read NIfTI headers here), refused by the
+    pre-flight checks: excluded with its reason while the others run.
+    """
+    for src in sorted((bids / "sub-02").rglob("*")):
+        if src.is_file():
+            dst = bids / str(src.relative_to(bids)).replace("sub-02", "sub-04")
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)
+    sidecar = bids / "sub-04/ses-petmr/pet/sub-04_ses-petmr_trc-PiB_pet.json"
+    meta = json.loads(sidecar.read_text())
+    meta["FrameTimesStart"], meta["FrameDuration"] = (meta["FrameTimesStart"][:-1],
+                                                      meta["FrameDuration"][:-1])
+    sidecar.write_text(json.dumps(meta))
+    participants = bids / "participants.tsv"
+    lines = participants.read_text().splitlines()
+    lines.append("\t".join(["sub-04", *lines[-1].split("\t")[1:]]))
+    participants.write_text("\n".join(lines) + "\n")
+
+
 @pytest.fixture(scope="module")
 def run(synth_bids, templateflow_home, tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
     bids = root / "bids"
     shutil.copytree(synth_bids, bids)
     _add_broken_subject(bids)
+    _add_excluded_subject(bids)
     out = root / "out"
     common = ["--output-spaces", "MNI152NLin2009aSym", "T1w", "--sloppy", "--nprocs", "2",
               "--omp-nthreads", "1", "-w", str(root / "work")]
@@ -77,6 +100,22 @@ def test_failed_subject_is_reported_and_others_finish(run, capsys):
                         na_values="n/a")
     assert pairs.loc[pairs.subject == "03", "petmr_raw"].isna().all()
     assert pairs.loc[pairs.subject != "03", "petmr_raw"].notna().all()
+
+
+def test_status_records(run):
+    """One record per participant: ok, failed (with its crash file), excluded (with why)."""
+    from bids_harmonize.runstatus import is_complete, read_status
+
+    out = run[0]
+    records = {r["participant"]: r for r in read_status(out)}
+    assert {k: r["status"] for k, r in records.items()} == {
+        "01": "ok", "02": "ok", "03": "failed", "04": "excluded"}
+    assert records["03"]["crash_files"] and (out / records["03"]["crash_files"][0]).is_file()
+    assert "FrameTimesStart has 5" in records["04"]["reasons"][0]
+    assert not (out / "sub-04").exists()
+    assert all(is_complete(out, s) for s in ("01", "02", "03"))
+    assert all(r["runtime_s"] is not None and r["finished"] for r in records.values())
+    assert not list((out / "logs" / "locks").glob("*.lock"))
 
 
 def _pet(out, sub, ses, rest):
