@@ -48,7 +48,11 @@ def ants_seed(seed: int) -> int:
 
 
 def set_threads(n: int) -> None:
-    """Threads ITK may use in this process."""
+    """Threads ITK may use in this process.
+
+    ITK reads the variable once per process, when it first starts its thread pool: call this
+    before the process's first ANTs call (Nipype interfaces do, in each worker).
+    """
     os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(max(1, int(n)))
 
 
