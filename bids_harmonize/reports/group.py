@@ -22,6 +22,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from bids_harmonize.reports.html import CSS  # noqa: E402
+
 LOGGER = logging.getLogger(__name__)
 
 #: The headline measure of each tracer family, in order of preference.
@@ -34,19 +36,6 @@ RASTER_ABOVE = 2000
 MAX_BARS = 40
 #: Longest table shown in the HTML (the TSVs hold everything).
 MAX_ROWS = 100
-
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;
-margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
-h1{border-bottom:2px solid #444}h2{margin-top:2em;border-bottom:1px solid #aaa}
-table{border-collapse:collapse;font-size:0.85em;margin:0.5em 0;display:block;overflow-x:auto;
-max-width:100%}
-td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}th{background:#f0f0f0}
-td.text,th.text{text-align:left}
-.note{background:#fff8e1;border-left:4px solid #f0b400;padding:0.5em 1em}
-.explain{color:#444;font-size:0.95em}figure{margin:1em 0}svg{max-width:100%;height:auto}
-"""
-
 
 def _select(table: pd.DataFrame, tracer: str, seg: str) -> pd.DataFrame:
     """Rows of one tracer and atlas (an empty table stays as it is)."""
@@ -207,7 +196,7 @@ def write_group_report(group_dir: str | Path) -> Path:
     meta = image_metadata(group_dir.parent)
 
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-             f"<title>bids_harmonize group report</title><style>{_CSS}</style></head><body>",
+             f"<title>bids_harmonize group report</title><style>{CSS}</style></head><body>",
              "<h1>Group report: PET-MR vs PET-CT</h1>",
              "<p class='explain'>This report compares brain PET measured on PET-MR scanners "
              "with PET-CT in the same people, before (<b>raw</b>) and after "

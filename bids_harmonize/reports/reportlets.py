@@ -38,6 +38,21 @@ def _robust(volume: np.ndarray, mask: np.ndarray | None = None) -> tuple[float, 
     return float(lo), float(hi if hi > lo else lo + 1)
 
 
+def _slice_grid(rows, centre, zooms, *, row_height, shrink, colorbar_label=None):
+    """A figure of three orthogonal slices per row; ``rows`` holds (label, volume, cmap, lo, hi)."""
+    aspects = [zooms[2] / zooms[1], zooms[2] / zooms[0], zooms[1] / zooms[0]]
+    fig, axes = plt.subplots(len(rows), 3, figsize=(10, row_height * len(rows)), squeeze=False)
+    for r, (label, vol, cmap, lo, hi) in enumerate(rows):
+        for k in range(3):
+            im = axes[r, k].imshow(_slices(vol, centre)[k], cmap=cmap, origin="lower", vmin=lo,
+                                   vmax=hi, aspect=aspects[k])
+            axes[r, k].axis("off")
+        axes[r, 0].set_title(label, fontsize=10, loc="left")
+        extra = {"label": colorbar_label(label)} if colorbar_label else {}
+        fig.colorbar(im, ax=axes[r, :].tolist(), shrink=shrink, **extra)
+    return fig
+
+
 def plot_overlay(background, overlay, out_file, *, contour=None, title="", overlay_alpha=0.5):
     """Background in grey, overlay in colour (when given), contour lines of a mask."""
     bg, zooms = _canonical(background)
@@ -94,17 +109,9 @@ def plot_harmonization(before, after, mask, out_file, *, title=""):
     centre = _centre(m)
     ratio = np.where(m & (b > 0), a / np.where(b > 0, b, 1), np.nan)
     vmin, vmax = _robust(b, m)
-    aspects = [zooms[2] / zooms[1], zooms[2] / zooms[0], zooms[1] / zooms[0]]
-    fig, axes = plt.subplots(3, 3, figsize=(10, 9))
     rows = [("PET-MR (before)", b, "magma", vmin, vmax), ("harmonized", a, "magma", vmin, vmax),
             ("ratio harmonized / before", ratio, "coolwarm", 0.8, 1.2)]
-    for r, (label, vol, cmap, lo, hi) in enumerate(rows):
-        for k in range(3):
-            im = axes[r, k].imshow(_slices(vol, centre)[k], cmap=cmap, origin="lower", vmin=lo,
-                                   vmax=hi, aspect=aspects[k])
-            axes[r, k].axis("off")
-        axes[r, 0].set_title(label, fontsize=10, loc="left")
-        fig.colorbar(im, ax=axes[r, :].tolist(), shrink=0.7)
+    fig = _slice_grid(rows, centre, zooms, row_height=3.0, shrink=0.7)
     fig.suptitle(title, fontsize=11)
     fig.savefig(out_file, format="svg")
     plt.close(fig)
@@ -174,16 +181,8 @@ def plot_petct_comparison(petct, petmr, mask, out_file, *, harmonized=None,
     if hm is not None:
         rows.append(("difference after: harmonized - PET-CT (%)", pct(hm), "RdBu_r",
                      -DIFF_RANGE_PCT, DIFF_RANGE_PCT))
-    aspects = [zooms[2] / zooms[1], zooms[2] / zooms[0], zooms[1] / zooms[0]]
-    fig, axes = plt.subplots(len(rows), 3, figsize=(10, 2.7 * len(rows)), squeeze=False)
-    for r, (label, vol, cmap, lo, hi) in enumerate(rows):
-        for k in range(3):
-            im = axes[r, k].imshow(_slices(vol, centre)[k], cmap=cmap, origin="lower", vmin=lo,
-                                   vmax=hi, aspect=aspects[k])
-            axes[r, k].axis("off")
-        axes[r, 0].set_title(label, fontsize=10, loc="left")
-        fig.colorbar(im, ax=axes[r, :].tolist(), shrink=0.8,
-                     label="%" if "%" in label else unit)
+    fig = _slice_grid(rows, centre, zooms, row_height=2.7, shrink=0.8,
+                      colorbar_label=lambda label: "%" if "%" in label else unit)
     fig.suptitle(title, fontsize=11)
     return _save_svg(fig, out_file)
 
