@@ -345,7 +345,7 @@ def check_frames(metadata: dict, path: Path,
 
 #: Sidecar fields the app reads as text, and those it reads as numbers.
 TEXT_FIELDS = ("ManufacturersModelName", "Manufacturer", "AttenuationCorrection", "TracerName",
-               "Units", "InjectedRadioactivityUnits", "TracerRadionuclide")
+               "Units", "InjectedRadioactivityUnits", "TracerRadionuclide", "InstitutionName")
 NUMBER_FIELDS = ("InjectedRadioactivity", "BodyWeight", "ImageDecayCorrectionTime")
 
 

@@ -38,6 +38,12 @@ def pet_base_metadata(series, *, tracer, sources: list[str], software: dict,
     ...                          software={}, settings={"sloppy": True})
     >>> meta["Platform"], meta["AttenuationCorrection"], meta["Settings"]
     ('PET-MR', 'unknown', {'sloppy': True})
+    >>> "InstitutionName" in meta
+    False
+    >>> series.metadata["InstitutionName"] = "Site A"
+    >>> pet_base_metadata(series, tracer=NS(name="PiB", family="amyloid"), sources=["a"],
+    ...                   software={}, settings={})["InstitutionName"]
+    'Site A'
     """
     return {
         "Sources": list(sources),
@@ -48,6 +54,9 @@ def pet_base_metadata(series, *, tracer, sources: list[str], software: dict,
         "ManufacturersModelName": series.model_name,
         "Manufacturer": series.metadata.get("Manufacturer", "unknown"),
         "AttenuationCorrection": series.metadata.get("AttenuationCorrection", "unknown"),
+        # the site, when the input names it: the group report's breakdown by site reads it
+        **({"InstitutionName": series.metadata["InstitutionName"]}
+           if series.metadata.get("InstitutionName") else {}),
         "SoftwareVersions": software,
         "Settings": settings,
     }
