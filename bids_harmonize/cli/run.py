@@ -11,6 +11,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 # ("unable to lock file") or crash; reading never needs the lock
 os.environ.setdefault("HDF5_USE_FILE_LOCKING", "FALSE")
 
+import contextlib  # noqa: E402
 import logging  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
@@ -486,9 +487,12 @@ def run_train(config: RunConfig, run_id: str | None = None) -> int:
         LOGGER.warning("Not used for training: %s (%s)", what, why)
     train_config = _train_config(config)
     model_dir.parent.mkdir(parents=True, exist_ok=True)
+    # Under torchrun every process runs this; rank 0 alone owns the folder (lock, ensemble,
+    # renaming into place), the others join the distributed stages and stop there.
+    rank = torchrun_rank()
     try:
         lock = acquire_path(model_dir.parent / f".{model_dir.name}.lock",
-                            f"model folder {model_dir}", run_id=run_id)
+                            f"model folder {model_dir}", run_id=run_id) if rank == 0 else None
     except LockHeldError as exc:
         raise UsageError(str(exc)) from None
     try:
@@ -496,17 +500,48 @@ def run_train(config: RunConfig, run_id: str | None = None) -> int:
         partial = staging / model_dir.name  # same folder name: the card names the model by it
         train_pairs, calibration_pairs = split_calibration(pairs, config.calibration_subjects)
         train_model(train_pairs, partial, train_config, device=config.device)
+        if rank != 0:
+            return 0
         if config.ensemble_members > 0:
             from bids_harmonize.harmonizer.uncertainty import fit_uncertainty
 
-            fit_uncertainty(partial, train_pairs, validation_pairs=calibration_pairs,
-                            n_members=config.ensemble_members, device=config.device)
+            with single_process_env():  # members are trained in one process, by design
+                fit_uncertainty(partial, train_pairs, validation_pairs=calibration_pairs,
+                                n_members=config.ensemble_members, device=config.device)
         install_model(partial, model_dir, run_id=run_id)
         shutil.rmtree(staging, ignore_errors=True)
     finally:
-        lock.release()
+        if lock is not None:
+            lock.release()
     print(f"model written to {model_dir}")
     return 0
+
+
+def torchrun_rank() -> int:
+    """This process's rank under torchrun (``RANK``), 0 otherwise.
+
+    >>> import os; os.environ.pop("RANK", None) and None; torchrun_rank()
+    0
+    """
+    return int(os.environ.get("RANK", "0") or 0)
+
+
+@contextlib.contextmanager
+def single_process_env():
+    """Hide torchrun's variables for a step that runs in this one process only.
+
+    >>> os.environ["WORLD_SIZE"] = "2"
+    >>> with single_process_env():
+    ...     os.environ.get("WORLD_SIZE")
+    >>> os.environ.pop("WORLD_SIZE")
+    '2'
+    """
+    names = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
+    saved = {name: os.environ.pop(name) for name in names if name in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
 
 
 def split_calibration(pairs, n_subjects: int):
