@@ -23,6 +23,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from bids_harmonize.reports.html import CSS  # noqa: E402
+from bids_harmonize.reports.reportlets import region_bars  # noqa: E402
 
 LOGGER = logging.getLogger(__name__)
 
@@ -139,20 +140,9 @@ def plot_region_bias(agree: pd.DataFrame, title: str, path: Path) -> str:
     """Percent bias per region, before and after harmonization (horizontal bars)."""
     wide = agree.pivot_table(index="region", columns="comparison", values="percent_bias",
                              aggfunc="first")
-    comps = [c for c in ("petmr_raw", "petmr_harmonized") if c in wide.columns]
-    order = wide[comps[0]].abs().sort_values(ascending=False).index[:MAX_BARS]
-    wide = wide.loc[order[::-1]]
-    fig, ax = plt.subplots(figsize=(7, 0.22 * len(wide) + 1.2))
-    ypos = np.arange(len(wide))
-    height = 0.8 / len(comps)
-    for k, comp in enumerate(comps):
-        ax.barh(ypos + k * height - 0.4 + height / 2, wide[comp], height=height,
-                color=COLOURS[comp], label=LABELS[comp])
-    ax.axvline(0, color="k", lw=0.8)
-    ax.set_yticks(ypos, wide.index, fontsize=7)
-    ax.set_xlabel("percent bias of regional SUVR, PET-MR vs PET-CT (%)")
-    ax.set_title(title, fontsize=10, pad=22)
-    ax.legend(fontsize=8, loc="lower left", bbox_to_anchor=(0, 1.0), ncol=2, frameon=False)
+    comps = ("petmr_raw", "petmr_harmonized")
+    fig = region_bars(wide, {c: LABELS[c] for c in comps}, COLOURS, max_rows=MAX_BARS,
+                      xlabel="percent bias of regional SUVR, PET-MR vs PET-CT (%)", title=title)
     return _svg(fig, path)
 
 

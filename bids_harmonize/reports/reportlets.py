@@ -193,23 +193,33 @@ def plot_subject_region_bias(bias, out_file, *, title="", max_regions=24):
     ``bias``: a DataFrame indexed by region with columns ``before`` and (optionally)
     ``after``, in percent.
     """
-    cols = [c for c in ("before", "after") if c in bias.columns]
-    order = bias[cols[0]].abs().sort_values(ascending=False).index[:max_regions]
-    bias = bias.loc[order[::-1]]
-    fig, ax = plt.subplots(figsize=(7, 0.24 * len(bias) + 1.3))
-    ypos = np.arange(len(bias))
+    fig = region_bars(bias, {"before": "PET-MR before harmonization",
+                             "after": "PET-MR after harmonization"},
+                      {"before": "#d95f02", "after": "#1b9e77"}, max_rows=max_regions,
+                      xlabel="SUVR difference to PET-CT (%)", title=title, row_height=0.24)
+    return _save_svg(fig, out_file)
+
+
+def region_bars(table, labels: dict, colours: dict, *, max_rows: int, xlabel: str, title: str,
+                row_height: float = 0.22):
+    """Grouped horizontal bars of percent bias per region (rows of ``table``), one bar per
+    column of ``labels`` present in it; the rows with the largest first column, largest on top.
+    """
+    cols = [c for c in labels if c in table.columns]
+    order = table[cols[0]].abs().sort_values(ascending=False).index[:max_rows]
+    table = table.loc[order[::-1]]
+    fig, ax = plt.subplots(figsize=(7, row_height * len(table) + 1.2))
+    ypos = np.arange(len(table))
     height = 0.8 / len(cols)
-    colours = {"before": "#d95f02", "after": "#1b9e77"}
-    labels = {"before": "PET-MR before harmonization", "after": "PET-MR after harmonization"}
     for k, col in enumerate(cols):
-        ax.barh(ypos + k * height - 0.4 + height / 2, bias[col], height=height,
+        ax.barh(ypos + k * height - 0.4 + height / 2, table[col], height=height,
                 color=colours[col], label=labels[col])
     ax.axvline(0, color="k", lw=0.8)
-    ax.set_yticks(ypos, bias.index, fontsize=7)
-    ax.set_xlabel("SUVR difference to PET-CT (%)")
+    ax.set_yticks(ypos, table.index, fontsize=7)
+    ax.set_xlabel(xlabel)
     ax.set_title(title, fontsize=10, pad=22)
     ax.legend(fontsize=8, loc="lower left", bbox_to_anchor=(0, 1.0), ncol=2, frameon=False)
-    return _save_svg(fig, out_file)
+    return fig
 
 
 def plot_correction(before, after, mask, out_file, *, uncertainty=None, title=""):
