@@ -229,6 +229,27 @@ def test_refuses_while_jobs_of_the_output_folder_are_queued(bids, tmp_path, monk
     assert f"#SBATCH --comment={job_comment(out)}" in before.splitlines()
 
 
+def test_unanswering_slurm_warns_when_writing_and_refuses_submitting(bids, tmp_path, monkeypatch,
+                                                                       capsys):
+    """squeue installed without a cluster (a client, or packages only): writing goes on with
+    a warning; a submission is refused."""
+    from bids_harmonize.slurm import cli, scheduler
+
+    def no_answer(comment=None, job_ids=()):
+        raise scheduler.SlurmError("squeue --noheader failed: squeue: fatal: Could not "
+                                   "establish a configuration source")
+
+    monkeypatch.setattr(cli.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(scheduler, "queued", no_answer)
+    out = tmp_path / "out"
+    assert main([str(bids), str(out), "--participant-label", "01"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "warning: queued jobs not checked" in err[0]
+    assert (out / "logs" / "slurm" / "participant.sbatch").is_file()
+    with pytest.raises(scheduler.SlurmError, match="configuration source"):
+        cli.refuse_if_queued(_recipe(bids, tmp_path), submitting=True)
+
+
 def test_image_and_venv_are_exclusive(bids, tmp_path):
     with pytest.raises(RecipeError, match="not both"):
         _recipe(bids, tmp_path, image=Path("/x.sif"), venv=Path("/env"))

@@ -174,18 +174,28 @@ def _last_list(recipe: SlurmRecipe) -> list[str] | None:
     return [check_label(line) for line in text.splitlines() if line.strip()]
 
 
-def refuse_if_queued(recipe: SlurmRecipe) -> None:
+def refuse_if_queued(recipe: SlurmRecipe, *, submitting: bool = True) -> None:
     """Refuse to (re)write or (re)submit while jobs of this output folder are queued.
 
     Jobs are found by the output folder's ``--comment`` tag and by the ids in
     ``jobs.tsv``; without SLURM's ``squeue`` here nothing can be queued from here.
+    When ``squeue`` is installed but SLURM does not answer (a client without a cluster),
+    writing a recipe goes on with a warning (each submission has its own participant
+    list, so queued tasks are never remapped); submitting is refused.
     """
     if shutil.which("squeue") is None:
         return
-    previous = _previous_jobs(recipe)
-    queued = dict(scheduler.queued(comment=job_comment(recipe.output_dir)))
-    if previous:
-        queued.update(scheduler.queued(job_ids=previous))
+    try:
+        previous = _previous_jobs(recipe)
+        queued = dict(scheduler.queued(comment=job_comment(recipe.output_dir)))
+        if previous:
+            queued.update(scheduler.queued(job_ids=previous))
+    except scheduler.SlurmError as exc:
+        if submitting:
+            raise
+        print(f"bids_harmonize-slurm: warning: queued jobs not checked, SLURM does not answer "
+              f"here ({exc})", file=sys.stderr)
+        return
     if queued:
         raise RecipeError(f"jobs of {recipe.output_dir} are still queued ("
                           + " ".join(sorted(queued)) + "): wait for them or scancel them")
@@ -234,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.resubmit_failed and args.level != "participant":
             raise RecipeError("--resubmit-failed applies to the participant array only")
         recipe = recipe_from_args(args, app_args)
-        refuse_if_queued(recipe)
+        refuse_if_queued(recipe, submitting=args.submit or args.resubmit_failed)
         if args.resubmit_failed:
             earlier = _last_list(recipe)
             if earlier is not None and earlier != recipe.participants:
