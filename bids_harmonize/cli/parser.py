@@ -29,48 +29,46 @@ def _existing_file(value: str) -> Path:
     return path
 
 
-def _bids_filter_file(value: str) -> Path:
-    """An existing JSON file of pybids filters, checked now (one line, exit 2, when bad)."""
-    from bids_harmonize.bids import InputError, read_bids_filters
+def _checked_file(reader_name: str, what: str, name: str):
+    """An argparse type: an existing file that ``bids_harmonize.bids.<reader_name>`` reads
+    without error, checked now (one line, exit 2, when bad)."""
 
-    path = _existing_file(value)
+    def check(value: str) -> Path:
+        from bids_harmonize import bids
+
+        path = _existing_file(value)
+        try:
+            getattr(bids, reader_name)(path)
+        except bids.InputError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return path
+
+    check.__name__ = name
+    check.__doc__ = f"An existing {what}, checked now (one line, exit 2, when bad)."
+    return check
+
+
+_bids_filter_file = _checked_file("read_bids_filters", "JSON file of pybids filters",
+                                  "_bids_filter_file")
+_platform_map = _checked_file("read_platform_map", "``--platform-map`` TSV", "_platform_map")
+
+
+def _int_at_least(value: str, minimum: int, bound: str) -> int:
     try:
-        read_bids_filters(path)
-    except InputError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return path
-
-
-def _platform_map(value: str) -> Path:
-    """An existing ``--platform-map`` TSV, checked now (one line, exit 2, when bad)."""
-    from bids_harmonize.bids import InputError, read_platform_map
-
-    path = _existing_file(value)
-    try:
-        read_platform_map(path)
-    except InputError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return path
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {value}") from None
+    if number < minimum:
+        raise argparse.ArgumentTypeError(f"must be {bound}: {value}")
+    return number
 
 
 def positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {value}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
-    return number
+    return _int_at_least(value, 1, "at least 1")
 
 
 def _non_negative_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {value}") from None
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more: {value}")
-    return number
+    return _int_at_least(value, 0, "0 or more")
 
 
 def _positive_float(value: str) -> float:
