@@ -49,6 +49,7 @@ LOGGER = logging.getLogger("benchmark")
 N_LABELS = 24
 CL_CUTOFF = 24.1  #: Centiloid positivity cut-off (Klunk et al. 2015 scale; Jack et al. 2017 use ~24)
 BOOTSTRAP = 2000  #: bootstrap resamples of subjects for the 95 % intervals
+JOBS = 1  #: processes for simulation and scoring (``--jobs``)
 
 # --------------------------------------------------------------------------- data sets
 # (the simulator's engineer maintains this section: which setups, tracers and protocol
@@ -103,6 +104,16 @@ SETTINGS = {
                       ("PiB", "FDG", "florbetapir", "FPCIT")),
     "default": Settings("default", 9, {"seen": 6, "heldout-setup": 4, "later-scan": 4}, 3,
                         {"stage1": (8, 40, 4), "stage2": (8, 40, 4), "stage3": (10, 40, 4)}, 2),
+    # plumbing check only (seconds of training; the numbers mean nothing)
+    "smoke": Settings("smoke", 2, {"seen": 1, "heldout-setup": 1, "later-scan": 1}, 1,
+                      {"stage1": (1, 2, 2), "stage2": (1, 2, 2), "stage3": (2, 2, 2)}, 2,
+                      ("PiB", "florbetapir")),
+    # GPU scale (run with --device cuda --jobs 14 on a 16-core GPU machine): 24 training
+    # subjects and about 10x the quick run's samples, the scale that measured well on an H100
+    # (issue 13); the nets stay the CPU configuration, so the model runs on a CPU afterwards.
+    "gpu": Settings("gpu", 24, {"seen": 8, "heldout-setup": 6, "later-scan": 6}, 4,
+                    {"stage1": (10, 60, 8), "stage2": (10, 60, 8), "stage3": (12, 80, 8)}, 3,
+                    ("PiB", "FDG", "florbetaben", "florbetapir", "FPCIT")),
 }
 
 
@@ -148,6 +159,35 @@ def _cache_path(cache_dir, index, tracers, seed, synth_config):
 
     key = json.dumps([index, sorted(tracers), seed, repr(synth_config), _synth_version()]).encode()
     return Path(cache_dir) / f"sub-{index:02d}_{hashlib.sha256(key).hexdigest()[:16]}.npz"
+
+
+def _simulate_into_cache(args):
+    """Pool worker: simulate one subject into the cache (one torch thread per process)."""
+    import torch
+
+    torch.set_num_threads(1)
+    index, tracers, seed, synth_config, cache_dir = args
+    simulate([index], tracers, seed, synth_config, cache_dir)
+    return index
+
+
+def simulate_parallel(jobs, cache_dir):
+    """Fill the cache for ``jobs`` = [(indices, tracers, seed, synth_config)] with a process pool.
+
+    Forked before any CUDA work; each subject is one task, so a pool of N processes
+    simulates N subjects at a time. Subjects already cached are skipped.
+    """
+    import multiprocessing as mp
+
+    tasks = [(i, tracers, seed, cfg, cache_dir) for indices, tracers, seed, cfg in jobs for i in indices
+             if not _cache_path(cache_dir, i, tracers, seed, cfg).exists()]
+    if not tasks:
+        return
+    n = min(len(tasks), max(1, JOBS))
+    LOGGER.info("simulating %d subjects in %d processes", len(tasks), n)
+    with mp.get_context("fork").Pool(n) as pool:
+        for index in pool.imap_unordered(_simulate_into_cache, tasks):
+            LOGGER.info("cached subject %d", index)
 
 
 def simulate(indices, tracers, seed, synth_config, cache_dir=None):
@@ -508,7 +548,11 @@ def run_v2(case, model, with_assessment):
         scale = float(U.card_uncertainty(model.card).get("scale", 1.0))
         z = U.z_value(0.9)
         inside = np.abs(err) <= z * scale * sd
-        extra.update({"cov_in": float(inside.sum()), "cov_n": float(inside.size)})
+        extra.update({"cov_in": float(inside.sum()), "cov_n": float(inside.size),
+                      # per-region log errors and ensemble SDs: other calibrations can be
+                      # checked on these rows without rerunning (--report-from)
+                      "reg_err": [round(float(v), 5) for v in np.ravel(err)],
+                      "reg_sd": [round(float(v), 5) for v in np.ravel(sd)]})
     return res, extra
 
 
@@ -547,6 +591,33 @@ def evaluate(cases, models, fits, combat):
         LOGGER.info("scored %s sub-%s %s %s (%.1f s)", case.group, case.subject, case.tracer, case.ac_setup,
                     time.perf_counter() - t0)
     return rows
+
+
+_WORKER = {}
+
+
+def _init_scorer(model_dirs, fits, combat, threads):
+    import torch
+
+    from bids_harmonize.harmonizer.weights import load_model
+
+    torch.set_num_threads(threads)
+    _WORKER.update(models={k: load_model(v) for k, v in model_dirs.items()}, fits=fits, combat=combat)
+
+
+def _score_one(case):
+    return evaluate([case], _WORKER["models"], _WORKER["fits"], _WORKER["combat"])
+
+
+def evaluate_parallel(cases, model_dirs, fits, combat, jobs, threads=1):
+    """:func:`evaluate` over ``jobs`` spawned processes (CPU inference, ``threads`` each);
+    rows in the order of ``cases``."""
+    import multiprocessing as mp
+
+    with mp.get_context("spawn").Pool(jobs, initializer=_init_scorer,
+                                      initargs=(model_dirs, fits, combat, threads)) as pool:
+        parts = pool.map(_score_one, cases, chunksize=1)
+    return [row for part in parts for row in part]
 
 
 # --------------------------------------------------------------------------- statistics
@@ -707,7 +778,8 @@ def markdown(summary, meta):
         "# Accuracy benchmark: PET-MR → PET-CT harmonization (simulator v2)",
         "",
         f"Generated {meta['date']} by `{meta['command']}` ({meta['settings']} settings) on "
-        f"{meta['machine']}, {meta['threads']} torch thread(s), no GPU. All data simulated with "
+        f"{meta['machine']}, {meta['threads']} torch thread(s); nets trained on "
+        f"{meta.get('train_device', 'CPU')}, scored on the CPU. All data simulated with "
         "`bids_harmonize.synth` (v2: PET-MR attenuation-correction setups with the scanner's own "
         "mu-map); nothing here is a claim about real scanners.",
         "",
@@ -802,7 +874,17 @@ def markdown(summary, meta):
 # --------------------------------------------------------------------------- main
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small run")
+    parser.add_argument("--quick", action="store_true", help="small run (same as --settings quick)")
+    parser.add_argument("--settings", choices=sorted(SETTINGS), default=None,
+                        help="scale of the run: quick (CPU, minutes), default, gpu (24 training "
+                        "subjects, about 10x the samples; use with --device cuda)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"),
+                        help="where the nets train and the ensemble is fitted (scoring runs on the "
+                        "CPU, --jobs processes)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="processes for simulating subjects and scoring cases (1: in this process)")
+    parser.add_argument("--save-models", type=Path, default=None,
+                        help="copy the trained model folders (v2, v1, unet) here")
     parser.add_argument("--out", type=Path, default=None,
                         help="Markdown table to write (default: RESULTS.md; RESULTS-quick.md with --quick)")
     parser.add_argument("--threads", type=int, default=1,
@@ -822,8 +904,14 @@ def main(argv=None):
                         help="rebuild the report from the rows of an earlier run's JSON (no simulation, "
                         "no training)")
     args = parser.parse_args(argv)
+    if args.settings is None:
+        args.settings = "quick" if args.quick else "default"
+    args.quick = args.settings == "quick"
     if args.out is None:
-        args.out = HERE / ("RESULTS-quick.md" if args.quick else "RESULTS.md")
+        args.out = HERE / {"quick": "RESULTS-quick.md", "default": "RESULTS.md"}.get(
+            args.settings, f"RESULTS-{args.settings}.md")
+    global JOBS
+    JOBS = max(1, int(args.jobs))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.report_from is not None:
         return report(json.loads(args.report_from.read_text()), args)
@@ -835,7 +923,7 @@ def main(argv=None):
     from bids_harmonize.synth import SynthConfig
 
     torch.set_num_threads(args.threads)
-    settings = SETTINGS["quick" if args.quick else "default"]
+    settings = SETTINGS[args.settings]
     if args.train_subjects:
         settings.train_subjects = args.train_subjects
     if args.test_subjects:
@@ -852,6 +940,25 @@ def main(argv=None):
         next_index += n
         return out
 
+    if JOBS > 1 and cache is not None:  # fill the cache in parallel, same index plan as below
+        plan, nxt = [], 1
+        plan.append((range(nxt, nxt + settings.train_subjects), TRAIN_TRACERS, args.seed,
+                     SynthConfig(**TRAIN_SYNTH)))
+        nxt += settings.train_subjects
+        if members:
+            plan.append((range(nxt, nxt + settings.calibration_subjects), TRAIN_TRACERS, args.seed,
+                         SynthConfig(**TRAIN_SYNTH)))
+        nxt += settings.calibration_subjects
+        for group, ts in TEST_SETS.items():
+            if ts.shares_subjects_with:
+                continue
+            tracers = tuple(t for t in dict.fromkeys(ts.tracers + tuple(
+                tr for t2 in TEST_SETS.values() if t2.shares_subjects_with == group for tr in t2.tracers))
+                if settings.test_tracers is None or t in settings.test_tracers)
+            plan.append((range(nxt, nxt + settings.test_subjects[group]), tracers, args.seed,
+                         SynthConfig(**ts.synth)))
+            nxt += settings.test_subjects[group]
+        simulate_parallel(plan, cache)
     train_idx = indices(settings.train_subjects)
     train = simulate(train_idx, TRAIN_TRACERS, args.seed, SynthConfig(**TRAIN_SYNTH), cache)
     calib_idx = indices(settings.calibration_subjects)  # reserved either way: test subjects keep their index
@@ -880,22 +987,33 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         ckpt = tmp / "checkpoints"
-        kw = {"device": "cpu", "progress": False, "checkpoint_dir": ckpt}
+        kw = {"device": args.device, "progress": False, "checkpoint_dir": ckpt}
         v2_dir = train_model(pairs, tmp / "v2", config_for(settings), **kw)
         v1_dir = train_model(pairs, tmp / "v1", config_for(settings, physics=False), **kw)
         unet_dir = train_model(pairs, tmp / "unet", config_for(settings, use_anatomy=False, physics=False),
-                               device="cpu", progress=False)
+                               device=args.device, progress=False)
         t_ens = time.perf_counter()
         if members:
             from bids_harmonize.harmonizer.uncertainty import fit_uncertainty
 
-            fit_uncertainty(v2_dir, pairs, validation_pairs=calib_pairs, n_members=members, device="cpu")
+            fit_uncertainty(v2_dir, pairs, validation_pairs=calib_pairs, n_members=members,
+                            device=args.device)
         ensemble_s = time.perf_counter() - t_ens
+        if args.save_models is not None:
+            import shutil
+
+            for name, d in (("v2", v2_dir), ("v1", v1_dir), ("unet", unet_dir)):
+                shutil.copytree(d, args.save_models / name, dirs_exist_ok=True,
+                                ignore=shutil.ignore_patterns("checkpoints"))
         models = {"v2": load_model(v2_dir), "v1": load_model(v1_dir), "unet": load_model(unet_dir)}
         fits = fit_linear(pairs)
         combat = ComBat(pairs)
         t_eval = time.perf_counter()
-        rows = evaluate(cases, models, fits, combat)
+        if JOBS > 1:
+            rows = evaluate_parallel(cases, {"v2": v2_dir, "v1": v1_dir, "unet": unet_dir}, fits, combat,
+                                     min(JOBS, len(cases)), threads=1)
+        else:
+            rows = evaluate(cases, models, fits, combat)
         evaluate_s = time.perf_counter() - t_eval
         args.out.with_suffix(".rows.json").write_text(json.dumps(rows, default=str))  # before the report
         speed = [measure_inference(v2_dir, cases[0], n, tmp) for n in (1, 2)]
@@ -904,8 +1022,12 @@ def main(argv=None):
         v1_seconds = models["v1"].card["training"]["stage3"]["seconds"]
         unet_seconds = models["unet"].card["training"]["stage3"]["seconds"]
     command = "python benchmarks/accuracy/run.py" + (" --quick" if args.quick else "")
+    if args.settings not in ("quick", "default"):
+        command += f" --settings {args.settings}"
     overrides = (("--ensemble-members", args.ensemble_members), ("--train-subjects", args.train_subjects),
-                 ("--test-subjects", args.test_subjects))
+                 ("--test-subjects", args.test_subjects),
+                 ("--device", None if args.device == "cpu" else args.device),
+                 ("--jobs", None if JOBS == 1 else JOBS))
     for flag, value in overrides:
         if value is not None:
             command += f" {flag} {value}"
@@ -914,6 +1036,7 @@ def main(argv=None):
         "command": command,
         "settings": settings.name,
         "machine": f"{platform.machine()} CPU ({os.cpu_count()} cores visible)",
+        "train_device": _device_text(args.device),
         "threads": args.threads,
         "train_subjects": f"{len(train)} ({train_idx.start}-{train_idx.stop - 1})",
         "calibration_subjects": len(calib),
@@ -935,6 +1058,14 @@ def main(argv=None):
     args.out.with_suffix(".json").write_text(json.dumps(data, indent=1, default=str))  # --report-from
     args.out.with_suffix(".rows.json").unlink(missing_ok=True)
     return report(data, args)
+
+
+def _device_text(device: str) -> str:
+    import torch
+
+    if device != "cpu" and torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)} (torch {torch.__version__}, CUDA {torch.version.cuda})"
+    return "CPU"
 
 
 def report(data, args):

@@ -27,10 +27,11 @@ DEFAULT_TRACERS = ("PiB", "FDG", "flortaucipir", "florbetaben")
 DEFAULT_SETUPS = ("dixon-nobone", "dixon-bone", "zte", "atlas")
 
 
-def demo_config(scale: float = 1.0):
+def demo_config(scale: float = 1.0, batch_size: int = 4):
     """Configuration of the demo model: small, physics-guided, CPU-trainable in minutes.
 
-    ``scale`` multiplies the training steps (epochs stay).
+    ``scale`` multiplies the training steps (epochs stay); ``batch_size`` is the patches per
+    step of every stage (4 on a CPU; a GPU takes 8-16 at the same cost per step).
     """
     from .config import HarmonizerConfig
 
@@ -39,27 +40,46 @@ def demo_config(scale: float = 1.0):
 
     return HarmonizerConfig().replace(
         correction={"inputs": ("pet", "t1w", "ac_error")},
-        stage1={"epochs": 8, "steps_per_epoch": steps(40), "batch_size": 4, "lr": 2e-3},
-        stage2={"epochs": 8, "steps_per_epoch": steps(40), "batch_size": 4, "lr": 2e-3},
-        stage3={"epochs": 10, "steps_per_epoch": steps(40), "batch_size": 4, "lr": 2e-3},
+        stage1={"epochs": 8, "steps_per_epoch": steps(40), "batch_size": batch_size, "lr": 2e-3},
+        stage2={"epochs": 8, "steps_per_epoch": steps(40), "batch_size": batch_size, "lr": 2e-3},
+        stage3={"epochs": 10, "steps_per_epoch": steps(40), "batch_size": batch_size, "lr": 2e-3},
     )
 
 
-def simulate_pairs(indices, tracers, seed=0, synth_config=None):
-    """Simulate subjects ``indices`` and return their training pairs (in memory).
+def _simulate_one(task):
+    """Pool worker: one subject's training pairs (one torch thread per process)."""
+    import torch
 
-    ``synth_config`` (a :class:`bids_harmonize.synth.SynthConfig`) picks the setups.
-    """
     from bids_harmonize.synth import simulate_subject
 
     from .dataset import pairs_from_simulation
 
+    torch.set_num_threads(1)
+    index, tracers, seed, synth_config = task
+    t0 = time.perf_counter()
+    subject = simulate_subject(index, seed=seed, tracers=tracers, config=synth_config)
+    return index, pairs_from_simulation(subject), time.perf_counter() - t0
+
+
+def simulate_pairs(indices, tracers, seed=0, synth_config=None, jobs: int = 1):
+    """Simulate subjects ``indices`` and return their training pairs (in memory).
+
+    ``synth_config`` (a :class:`bids_harmonize.synth.SynthConfig`) picks the setups;
+    ``jobs`` > 1 simulates that many subjects at a time in forked processes (the pairs are
+    the same: each subject is a function of its index and the seed alone).
+    """
+    tasks = [(index, tracers, seed, synth_config) for index in indices]
+    if jobs > 1 and len(tasks) > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("fork").Pool(min(jobs, len(tasks))) as pool:
+            results = pool.map(_simulate_one, tasks, chunksize=1)
+    else:
+        results = map(_simulate_one, tasks)
     pairs = []
-    for index in indices:
-        t0 = time.perf_counter()
-        subject = simulate_subject(index, seed=seed, tracers=tracers, config=synth_config)
-        pairs += pairs_from_simulation(subject)
-        LOGGER.info("simulated subject %d (%.1f s)", index, time.perf_counter() - t0)
+    for index, subject_pairs, seconds in results:
+        pairs += subject_pairs
+        LOGGER.info("simulated subject %d (%.1f s)", index, seconds)
     return pairs
 
 
@@ -93,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="held-out simulated subjects scored into the card's evaluation section",
     )
+    parser.add_argument("--batch-size", type=int, default=4, help="patches per training step")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="processes simulating subjects at a time (does not change the model)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -130,6 +153,8 @@ def main(argv=None) -> int:
             str(args.seed),
             "--steps-scale",
             f"{args.steps_scale:g}",
+            "--batch-size",
+            str(args.batch_size),
             "--ensemble-members",
             str(args.ensemble_members),
             "--eval-subjects",
@@ -138,20 +163,31 @@ def main(argv=None) -> int:
             str(args.threads),
         ]
     )
-    pairs = simulate_pairs(range(1, args.subjects + 1), tracers, seed=args.seed, synth_config=synth_config)
-    config = demo_config(args.steps_scale).replace(seed=args.seed)
+    # training and held-out subjects in one go, before any CUDA work (the pool forks)
+    n_all = args.subjects + max(args.eval_subjects, 0)
+    all_pairs = simulate_pairs(range(1, n_all + 1), tracers, seed=args.seed, synth_config=synth_config,
+                               jobs=args.jobs)
+    train_ids = {f"{i:02d}" for i in range(1, args.subjects + 1)}
+    pairs = [p for p in all_pairs if p.subject in train_ids]
+    held_out = [p for p in all_pairs if p.subject not in train_ids]
+    config = demo_config(args.steps_scale, args.batch_size).replace(seed=args.seed)
+    from .device import resolve_device
+
+    where = "a GPU" if resolve_device(args.device).type == "cuda" else "CPU"
     card = {
         "name": "demo",
-        "version": "0.2.0",
+        "version": "0.3.0",
         "changelog": {
             "0.1.0": "first demo model, trained on bids_harmonize.synth subjects",
             "0.2.0": "simulator v2 (four PET-MR attenuation-correction setups, scanner mu-maps); "
             "physics-guided stage 3 (expected attenuation-correction error channel)",
+            "0.3.0": "retrained with more subjects and steps per stage (retrain_command), ensemble "
+            "calibrated on held-out subjects",
         },
         "description": (
             "DEMONSTRATION MODEL trained on SIMULATED data only (bids_harmonize.synth v2 "
             f"subjects 1-{args.subjects}, seed {args.seed}). It is small and trained for "
-            "minutes on CPU. Not validated on real scans: do not use for research or "
+            f"minutes on {where}. Not validated on real scans: do not use for research or "
             "clinical conclusions; train a site model with the `train` level instead. "
             f"Supports the PET-MR attenuation-correction setups {', '.join(setups)} and the "
             f"tracers {', '.join(tracers)} (others are out of distribution)."
@@ -174,12 +210,6 @@ def main(argv=None) -> int:
         keep_checkpoints=False,
     )
     LOGGER.info("demo model written to %s in %.0f s", out, time.perf_counter() - t0)
-    held_out = []
-    if args.eval_subjects > 0:
-        first = args.subjects + 1
-        held_out = simulate_pairs(
-            range(first, first + args.eval_subjects), tracers, args.seed, synth_config=synth_config
-        )
     if args.ensemble_members > 0:
         from .uncertainty import fit_uncertainty
 

@@ -14,8 +14,8 @@ Three parts, each in ``[0, 1]`` (0: like the training data, 1: clearly outside i
     Distance of the image's feature vector (:func:`image_features`) to the training
     features, in units of the training spread (diagonal Mahalanobis, root mean square of
     z-scores), relative to the largest leave-one-out distance among the training images
-    (:func:`feature_statistics`, stored in the card at training time): 0 up to that
-    distance, 1 at ``SATURATION`` times it.
+    (:func:`feature_statistics`, stored in the card at training time; at least
+    ``MIN_REFERENCE_DISTANCE``): 0 up to that distance, 1 at ``SATURATION`` times it.
 ``disagreement``
     Median over the brain of the ensemble's per-voxel SD of the log ratio, relative to the
     same figure on the training images (card): 0 up to it, 1 at ``SATURATION`` times it.
@@ -58,6 +58,15 @@ UNKNOWN_SETUP = 0.5  #: metadata part when the attenuation-correction setup is n
 UNSEEN_SCANNER = 0.3  #: metadata part for a PET-MR scanner model absent from the card
 UNSEEN_FAMILY = 0.3  #: metadata part for a tracer family absent from the card
 SATURATION = 3.0  #: feature/disagreement parts reach 1 at this multiple of the training level
+#: Floor of a feature's training SD (log units, about 5 %): simulated training sets are so
+#: alike that their spread can be far below what two runs of the same subject differ by (a
+#: brain mask from a non-repeatable multi-threaded registration moved the brain-SD features
+#: by several hundredths and flipped the feature part of one demo image from 0.0 to 1.0).
+FEATURE_SD_FLOOR = 0.05
+#: Smallest reference distance (RMS of z-scores) the feature part is measured against: the
+#: largest leave-one-out distance of a small, homogeneous simulated training set can be
+#: well under 1, which would call an image 1 SD from the training mean OOD.
+MIN_REFERENCE_DISTANCE = 2.0
 COMPONENTS = ("metadata", "feature", "disagreement")
 
 
@@ -161,11 +170,15 @@ def _ramp(ratio: float) -> float:
 
 
 def image_features(channels, mask) -> np.ndarray:
-    """Feature vector of one image: brain mean and SD of each channel, in the log domain.
+    """Feature vector of one image: robust brain centre and spread of each channel, in the
+    log domain.
 
     ``channels`` is a sequence of 3-D arrays the net sees (normalised PET, T1w, ...) or a
     ``(C, ...)`` array; the token features of the anatomy encoder can be appended by the
-    caller. Log of positive values keeps multiplicative differences symmetric.
+    caller. Log of positive values keeps multiplicative differences symmetric. Centre =
+    median, spread = interquartile range / 1.349 (the SD for a normal distribution): both
+    move little when the brain mask gains or loses a rim of voxels at its edge, where a
+    mean and SD would.
 
     >>> img = np.ones((4, 4, 4)); mask = np.ones((4, 4, 4), bool)
     >>> image_features([img, 2 * img], mask).round(3).tolist()
@@ -177,7 +190,8 @@ def image_features(channels, mask) -> np.ndarray:
     out = []
     for channel in channels:
         values = np.log(np.clip(np.asarray(channel, dtype=np.float64)[mask], 1e-3, None))
-        out += [values.mean(), values.std()]
+        q25, q50, q75 = np.percentile(values, (25, 50, 75))
+        out += [q50, (q75 - q25) / 1.349]
     return np.asarray(out, dtype=np.float64)
 
 
@@ -195,8 +209,8 @@ def feature_statistics(features) -> dict:
     """Training feature statistics for the card: per-feature mean and SD, and the reference
     distance (the largest leave-one-out distance of a training image to the others).
 
-    The SD has a floor of 5 % of the feature's spread plus 0.01 so that a constant feature
-    does not make every new image infinitely far.
+    The SD has a floor of :data:`FEATURE_SD_FLOOR` plus 5 % of the feature's range, so
+    that a (nearly) constant feature does not make every new image far away.
 
     >>> rng = np.random.default_rng(0)
     >>> stats = feature_statistics(rng.normal(size=(8, 3)))
@@ -215,7 +229,7 @@ def feature_statistics(features) -> dict:
         spread = np.ptp(rows, axis=0)
         return {"mean": rows.mean(axis=0),
                 "std": np.maximum(rows.std(axis=0, ddof=1) if len(rows) > 1 else spread,
-                                  0.05 * spread + 0.01)}
+                                  0.05 * spread + FEATURE_SD_FLOOR)}
 
     loo = []
     for i in range(features.shape[0]):
@@ -230,13 +244,15 @@ def feature_statistics(features) -> dict:
 
 
 def feature_part(stats: dict | None, vector) -> float:
-    """Feature part: distance over the training reference distance, through the ramp.
+    """Feature part: distance over the training reference distance (at least
+    :data:`MIN_REFERENCE_DISTANCE`), through the ramp.
 
     Without statistics in the card (an older model) the part is 0 and says nothing.
     """
     if not stats:
         return 0.0
-    return _ramp(_distance(stats, vector) / float(stats["reference_distance"]))
+    reference = max(float(stats["reference_distance"]), MIN_REFERENCE_DISTANCE)
+    return _ramp(_distance(stats, vector) / reference)
 
 
 def disagreement_part(sd_map, mask, reference: float | None) -> tuple[float, float]:

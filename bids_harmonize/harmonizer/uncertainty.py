@@ -370,7 +370,8 @@ def fit_uncertainty(model_dir, pairs, *, validation_pairs=(), n_members: int = D
                        "train the stage-3 nets longer or use more members", block["training_disagreement"])
         block["degenerate"] = True
     card["ood"] = {"feature_statistics": feature_statistics(features),
-                   "features": "log brain mean and SD of: normalised PET-MR, normalised T1w, "
+                   "features": "log brain median and robust SD (IQR / 1.349) of: normalised PET-MR, "
+                               "normalised T1w, "
                                "exp(r)" + (", exp(ac_error)" if "ac_error" in model.config.correction.inputs
                                            else "")}
     errors, sds = [], []

@@ -56,6 +56,28 @@ def test_image_features_see_a_global_intensity_change():
     assert ood.feature_part(stats, ood.image_features([imgs[0] * 3.0], mask)) == 1.0
 
 
+def test_image_features_ignore_a_rim_of_the_brain_mask():
+    """A brain mask one voxel larger (a registration that differs between runs) is not OOD:
+    the demo once flipped from feature part 0.0 to 1.0 between two identical runs."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(3)
+    shape = (48, 48, 48)
+    mask = np.zeros(shape, bool)
+    mask[6:42, 6:42, 6:42] = True  # a one-voxel rim adds 17 %, as between two demo runs
+    rim = ndimage.binary_dilation(mask, iterations=1) & ~mask
+
+    def image(k):
+        img = np.exp(rng.normal(0, 0.2, shape)) * (1.0 + 0.01 * k)
+        img[~mask] *= 0.15  # outside the brain: CSF and skull, much darker
+        return img
+
+    stats = ood.feature_statistics([ood.image_features([image(k)], mask) for k in range(8)])
+    test = image(3)
+    assert ood.feature_part(stats, ood.image_features([test], mask | rim)) == 0.0
+    assert ood.feature_part(stats, ood.image_features([test * 3.0], mask)) == 1.0
+
+
 @pytest.mark.parametrize("policy", ood.POLICIES)
 def test_policies(policy):
     inside = ood.assess({"metadata": 0.0, "feature": 0.1, "disagreement": 0.2}, policy=policy)
