@@ -315,7 +315,11 @@ def build_parser() -> argparse.ArgumentParser:
         '\'{"sbatch_args": "--partition=short --time=1:00:00"}\' (SLURM: every node job gets '
         "its CPUs and memory plus these sbatch arguments)",
     )
-    perf.add_argument("--omp-nthreads", type=positive_int, default=None, help="threads per process")
+    perf.add_argument(
+        "--omp-nthreads", type=positive_int, default=None,
+        help="threads per process (default: --nprocs, at most 8); 1 makes the ANTs registrations "
+        "repeat exactly for a --seed (multi-threaded metric sampling does not)",
+    )
     perf.add_argument("--mem", "--mem-gb", dest="mem_gb", type=_positive_float, help="memory cap (GB)")
     perf.add_argument(
         "-w", "--work-dir", type=lambda v: Path(v).expanduser().absolute(),
