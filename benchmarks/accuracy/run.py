@@ -552,7 +552,7 @@ def run_v2(case, model, with_assessment):
                       # per-region log errors and ensemble SDs: other calibrations can be
                       # checked on these rows without rerunning (--report-from)
                       "reg_err": [round(float(v), 5) for v in np.ravel(err)],
-                      "reg_sd": [round(float(v), 5) for v in np.ravel(sd)]})
+                      "reg_sd": [round(float(v), 5) for v in np.ravel(sd)], "cal_scale": scale})
     return res, extra
 
 
