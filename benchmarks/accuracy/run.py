@@ -492,7 +492,7 @@ def tiny_training_times(threads):
 
 
 # --------------------------------------------------------------------------- models
-def config_for(settings, *, use_anatomy=True, physics=True):
+def config_for(settings, *, use_anatomy=True, physics=True, prefer="scanner"):
     from bids_harmonize.harmonizer.config import HarmonizerConfig
 
     changes = {
@@ -500,16 +500,18 @@ def config_for(settings, *, use_anatomy=True, physics=True):
         for name, (e, s, b) in settings.stage_steps.items()
     }
     inputs = ("pet", "t1w", "ac_error") if physics else ("pet", "t1w")
-    return HarmonizerConfig().replace(correction={"use_anatomy": use_anatomy, "inputs": inputs}, **changes)
+    return HarmonizerConfig().replace(correction={"use_anatomy": use_anatomy, "inputs": inputs},
+                                      physics={"prefer": prefer}, **changes)
 
 
-METHODS = ("none", "linear", "combat", "unet", "v1", "v2")
+METHODS = ("none", "linear", "combat", "unet", "v1", "v2s", "v2")
 LABELS = {
     "none": "No correction (PET-MR)",
     "linear": "Global linear cross-calibration per tracer",
     "combat": "ComBat on regional values (neuroHarmonize)",
     "unet": "U-Net, no anatomy, no physics (ablation)",
     "v1": "Three-stage v1 (no physics channel)",
+    "v2s": "Three-stage v2, physics map from the setup's model of the pseudo-CT (prefer=setup)",
     "v2": "**Three-stage v2 (physics channel)**",
     "petct": "PET-CT itself (reference, vs truth)",
 }
@@ -567,11 +569,15 @@ def evaluate(cases, models, fits, combat):
         truth_stats = region_stats(case.truth, case.labels)
         v2, extra = run_v2(case, models["v2"], with_assessment)
         images = {"none": case.pet_mr, "linear": apply_linear(fits, case), "v2": v2.harmonized}
-        for name in ("unet", "v1"):
+        for name in ("unet", "v1", "v2s"):
+            if name not in models:
+                continue
             images[name] = harmonize_volume(case.pet_mr, case.t1w, case.brain, models[name], device="cpu",
                                             mu_map=case.mu_map, ac_setup=case.ac_setup).harmonized
         for method in METHODS:
             img = images.get(method)
+            if method == "v2s" and img is None:
+                continue
             if img is None:
                 means = combat.apply(case)
                 scores = {}
@@ -883,6 +889,9 @@ def main(argv=None):
                         "CPU, --jobs processes)")
     parser.add_argument("--jobs", type=int, default=1,
                         help="processes for simulating subjects and scoring cases (1: in this process)")
+    parser.add_argument("--prefer-setup-variant", action="store_true",
+                        help="also train and score v2s: v2 with the physics map from the setup's "
+                        "model of the pseudo-CT instead of the scanner's mu-map (PhysicsConfig.prefer)")
     parser.add_argument("--save-models", type=Path, default=None,
                         help="copy the trained model folders (v2, v1, unet) here")
     parser.add_argument("--out", type=Path, default=None,
@@ -992,6 +1001,9 @@ def main(argv=None):
         v1_dir = train_model(pairs, tmp / "v1", config_for(settings, physics=False), **kw)
         unet_dir = train_model(pairs, tmp / "unet", config_for(settings, use_anatomy=False, physics=False),
                                device=args.device, progress=False)
+        dirs = {"v2": v2_dir, "v1": v1_dir, "unet": unet_dir}
+        if args.prefer_setup_variant:
+            dirs["v2s"] = train_model(pairs, tmp / "v2s", config_for(settings, prefer="setup"), **kw)
         t_ens = time.perf_counter()
         if members:
             from bids_harmonize.harmonizer.uncertainty import fit_uncertainty
@@ -1002,16 +1014,15 @@ def main(argv=None):
         if args.save_models is not None:
             import shutil
 
-            for name, d in (("v2", v2_dir), ("v1", v1_dir), ("unet", unet_dir)):
+            for name, d in dirs.items():
                 shutil.copytree(d, args.save_models / name, dirs_exist_ok=True,
                                 ignore=shutil.ignore_patterns("checkpoints"))
-        models = {"v2": load_model(v2_dir), "v1": load_model(v1_dir), "unet": load_model(unet_dir)}
+        models = {name: load_model(d) for name, d in dirs.items()}
         fits = fit_linear(pairs)
         combat = ComBat(pairs)
         t_eval = time.perf_counter()
         if JOBS > 1:
-            rows = evaluate_parallel(cases, {"v2": v2_dir, "v1": v1_dir, "unet": unet_dir}, fits, combat,
-                                     min(JOBS, len(cases)), threads=1)
+            rows = evaluate_parallel(cases, dirs, fits, combat, min(JOBS, len(cases)), threads=1)
         else:
             rows = evaluate(cases, models, fits, combat)
         evaluate_s = time.perf_counter() - t_eval
