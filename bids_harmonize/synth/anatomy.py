@@ -6,10 +6,12 @@ enlargement) maps each subject voxel to template coordinates, where the nilearn
 GM/WM maps, the synth labels and the distance to the intracranial cavity are
 sampled.  Around the brain the head is built in layers of the (subject) distance
 to the cavity: inner table, diploe and outer table of the skull (thickness varies
-with position and subject), periosteum/temporal muscle, subcutaneous fat, skin.
-Face, sinuses (frontal, sphenoid, maxillary), nasal cavity, orbits, mastoid air
-cells, petrous bone, palate and cervical spine are ellipsoids in template
-coordinates, so they deform with the subject.
+with position and subject: thin temporal squama, thick occipital crest and
+protuberance), periosteum/temporal muscle, subcutaneous fat, skin.  Face, sinuses
+(frontal, sphenoid, maxillary), nasal cavity, orbits, mastoid air cells, the skull
+base around the posterior fossa (petrous pyramids, clivus, occipital condyles, atlas),
+palate and cervical spine are (possibly turned) ellipsoids in template coordinates,
+so they deform with the subject.
 
 Tissues are kept as partial-volume fractions (``Anatomy.fractions``, summing to 1);
 CT, T1w and attenuation maps are linear mixtures of them.
@@ -67,11 +69,22 @@ def _frac_interval(d, lo, hi, h):
     return np.clip((np.minimum(hi, d + h / 2) - np.maximum(lo, d - h / 2)) / h, 0.0, 1.0)
 
 
-def _soft_ellipsoid(x, y, z, centre, radii, h):
-    """Approximate voxel coverage of an ellipsoid (mm coordinates, voxel width ``h``)."""
+def _soft_ellipsoid(x, y, z, centre, radii, h, yaw_deg=0.0, pitch_deg=0.0):
+    """Approximate voxel coverage of an ellipsoid (mm coordinates, voxel width ``h``).
+
+    ``yaw_deg`` turns the ellipsoid's first axis from +x towards +y (about z),
+    then ``pitch_deg`` turns its second axis from +y towards +z (about its first axis).
+    """
     cx, cy, cz = centre
     rx, ry, rz = radii
-    q = np.sqrt(((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2 + ((z - cz) / rz) ** 2)
+    dx, dy, dz = x - cx, y - cy, z - cz
+    if yaw_deg:
+        c, s = np.cos(np.radians(yaw_deg)), np.sin(np.radians(yaw_deg))
+        dx, dy = c * dx + s * dy, c * dy - s * dx
+    if pitch_deg:
+        c, s = np.cos(np.radians(pitch_deg)), np.sin(np.radians(pitch_deg))
+        dy, dz = c * dy + s * dz, c * dz - s * dy
+    q = np.sqrt((dx / rx) ** 2 + (dy / ry) ** 2 + (dz / rz) ** 2)
     sd = (1.0 - q) * min(radii)
     return np.clip(sd / h + 0.5, 0.0, 1.0).astype(np.float32)
 
@@ -174,13 +187,28 @@ def make_anatomy(rng: np.random.Generator, resolution_mm: float = 2.0,
     temporal = (ax > 48) & (zt > -25) & (zt < 25) & (yt > -45) & (yt < 25)
     regional = np.where(temporal, 0.6, regional)
     regional = np.where(yt < -85, 1.3, regional)
-    # the squama of the occipital bone over the cerebellar fossae (below the inion) is
-    # the thinnest part of the vault, a few mm (Gray's Anatomy; skull thickness maps)
+    # occipital bone around the cerebellum (below the inion): on CT, midway between the
+    # mastoid and the internal occipital protuberance, 7.98 +- 2.47 mm, against 7.04 mm
+    # parietal and 8.02 mm frontal (100 adults; "Morphometric measurement of cranial
+    # vault thickness: a tertiary hospital based study", Nepal), i.e. about the vault
+    # mean, not the thin floor of the cerebellar fossae seen in dry skulls (Gray's
+    # Anatomy).  Thickest at the external occipital protuberance, 15.4 mm (range 9-29)
+    # and decreasing laterally and below the superior nuchal line (Zarghooni et al.
+    # 2016, Acta Orthop Traumatol Turc 50:606, cadaveric map of the occipital bone);
+    # the internal and external occipital crests run in the midline from the
+    # protuberances to the foramen magnum (Gray's Anatomy, occipital bone).
+    # Factors relative to this subject's vault thickness (mean ~6.5 mm): fossae 1.2
+    # (~8 mm), midline crest 1.5 (~10 mm, an assumption between the fossae and the
+    # protuberance), protuberance 2.3 (~15 mm).
     posterior_fossa = (zt < -12) & (yt < -45) & (ax < 60)
-    regional = np.where(posterior_fossa, 0.5, regional)
+    regional = np.where(posterior_fossa, 1.2, regional)
+    crest = (ax < 10) & (yt < -50) & (zt < -12) & (zt > -64)
+    regional = np.where(crest, 1.5, regional)
+    inion = ((xt / 18.0) ** 2 + ((yt + 96.0) / 14.0) ** 2 + ((zt + 14.0) / 12.0) ** 2) < 1.0
+    regional = np.where(inion, 2.3, regional)
     regional = ndimage.gaussian_filter(regional, 6.0 / h)
     thickness = thick0 * regional * (1.0 + 0.15 * _smooth_field(rng, shape, affine=affine))
-    thickness = np.clip(thickness, 2.5, 12.0)
+    thickness = np.clip(thickness, 2.5, 16.0)
     t_in = 0.25 * thickness
     t_dip = 0.45 * thickness
     fr["cortical_bone"] = (_frac_interval(d_out, 0.0, t_in, h)
@@ -198,7 +226,9 @@ def make_anatomy(rng: np.random.Generator, resolution_mm: float = 2.0,
     # ---- face, neck, sinuses, orbits (template-coordinate ellipsoids, soft edges)
     margin = 4.5 * amp + 2 * h + 6.0
 
-    def box(centre, radii):
+    def box(centre, radii, turned=False):
+        if turned:  # a turned ellipsoid fits in the sphere of its largest radius
+            radii = (max(radii),) * 3
         sl = []
         for a in range(3):
             lo = CENTRE[a] + (centre[a] - radii[a] - margin - CENTRE[a]) * scale[a]
@@ -208,13 +238,13 @@ def make_anatomy(rng: np.random.Generator, resolution_mm: float = 2.0,
             sl.append(slice(i0, i1))
         return tuple(sl)
 
-    def ell(centre, radii, bx=None):
-        bx = bx or box(centre, radii)
-        return _soft_ellipsoid(xt[bx], yt[bx], zt[bx], centre, radii, h)
+    def ell(centre, radii, bx=None, turn=(0.0, 0.0)):
+        bx = bx or box(centre, radii, any(turn))
+        return _soft_ellipsoid(xt[bx], yt[bx], zt[bx], centre, radii, h, *turn)
 
-    def put(centre, radii, cls, factor=None, bx=None):
-        bx = bx or box(centre, radii)
-        w = ell(centre, radii, bx) * away[bx]
+    def put(centre, radii, cls, factor=None, bx=None, turn=(0.0, 0.0)):
+        bx = bx or box(centre, radii, any(turn))
+        w = ell(centre, radii, bx, turn) * away[bx]
         if factor is not None:
             w = w * factor
         _override(fr, w, cls, bx)
@@ -248,10 +278,34 @@ def make_anatomy(rng: np.random.Generator, resolution_mm: float = 2.0,
         put((sx * 40, 20, -96), (8, 40, 12), "cortical_bone")
     # petrous bone (dense) and mastoid air cells (honeycomb of air and bone)
     masks = {}
+    # petrous pyramid: from the apex beside the clivus posterolaterally to its base at the
+    # mastoid, its long axis about 45 deg to the midsagittal plane, about 5 cm long and
+    # 2 cm across (Gray's Anatomy, temporal bone); the posterior surface is the anterior
+    # wall of the cerebellar fossa.  Centre and radii an assumption of that size.
     petrous = np.zeros(shape, dtype=np.float32)
     for sx in (-1, 1):
-        bx, w = put((sx * 36, -24, -34), (10, 18, 7), "cortical_bone")
+        bx, w = put((sx * 31, -25, -35), (25, 9, 9), "cortical_bone", turn=(-sx * 42.0, 0.0))
         petrous[bx] = np.maximum(petrous[bx], w)
+    # clivus (basisphenoid and basiocciput): a bony plate in front of the pons and medulla,
+    # from the dorsum sellae down to the basion: length 45.7 mm (men) and 41.6 mm (women)
+    # on CBCT (Caspian J Dent Res 2021, clivus anthropometry in 130 adults), 39.9 mm in
+    # dry skulls (Thieme J Neurol Surg B, sella turcica and clivus in 35 skulls), inner
+    # surface about 24 mm broad (Kumaran & Babu, J Res Med Dent Sci, 30 skulls); here
+    # 45 x 24 mm, inclined ~56 deg to the horizontal along the template's prepontine
+    # wall.  Thickness 12 mm (cortical shell over a cancellous core) is an assumption.
+    clivus_c, clivus_r, clivus_t = (0.0, -19.5, -55.0), (12.0, 22.5, 6.0), (0.0, 56.0)
+    bx = box(clivus_c, clivus_r, True)
+    put(clivus_c, clivus_r, "cortical_bone", bx=bx, turn=clivus_t)
+    put(clivus_c, tuple(r - 2.0 for r in clivus_r), "diploe", bx=bx, turn=clivus_t)
+    # occipital condyles beside the front half of the foramen magnum, 21.3 mm long,
+    # 10.5 mm wide, 7.4 mm high, long axes converging forwards (Thintharua & Chentanez
+    # 2023, Anat Cell Biol 56(1), occipital condyle morphometry); below them the lateral
+    # masses of the atlas and its posterior arch behind the spinal canal (Gray's Anatomy;
+    # positions and sizes of the atlas an assumption of that order).
+    for sx in (-1, 1):
+        put((sx * 14, -38, -72), (5.25, 10.65, 3.7), "cortical_bone", turn=(sx * 25.0, 0.0))
+        put((sx * 20, -40, -82), (8, 10, 6), "cortical_bone")
+    put((0, -62, -82), (22, 5, 4), "cortical_bone")
     mastoid_mask = np.zeros(shape, dtype=bool)
     mastoid_size = rng.uniform(0.7, 1.2)
     for sx in (-1, 1):
