@@ -35,7 +35,7 @@ torch.cuda.get_device_name(0), 'cpus', len(os.sched_getaffinity(0)))"
 } >"$status" 2>&1
 
 python3 benchmarks/accuracy/run.py --settings gpu --device cuda --jobs 11 --cache-dir "$cache" \
-  --prefer-setup-variant --out "$out/RESULTS-gpu.md" --save-models "$out/models/accuracy" >"$out/accuracy.log" 2>&1 &
+  --scanner-variant --out "$out/RESULTS-gpu.md" --save-models "$out/models/accuracy" >"$out/accuracy.log" 2>&1 &
 acc=$!
 ( sleep $(( $(left) - 10 )); kill -TERM $acc 2>/dev/null ) &
 acc_guard=$!

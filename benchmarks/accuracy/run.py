@@ -102,8 +102,8 @@ SETTINGS = {
     "quick": Settings("quick", 3, {"seen": 3, "heldout-setup": 2, "later-scan": 2}, 1,
                       {"stage1": (6, 20, 4), "stage2": (6, 20, 4), "stage3": (8, 25, 4)}, 1,
                       ("PiB", "FDG", "florbetapir", "FPCIT")),
-    "default": Settings("default", 9, {"seen": 6, "heldout-setup": 4, "later-scan": 4}, 3,
-                        {"stage1": (8, 40, 4), "stage2": (8, 40, 4), "stage3": (10, 40, 4)}, 2),
+    "default": Settings("default", 12, {"seen": 6, "heldout-setup": 4, "later-scan": 4}, 3,
+                        {"stage1": (8, 40, 8), "stage2": (8, 40, 8), "stage3": (10, 40, 8)}, 2),
     # plumbing check only (seconds of training; the numbers mean nothing)
     "smoke": Settings("smoke", 2, {"seen": 1, "heldout-setup": 1, "later-scan": 1}, 1,
                       {"stage1": (1, 2, 2), "stage2": (1, 2, 2), "stage3": (2, 2, 2)}, 2,
@@ -492,7 +492,7 @@ def tiny_training_times(threads):
 
 
 # --------------------------------------------------------------------------- models
-def config_for(settings, *, use_anatomy=True, physics=True, prefer="scanner"):
+def config_for(settings, *, use_anatomy=True, physics=True, prefer="setup"):
     from bids_harmonize.harmonizer.config import HarmonizerConfig
 
     changes = {
@@ -504,15 +504,15 @@ def config_for(settings, *, use_anatomy=True, physics=True, prefer="scanner"):
                                       physics={"prefer": prefer}, **changes)
 
 
-METHODS = ("none", "linear", "combat", "unet", "v1", "v2s", "v2")
+METHODS = ("none", "linear", "combat", "unet", "v1", "v2m", "v2")
 LABELS = {
     "none": "No correction (PET-MR)",
     "linear": "Global linear cross-calibration per tracer",
     "combat": "ComBat on regional values (neuroHarmonize)",
     "unet": "U-Net, no anatomy, no physics (ablation)",
     "v1": "Three-stage v1 (no physics channel)",
-    "v2s": "Three-stage v2, physics map from the setup's model of the pseudo-CT (prefer=setup)",
-    "v2": "**Three-stage v2 (physics channel)**",
+    "v2m": "Three-stage v2, physics map against the scanner's own mu-map (prefer=scanner)",
+    "v2": "**Three-stage v2 (physics channel, map from the setup's model of the pseudo-CT)**",
     "petct": "PET-CT itself (reference, vs truth)",
 }
 
@@ -569,14 +569,14 @@ def evaluate(cases, models, fits, combat):
         truth_stats = region_stats(case.truth, case.labels)
         v2, extra = run_v2(case, models["v2"], with_assessment)
         images = {"none": case.pet_mr, "linear": apply_linear(fits, case), "v2": v2.harmonized}
-        for name in ("unet", "v1", "v2s"):
+        for name in ("unet", "v1", "v2m"):
             if name not in models:
                 continue
             images[name] = harmonize_volume(case.pet_mr, case.t1w, case.brain, models[name], device="cpu",
                                             mu_map=case.mu_map, ac_setup=case.ac_setup).harmonized
         for method in METHODS:
             img = images.get(method)
-            if method == "v2s" and img is None:
+            if method == "v2m" and img is None:
                 continue
             if img is None:
                 means = combat.apply(case)
@@ -608,6 +608,7 @@ def _init_scorer(model_dirs, fits, combat, threads):
     from bids_harmonize.harmonizer.weights import load_model
 
     torch.set_num_threads(threads)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")  # spawned: fresh
     _WORKER.update(models={k: load_model(v) for k, v in model_dirs.items()}, fits=fits, combat=combat)
 
 
@@ -889,9 +890,10 @@ def main(argv=None):
                         "CPU, --jobs processes)")
     parser.add_argument("--jobs", type=int, default=1,
                         help="processes for simulating subjects and scoring cases (1: in this process)")
-    parser.add_argument("--prefer-setup-variant", action="store_true",
-                        help="also train and score v2s: v2 with the physics map from the setup's "
-                        "model of the pseudo-CT instead of the scanner's mu-map (PhysicsConfig.prefer)")
+    parser.add_argument("--scanner-variant", action="store_true",
+                        help="also train and score v2m: v2 with the physics map against the "
+                        "scanner's own mu-map instead of the setup's model of the pseudo-CT "
+                        "(PhysicsConfig.prefer='scanner')")
     parser.add_argument("--save-models", type=Path, default=None,
                         help="copy the trained model folders (v2, v1, unet) here")
     parser.add_argument("--out", type=Path, default=None,
@@ -1002,8 +1004,8 @@ def main(argv=None):
         unet_dir = train_model(pairs, tmp / "unet", config_for(settings, use_anatomy=False, physics=False),
                                device=args.device, progress=False)
         dirs = {"v2": v2_dir, "v1": v1_dir, "unet": unet_dir}
-        if args.prefer_setup_variant:
-            dirs["v2s"] = train_model(pairs, tmp / "v2s", config_for(settings, prefer="setup"), **kw)
+        if args.scanner_variant:
+            dirs["v2m"] = train_model(pairs, tmp / "v2m", config_for(settings, prefer="scanner"), **kw)
         t_ens = time.perf_counter()
         if members:
             from bids_harmonize.harmonizer.uncertainty import fit_uncertainty

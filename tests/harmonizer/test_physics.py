@@ -79,6 +79,17 @@ def test_sources_of_the_channel(head):
     assert ac_error_for(mu, scanner, "unknown", replace(cfg, prefer="setup"))[1] == "scanner mu-map"
 
 
+def test_cards_without_prefer_keep_the_scanner_map():
+    """A model trained before ``prefer`` existed compared the pseudo-CT with the scanner's
+    map; reading its card must not switch it to the new default."""
+    from bids_harmonize.harmonizer.config import HarmonizerConfig
+
+    data = HarmonizerConfig().to_dict()
+    assert data["physics"]["prefer"] == "setup"
+    del data["physics"]["prefer"]
+    assert HarmonizerConfig.from_dict(data).physics.prefer == "scanner"
+
+
 def test_offset_channel_passes_through_at_initialisation():
     net = ResidualCorrectionNet(in_channels=2, anatomy_in=0, channels=(8, 16), offset_channel=1)
     x = torch.rand(1, 2, 16, 16, 16)
