@@ -145,9 +145,10 @@ class PhysicsConfig:
     #: outside bone) or "scanner" (the scanner's own mu-map first). "setup" measured better
     #: on every test set of the accuracy benchmark (default settings, 2026-11-28: mean abs
     #: regional bias 2.15 vs 2.80 % seen, 2.75 vs 4.00 % unseen tracers, 2.83 vs 4.28 %
-    #: held-out setup; benchmarks/results/accuracy_default_scanner_vs_setup.md), as long as the stage-2 pseudo-CT is as weak as
-    #: CPU-scale training makes it (bone Dice ~0.5). The scanner's map is still used when
-    #: the setup is not known. Cards written before this field existed mean "scanner".
+    #: held-out setup; benchmarks/results/accuracy_default_scanner_vs_setup.md), as long
+    #: as the stage-2 pseudo-CT is as weak as CPU-scale training makes it (bone Dice ~0.5).
+    #: The scanner's map is still used when the setup is not known. Cards written before
+    #: this field existed mean "scanner".
     prefer: str = "setup"
 
 
