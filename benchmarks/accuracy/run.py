@@ -895,7 +895,7 @@ def main(argv=None):
                         "scanner's own mu-map instead of the setup's model of the pseudo-CT "
                         "(PhysicsConfig.prefer='scanner')")
     parser.add_argument("--save-models", type=Path, default=None,
-                        help="copy the trained model folders (v2, v1, unet) here")
+                        help="copy the trained model folders (v2, v1, unet, v2m) here")
     parser.add_argument("--out", type=Path, default=None,
                         help="Markdown table to write (default: RESULTS.md; RESULTS-quick.md with --quick)")
     parser.add_argument("--threads", type=int, default=1,
@@ -951,43 +951,29 @@ def main(argv=None):
         next_index += n
         return out
 
-    if JOBS > 1 and cache is not None:  # fill the cache in parallel, same index plan as below
-        plan, nxt = [], 1
-        plan.append((range(nxt, nxt + settings.train_subjects), TRAIN_TRACERS, args.seed,
-                     SynthConfig(**TRAIN_SYNTH)))
-        nxt += settings.train_subjects
-        if members:
-            plan.append((range(nxt, nxt + settings.calibration_subjects), TRAIN_TRACERS, args.seed,
-                         SynthConfig(**TRAIN_SYNTH)))
-        nxt += settings.calibration_subjects
-        for group, ts in TEST_SETS.items():
-            if ts.shares_subjects_with:
-                continue
-            tracers = tuple(t for t in dict.fromkeys(ts.tracers + tuple(
-                tr for t2 in TEST_SETS.values() if t2.shares_subjects_with == group for tr in t2.tracers))
-                if settings.test_tracers is None or t in settings.test_tracers)
-            plan.append((range(nxt, nxt + settings.test_subjects[group]), tracers, args.seed,
-                         SynthConfig(**ts.synth)))
-            nxt += settings.test_subjects[group]
-        simulate_parallel(plan, cache)
-    train_idx = indices(settings.train_subjects)
-    train = simulate(train_idx, TRAIN_TRACERS, args.seed, SynthConfig(**TRAIN_SYNTH), cache)
-    calib_idx = indices(settings.calibration_subjects)  # reserved either way: test subjects keep their index
-    train_synth = SynthConfig(**TRAIN_SYNTH)
-    calib = simulate(calib_idx if members else [], TRAIN_TRACERS, args.seed, train_synth, cache)
-    test_subjects, cases, described = {}, [], []
-
     def kept(tracers):
         return tuple(t for t in tracers if settings.test_tracers is None or t in settings.test_tracers)
 
+    # one plan of who is simulated with what: (indices, tracers, synth config) per set; the
+    # calibration subjects keep their indices even without an ensemble, so test subjects do too
+    plan = {"train": (indices(settings.train_subjects), TRAIN_TRACERS, SynthConfig(**TRAIN_SYNTH))}
+    calib_idx = indices(settings.calibration_subjects)
+    plan["calibration"] = (calib_idx if members else range(0), TRAIN_TRACERS, SynthConfig(**TRAIN_SYNTH))
     for group, ts in TEST_SETS.items():
-        if ts.shares_subjects_with:
-            continue
-        tracers = kept(tuple(dict.fromkeys(ts.tracers + tuple(
-            tr for t in TEST_SETS.values() if t.shares_subjects_with == group for tr in t.tracers))))
-        idx = indices(settings.test_subjects[group])
-        test_subjects[group] = simulate(idx, tracers, args.seed, SynthConfig(**ts.synth), cache)
-        described.append(f"{group} {len(idx)} subjects ({idx.start}-{idx.stop - 1})")
+        if not ts.shares_subjects_with:
+            tracers = kept(tuple(dict.fromkeys(ts.tracers + tuple(
+                tr for t in TEST_SETS.values() if t.shares_subjects_with == group for tr in t.tracers))))
+            plan[group] = (indices(settings.test_subjects[group]), tracers, SynthConfig(**ts.synth))
+    if JOBS > 1 and cache is not None:  # fill the cache in parallel, then load it below
+        simulate_parallel([(idx, tracers, args.seed, cfg) for idx, tracers, cfg in plan.values()], cache)
+    simulated = {name: simulate(idx, tracers, args.seed, cfg, cache)
+                 for name, (idx, tracers, cfg) in plan.items()}
+    train_idx = plan["train"][0]
+    train, calib = simulated["train"], simulated["calibration"]
+    test_subjects = {group: simulated[group] for group in plan if group in TEST_SETS}
+    described = [f"{group} {len(idx)} subjects ({idx.start}-{idx.stop - 1})"
+                 for group, (idx, _, _) in plan.items() if group in TEST_SETS]
+    cases = []
     for group, ts in TEST_SETS.items():
         subjects = test_subjects[ts.shares_subjects_with or group]
         cases += cases_of(subjects, kept(ts.tracers), group)
@@ -1040,10 +1026,11 @@ def main(argv=None):
     overrides = (("--ensemble-members", args.ensemble_members), ("--train-subjects", args.train_subjects),
                  ("--test-subjects", args.test_subjects),
                  ("--device", None if args.device == "cpu" else args.device),
-                 ("--jobs", None if JOBS == 1 else JOBS))
+                 ("--jobs", None if JOBS == 1 else JOBS),
+                 ("--scanner-variant", "" if args.scanner_variant else None))
     for flag, value in overrides:
         if value is not None:
-            command += f" {flag} {value}"
+            command += f" {flag} {value}".rstrip()
     meta = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "command": command,
