@@ -21,6 +21,7 @@ import json
 import math
 import os
 import re
+import shlex
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -101,6 +102,15 @@ class Tracer:
     def known(self) -> bool:
         """False for a tracer named nowhere (family ``unknown``)."""
         return self.family != UNKNOWN_FAMILY
+
+    @property
+    def label(self) -> str:
+        """The name as a BIDS label (letters and digits: ``AZ-10419369`` -> ``AZ10419369``).
+
+        The name is what the user reads and types (``TracerName``, ``--uptake-window``);
+        the label is for file names and graph keys. Built-in tracers' names are labels.
+        """
+        return tracer_label(self.name)
 
     def equation(self, name: str | None = None) -> dict:
         """A named Centiloid equation (default: the first, normally ``standard``)."""
@@ -289,7 +299,8 @@ def session_window(windows: dict | None, tracer: Tracer, session: str | None):
     """The uptake window of one session: ``ses-<label>:<tracer>`` from ``windows``, else
     ``<tracer>``, else the table's (None: a tracer named nowhere without a window).
 
-    Keys name the tracer by label or alias (``--uptake-window av45=50-70``).
+    Keys name the tracer by label, alias or free-text name, with or without its
+    radionuclide (``--uptake-window av45=50-70``, ``18F-AV45=50-70``, ``AZ-10419369=20-60``).
 
     >>> fbb = get_tracer("florbetaben")
     >>> w = {"florbetaben": [90, 110], "ses-petmr:FBB": [130, 150]}
@@ -301,7 +312,7 @@ def session_window(windows: dict | None, tracer: Tracer, session: str | None):
     by_session, general = None, None
     for key, value in (windows or {}).items():
         scope, _, name = key.rpartition(":")
-        if _key(name) != _key(tracer.name) and _key(name) not in {_key(a) for a in tracer.aliases}:
+        if not names_tracer(name, tracer):
             continue
         if scope and session is not None and scope.removeprefix("ses-") == session:
             by_session = value
@@ -315,6 +326,78 @@ def session_window(windows: dict | None, tracer: Tracer, session: str | None):
 
 def _key(name: str) -> str:
     return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
+def tracer_label(name: str) -> str:
+    """A free-text tracer name as a BIDS label: its letters and digits.
+
+    >>> tracer_label("AZ-10419369"), tracer_label("[11C]PiB"), tracer_label("PiB")
+    ('AZ10419369', '11CPiB', 'PiB')
+    """
+    return "".join(ch for ch in str(name) if ch.isascii() and ch.isalnum())
+
+
+#: A radionuclide written before a tracer's name: ``[11C]PiB``, ``18F-AV45``, ``C-11 UCBJ``.
+_NUCLIDE_PREFIX = re.compile(
+    r"^\s*(?:\[(?P<bracket>[A-Za-z0-9-]+)\]\s*-?\s*"
+    r"|(?P<plain>\d+m?[A-Za-z]{1,2}|[A-Za-z]{1,2}-?\d+m?)[-\s]+)")
+
+
+def _nuclide(text: str) -> str:
+    """A radionuclide in one spelling, letters first: ``18F``, ``F-18``, ``[18F]`` -> ``F18``."""
+    key = _key(text).upper()
+    match = re.fullmatch(r"(\d+)(M?)([A-Z]{1,2})", key)
+    return f"{match.group(3)}{match.group(1)}{match.group(2)}" if match else key
+
+
+def split_radionuclide(name: str) -> tuple[str | None, str]:
+    """A tracer name without the radionuclide written before it, and that radionuclide.
+
+    Only a PET or SPECT radionuclide counts (``AZ-10419369`` and ``MK-6240`` are names).
+
+    >>> split_radionuclide("[11C]PiB"), split_radionuclide("18F-AV45")
+    (('C11', 'PiB'), ('F18', 'AV45'))
+    >>> split_radionuclide("AZ-10419369"), split_radionuclide("MK-6240")
+    ((None, 'AZ-10419369'), (None, 'MK-6240'))
+    """
+    match = _NUCLIDE_PREFIX.match(str(name))
+    if match:
+        nuclide = _nuclide(match.group("bracket") or match.group("plain"))
+        rest = str(name)[match.end():].strip()
+        if _key(rest) and (nuclide in PET_HALF_LIVES_MIN or nuclide in SPECT_RADIONUCLIDES):
+            return nuclide, rest
+    return None, str(name)
+
+
+def name_keys(name: str) -> set[str]:
+    """Every key a typed tracer name stands for: as written, and without its radionuclide.
+
+    >>> sorted(name_keys("[11C]PiB")), sorted(name_keys("AZ-10419369"))
+    (['11cpib', 'pib'], ['az10419369'])
+    """
+    _, rest = split_radionuclide(name)
+    return {k for k in (_key(str(name)), _key(rest)) if k}
+
+
+def names_tracer(name: str, tracer: Tracer) -> bool:
+    """Whether a name typed by the user (an option's ``TRACER``) means ``tracer``.
+
+    Case, punctuation and a radionuclide written before the name do not matter; the
+    tracer is known by its name, label and aliases.
+
+    >>> pib = get_tracer("PiB")
+    >>> names_tracer("[11C]PiB", pib), names_tracer("pib", pib), names_tracer("FDG", pib)
+    (True, True, False)
+    """
+    known = set()
+    for alias in (tracer.name, *tracer.aliases):
+        known |= name_keys(alias)
+    return bool(name_keys(name) & known)
+
+
+def _shell_word(text: str) -> str:
+    """``text`` as the user would type it in a shell (quoted when it needs it)."""
+    return shlex.quote(text)
 
 
 def get_tracer(name: str, *, radionuclide: str | None = None, strict: bool = False) -> Tracer:
@@ -333,8 +416,13 @@ def get_tracer(name: str, *, radionuclide: str | None = None, strict: bool = Fal
     """
     wanted = _key(str(name))
     table = tracer_table()
-    if wanted in SPECT_TRACER_NAMES:
-        raise NotPetError(f"tracer {name!r} is {SPECT_TRACER_NAMES[wanted]}, a SPECT tracer; "
+    prefix, rest = split_radionuclide(str(name))
+    for key in (wanted, _key(rest)):
+        if key in SPECT_TRACER_NAMES:
+            raise NotPetError(f"tracer {name!r} is {SPECT_TRACER_NAMES[key]}, a SPECT tracer; "
+                              "bids_harmonize processes PET only")
+    if prefix in SPECT_RADIONUCLIDES:
+        raise NotPetError(f"tracer {name!r} is labelled with {prefix}, a SPECT radionuclide; "
                           "bids_harmonize processes PET only")
     if wanted in AMBIGUOUS_NAMES and (strict or name not in table):
         entry, nuclide, spect = AMBIGUOUS_NAMES[wanted]
@@ -350,11 +438,18 @@ def get_tracer(name: str, *, radionuclide: str | None = None, strict: bool = Fal
     for tracer in table.values():
         if wanted in {_key(tracer.name), *(_key(a) for a in tracer.aliases)}:
             return tracer
+    if prefix is not None:  # "[11C]PiB", "18F-AV45": the name after a matching radionuclide
+        stripped = _key(rest)
+        for tracer in table.values():
+            if (_nuclide(tracer.radionuclide) == prefix
+                    and stripped in {_key(tracer.name), *(_key(a) for a in tracer.aliases)}):
+                return tracer
     known = ", ".join(table)
     raise UnknownTracerError(
         f"unknown tracer {name!r} (known: {known}); to run it, describe it in a YAML table "
-        f"given with --tracer-file, or give its window with --uptake-window {name}=START-END "
-        f"(and optionally --reference-region {name}=REGION)")
+        f"given with --tracer-file, or give its window with --uptake-window "
+        f"{_shell_word(f'{name}=START-END')} (and optionally --reference-region "
+        f"{_shell_word(f'{name}=REGION')})")
 
 
 def check_pet_metadata(metadata: dict | None) -> None:
@@ -419,12 +514,16 @@ def resolve_tracer(label: str | None, tracer_name: str | None, metadata: dict | 
     if not names:
         raise UnknownTracerError("no trc- label and no TracerName in the sidecar")
     windows, references = windows or {}, references or {}
+    if len(names) == 2 and _key(names[0]) == _key(names[1]):
+        names = names[1:]  # trc-AZ10419369 and TracerName "AZ-10419369": keep the name
     for candidate in names:
-        window = session_window(windows, _placeholder(candidate), None)
-        scoped = any(k.rpartition(":")[2] == candidate for k in windows)
-        if window is not None or scoped or candidate in references:
+        placeholder = _placeholder(candidate)
+        window = session_window(windows, placeholder, None)
+        scoped = any(names_tracer(k.rpartition(":")[2], placeholder) for k in windows)
+        reference = [k for k in references if names_tracer(k, placeholder)]
+        if window is not None or scoped or reference:
             tracer = unknown_tracer(candidate, nuclide, window=window,
-                                    reference=references.get(candidate))
+                                    reference=references[reference[0]] if reference else None)
             register_tracer(tracer)
             return tracer
     raise error
@@ -442,9 +541,14 @@ def unknown_tracer(name: str, radionuclide: str | None, *, window=None,
     >>> t = unknown_tracer("UCBJ", "C11", window=(60, 90))
     >>> t.family, t.half_life_min, t.window_min, t.reference, t.known
     ('unknown', 20.364, (60.0, 90.0), None, False)
+    >>> t = unknown_tracer("AZ-10419369", "C11")
+    >>> t.name, t.label
+    ('AZ-10419369', 'AZ10419369')
     """
-    if not re.fullmatch(r"[A-Za-z0-9]+", name):
-        raise UnknownTracerError(f"tracer label {name!r} is not a BIDS label")
+    if (not isinstance(name, str) or not tracer_label(name)
+            or any(not ch.isprintable() for ch in name)):
+        raise UnknownTracerError(f"tracer name {name!r} is not usable (one line of text with "
+                                 "letters or digits)")
     half_life = half_life_of(radionuclide)
     if half_life is None:
         raise UnknownTracerError(

@@ -176,3 +176,45 @@ def test_unknown_tracer_with_a_session_window_only():
     assert tracer.window_min is None  # the session's window is applied per session
     assert tracers.session_window({"ses-b:UCBJ": [60, 90]}, tracer, "b") == (60.0, 90.0)
     assert tracers.session_window({"ses-b:UCBJ": [60, 90]}, tracer, "a") is None
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("[11C]PiB", "PiB"), ("11C-PiB", "PiB"), ("18F-AV45", "florbetapir"),
+    ("[18F]AV-45", "florbetapir"), ("C-11 PiB", "PiB"), ("[18F] florbetaben", "florbetaben"),
+    ("[18F]FP-CIT", "FPCIT")])
+def test_free_text_tracer_names_resolve(name, expected):
+    """TracerName is free text: a radionuclide written before a known name is understood."""
+    assert get_tracer(name).name == expected
+    assert tracers.names_tracer(name, get_tracer(expected))
+
+
+def test_radionuclide_prefix_must_match_the_tracer():
+    with pytest.raises(UnknownTracerError, match="'\\[11C\\]FDG=START-END'"):
+        get_tracer("[11C]FDG")  # the message quotes what the shell would glob
+    with pytest.raises(NotPetError, match="SPECT"):
+        get_tracer("[123I]FP-CIT")
+    # hyphenated names are names, not radionuclides
+    assert tracers.split_radionuclide("MK-6240") == (None, "MK-6240")
+    assert get_tracer("MK-6240").name == "MK6240"
+
+
+@pytest.mark.parametrize("typed", ["AZ-10419369", "AZ10419369", "az-10419369", "[11C]AZ-10419369"])
+def test_unknown_free_text_name_runs_as_typed(typed):
+    """The name and the label stay apart: options may use either spelling."""
+    meta = {"TracerRadionuclide": "C11"}
+    tracer = resolve_tracer(None, "AZ-10419369", meta, windows={typed: [20, 60]},
+                            references={typed: None})
+    assert (tracer.name, tracer.label, tracer.window_min) == ("AZ-10419369", "AZ10419369",
+                                                             (20.0, 60.0))
+    assert get_tracer("AZ10419369") == get_tracer("AZ-10419369") == tracer
+    # a trc- label with the same letters keeps the sidecar's spelling as the name
+    both = resolve_tracer("AZ10419369", "AZ-10419369", meta, references={typed: None})
+    assert both.name == "AZ-10419369"
+
+
+def test_unknown_tracer_message_gives_the_name_to_type():
+    with pytest.raises(UnknownTracerError) as info:
+        resolve_tracer(None, "AZ-10419369", {"TracerRadionuclide": "C11"})
+    assert "--uptake-window AZ-10419369=START-END" in str(info.value)
+    with pytest.raises(UnknownTracerError, match="not usable"):
+        tracers.unknown_tracer("--", "C11")
