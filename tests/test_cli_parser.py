@@ -97,3 +97,39 @@ def test_group_without_participant_results(tmp_path, capsys):
     (tmp_path / "out").mkdir()
     assert main([str(bids), str(tmp_path / "out"), "group"]) == 1
     assert "error" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option, values, expected", [
+    ("--participant-label", (["01", "02"], ["03"]), ["01", "02", "03"]),
+    ("--output-spaces", (["T1w"], ["MNI152NLin2009aSym"]), ["T1w", "MNI152NLin2009aSym"]),
+    ("--uptake-window", (["PiB=50-70", "AZ-10419369=20-60"], ["ses-a:FDG=30-60"]),
+     [("PiB", [50.0, 70.0]), ("AZ-10419369", [20.0, 60.0]), ("ses-a:FDG", [30.0, 60.0])]),
+    ("--reference-region", (["[11C]UCB-J=centrum_semiovale", "DASB=none"], ["X=cerebellum"]),
+     [("[11C]UCB-J", "centrum_semiovale"), ("DASB", "none"), ("X", "cerebellum")]),
+    ("--cutoff", (["PiB=24.1", "18F-AV45=1.11"], ["FBB=1.08"]),
+     [("PiB", 24.1), ("18F-AV45", 1.11), ("FBB", 1.08)]),
+    ("--train-epochs", (["ct=2", "mri=3"], ["residual=4"]), ["ct=2", "mri=3", "residual=4"]),
+])
+def test_list_options_behave_one_way(tmp_path, option, values, expected):
+    """Several values after one flag, the flag repeated, or both: the same list."""
+    dest = option.lstrip("-").replace("-", "_")
+    one_flag = _parse(tmp_path, option, *values[0], *values[1])
+    repeated = _parse(tmp_path, *[a for v in (*values[0], *values[1]) for a in (option, v)])
+    mixed = _parse(tmp_path, option, *values[0], option, *values[1])
+    assert getattr(one_flag, dest) == getattr(repeated, dest) == getattr(mixed, dest) == expected
+
+
+def test_list_option_default_is_replaced_not_extended(tmp_path):
+    default = build_parser().get_default("output_spaces")
+    assert _parse(tmp_path).output_spaces == default and "T1w" in default
+    assert _parse(tmp_path, "--output-spaces", "T1w").output_spaces == ["T1w"]
+    # parsing twice does not change the parser's default
+    assert _parse(tmp_path).output_spaces == build_parser().get_default("output_spaces")
+
+
+def test_help_says_how_list_options_take_values(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "space-separated after one flag, or the flag repeated" in text
+    assert "'--uptake-window PiB=50-70 --uptake-window AZ-10419369=20-60'" in text

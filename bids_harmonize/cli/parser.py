@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import textwrap
 from pathlib import Path
 
 from bids_harmonize.__about__ import __version__
@@ -100,6 +101,46 @@ def _plugin_args(value: str) -> dict:
     return args
 
 
+class _ListAction(argparse.Action):
+    """The one behaviour of every list-valued option: the values after one flag
+    (``--participant-label 01 02``), the flag repeated (``--participant-label 01
+    --participant-label 02``), or both, add up; the first use replaces the default."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        kwargs.setdefault("nargs", "+")
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        current = getattr(namespace, self.dest, None)
+        if current is None or current is self.default:
+            current = []
+        setattr(namespace, self.dest, [*current, *values])
+
+
+#: Said once in ``--help``: how list-valued options take their values.
+LIST_OPTIONS_HELP = (
+    "Options that take several values (--participant-label, --session-label, "
+    "--tracer-label, --output-spaces, --uptake-window, --reference-region, --cutoff, "
+    "--train-epochs) take them space-separated after one flag, or the flag repeated, or "
+    "both: '--uptake-window PiB=50-70 AZ-10419369=20-60' is '--uptake-window PiB=50-70 "
+    "--uptake-window AZ-10419369=20-60'. Give them after the three positional arguments. "
+    "TRACER is a tracer as the sidecar's TracerName or the file's trc- label spells it, "
+    "case and punctuation aside ('[11C]PiB', '18F-AV45', 'AZ-10419369'); quote names with "
+    "brackets or spaces."
+)
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Argparse's help with defaults, never breaking a line inside ``--an-option``."""
+
+    def _split_lines(self, text, width):
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+    def _fill_text(self, text, width, indent):
+        return textwrap.fill(" ".join(text.split()), width, initial_indent=indent,
+                             subsequent_indent=indent, break_on_hyphens=False)
+
+
 def _label(value: str) -> str:
     label = value.removeprefix("sub-").removeprefix("ses-").removeprefix("trc-")
     if not label or not label.isalnum():
@@ -112,9 +153,13 @@ def _uptake_window(value: str) -> tuple[str, list[float]]:
 
     >>> _uptake_window("ses-petmr:florbetaben=130-150")
     ('ses-petmr:florbetaben', [130.0, 150.0])
+    >>> _uptake_window("AZ-10419369=20-60")  # TRACER is free text, as TracerName spells it
+    ('AZ-10419369', [20.0, 60.0])
     """
     try:
-        key, span = value.split("=")
+        key, equals, span = value.rpartition("=")
+        if not equals:
+            raise ValueError(value)
         start, end = (float(v) for v in span.split("-"))
     except ValueError:
         raise argparse.ArgumentTypeError(
@@ -132,8 +177,12 @@ def _uptake_window(value: str) -> tuple[str, list[float]]:
 
 
 def _reference_region(value: str) -> tuple[str, str]:
-    """``TRACER=REGION`` (a region or composite of the atlas), or ``TRACER=none``."""
-    tracer, _, region = value.partition("=")
+    """``TRACER=REGION`` (a region or composite of the atlas), or ``TRACER=none``.
+
+    >>> _reference_region("[11C]UCB-J=centrum_semiovale")
+    ('[11C]UCB-J', 'centrum_semiovale')
+    """
+    tracer, _, region = value.rpartition("=")
     if not tracer.strip() or not region.strip() or any(c.isspace() for c in region):
         raise argparse.ArgumentTypeError(
             f"expected TRACER=REGION or TRACER=none (e.g. UCBJ=centrum_semiovale): {value!r}")
@@ -141,8 +190,15 @@ def _reference_region(value: str) -> tuple[str, str]:
 
 
 def _cutoff(value: str) -> tuple[str, float]:
+    """``TRACER=VALUE``.
+
+    >>> _cutoff("18F-AV45=1.11")
+    ('18F-AV45', 1.11)
+    """
     try:
-        tracer, number = value.split("=")
+        tracer, equals, number = value.rpartition("=")
+        if not equals or not tracer.strip():
+            raise ValueError(value)
         return tracer, float(number)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected TRACER=VALUE (e.g. PiB=24.1): {value}") from None
@@ -157,7 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Run 'participant' on every subject, then 'group'; 'train' fits a site's own model "
             "on paired PET-CT/PET-MR sessions that 'participant' has processed."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog=LIST_OPTIONS_HELP,
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument("bids_dir", type=existing_dir, help="the root of the BIDS dataset")
     parser.add_argument(
@@ -169,15 +226,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     bids = parser.add_argument_group("Selecting data")
     bids.add_argument(
-        "--participant-label", "--participant_label", nargs="+", type=_label, default=[],
+        "--participant-label", "--participant_label", action=_ListAction, type=_label, default=[],
         metavar="LABEL", help="subjects to process, with or without 'sub-' (default: all)",
     )
     bids.add_argument(
-        "--session-label", nargs="+", type=_label, default=[], metavar="LABEL",
+        "--session-label", action=_ListAction, type=_label, default=[], metavar="LABEL",
         help="PET sessions to process, with or without 'ses-' (default: all)",
     )
     bids.add_argument(
-        "--tracer-label", nargs="+", type=_label, default=[], metavar="LABEL",
+        "--tracer-label", action=_ListAction, type=_label, default=[], metavar="LABEL",
         help="tracers (BIDS trc- labels) to process (default: all)",
     )
     bids.add_argument(
@@ -190,20 +247,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bids.add_argument(
         "--platform-map", type=_platform_map, metavar="TSV",
-        help="TSV with columns 'key' and 'platform' (PET-MR or PET-CT); key is a session "
+        help="TSV with columns 'key' and 'platform' (PET-MR, PET-CT, or PET for a PET-only "
+        "scanner with transmission attenuation correction: never harmonized); key is a session "
         "('ses-petmr'), a subject and session ('sub-01_ses-petmr') or a scanner model name. "
-        "Wins over inference from the sidecars",
+        "Wins over inference from the sidecars and the scanner table "
+        "(bids_harmonize/data/scanners.tsv)",
     )
 
     proc = parser.add_argument_group("Processing")
     proc.add_argument(
-        "--output-spaces", nargs="+", default=list(DEFAULT_OUTPUT_SPACES), metavar="SPACE",
+        "--output-spaces", action=_ListAction, default=list(DEFAULT_OUTPUT_SPACES), metavar="SPACE",
         help="T1w and/or TemplateFlow templates (read from TEMPLATEFLOW_HOME, never downloaded)",
     )
     proc.add_argument(
-        "--uptake-window", action="append", type=_uptake_window, default=[],
+        "--uptake-window", action=_ListAction, type=_uptake_window, default=[],
         metavar="TRACER=START-END",
-        help="override a tracer's uptake window in minutes after injection (repeatable); "
+        help="override a tracer's uptake window in minutes after injection (several: "
+        "'PiB=50-70 FDG=30-60'); "
         "'ses-LABEL:TRACER=START-END' sets one session's window (e.g. the later scan of a "
         "same-day pair); a tracer named in no table runs with the window given here",
     )
@@ -219,10 +279,10 @@ def build_parser() -> argparse.ArgumentParser:
         "tracers.yaml), validated; its tracers add to (and override) the built-in ones",
     )
     proc.add_argument(
-        "--reference-region", action="append", type=_reference_region, default=[],
+        "--reference-region", action=_ListAction, type=_reference_region, default=[],
         metavar="TRACER=REGION",
         help="reference region of a tracer named in no table ('none': regional means only, "
-        "no SUVR); such a tracer gets no tracer-specific measures (repeatable)",
+        "no SUVR); such a tracer gets no tracer-specific measures (several: 'A=REGION B=none')",
     )
     proc.add_argument(
         "--model-dir", type=lambda v: Path(v).expanduser().absolute(), metavar="DIR",
@@ -266,13 +326,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder with the GAAIN Centiloid VOIs (voi_ctx_2mm.nii.gz, voi_WhlCbl_2mm.nii.gz, ...)",
     )
     quant.add_argument(
-        "--cutoff", action="append", type=_cutoff, default=[], metavar="TRACER=VALUE",
-        help="positivity cut-off for the group level (e.g. PiB=24.1 Centiloid; repeatable)",
+        "--cutoff", action=_ListAction, type=_cutoff, default=[], metavar="TRACER=VALUE",
+        help="positivity cut-off for the group level (e.g. PiB=24.1 Centiloid; several: "
+        "'PiB=24.1 18F-AV45=1.11')",
     )
 
     train = parser.add_argument_group("Training (analysis level 'train')")
     train.add_argument(
-        "--train-epochs", action="extend", nargs="+", default=[], metavar="STAGE=N",
+        "--train-epochs", action=_ListAction, default=[], metavar="STAGE=N",
         help="epochs per stage: ct, mri, residual (e.g. ct=200)",
     )
     train.add_argument(
