@@ -28,7 +28,12 @@ from bids_harmonize.petmath import FrameWindowError, select_frames
 from bids_harmonize.tracers import TracerError, resolve_tracer, session_window
 
 LOGGER = logging.getLogger("bids_harmonize.bids")
-PLATFORMS = ("PET-MR", "PET-CT")
+#: ``PET``: a PET-only scanner with measured (transmission) attenuation correction (HRRT,
+#: ECAT HR+, GE Advance): preprocessed and quantified, never harmonized, and a reference
+#: like PET-CT where one is needed.
+PLATFORMS = ("PET-MR", "PET-CT", "PET")
+#: Where the scanner models live, for messages that say how to add one.
+SCANNER_TABLE = "bids_harmonize/data/scanners.tsv"
 
 
 class InputError(ValueError):
@@ -54,6 +59,9 @@ class PetSeries:
     platform: str
     platform_source: str
     ct: Path | None = None
+    #: the tracer as a BIDS label: the file's ``trc-`` entity, else the tracer name's
+    #: letters and digits (``tracer`` is the name: ``AZ-10419369``; this is ``AZ10419369``)
+    tracer_label: str = ""
     #: the other entities that tell series of one session apart (task, acquisition,
     #: reconstruction, run), as pybids names them
     entities: dict = field(default_factory=dict)
@@ -106,14 +114,24 @@ def scanner_table() -> dict[str, str]:
 def platform_from_model(model: str | None) -> str | None:
     """Platform of a known scanner model, or None.
 
+    The whole name first; else a word of it that names one model of the table and no
+    other platform (``High-Resolution Research Tomograph (HRRT, CTI/Siemens)`` -> HRRT).
+
     >>> platform_from_model("Biograph mMR"), platform_from_model("Discovery MI")
     ('PET-MR', 'PET-CT')
     >>> platform_from_model("SIGNA PET/MR"), platform_from_model("Unknown 3000") is None
     ('PET-MR', True)
+    >>> platform_from_model("Siemens HR+"), platform_from_model("HRRT (CTI)")
+    ('PET', 'PET')
     """
     if not model:
         return None
-    return scanner_table().get(_norm(model))
+    table = scanner_table()
+    if _norm(model) in table:
+        return table[_norm(model)]
+    words = {_norm(w) for w in re.split(r"[\s(),/;]+", str(model))}
+    found = {table[w] for w in words if len(w) >= 3 and w in table}
+    return found.pop() if len(found) == 1 else None
 
 
 def platform_from_ac_text(text: str | None) -> str | None:
@@ -123,12 +141,16 @@ def platform_from_ac_text(text: str | None) -> str | None:
     'PET-MR'
     >>> platform_from_ac_text("CT-based attenuation correction")
     'PET-CT'
+    >>> platform_from_ac_text("10-min transmission scan")
+    'PET'
     >>> platform_from_ac_text("measured") is None
     True
     """
     if not text:
         return None
     words = text.lower()
+    if "transmission" in words:  # a rod or point source: a PET-only scanner
+        return "PET"
     if any(k in words for k in ("dixon", "mr-based", "mrac", "mr based", "ute", "zte", "mri")):
         return "PET-MR"
     if any(k in words for k in ("ct-based", "ct based", "ctac", "computed tomography", " ct")) or (
@@ -161,7 +183,8 @@ def read_platform_map(path: Path | None) -> dict[str, str]:
             platform = row["platform"].strip().upper()
             if platform not in PLATFORMS:
                 raise InputError(
-                    f"--platform-map {path}: platform {row['platform']!r} is not PET-MR or PET-CT"
+                    f"--platform-map {path}: platform {row['platform']!r} is not PET-MR, "
+                    "PET-CT or PET (a PET-only scanner)"
                 )
             mapping[row["key"].strip()] = platform
     except csv.Error as exc:
@@ -211,6 +234,9 @@ def infer_platform(
         return by_text, f'AttenuationCorrection "{metadata["AttenuationCorrection"]}"'
     if has_ct:
         return "PET-CT", "a CT image in the same session"
+    if model:
+        return None, (f'scanner model "{model}" is not in {SCANNER_TABLE}, and no '
+                      "AttenuationCorrection text or CT decides")
     return None, "no scanner model, attenuation text or CT to decide from"
 
 
@@ -787,14 +813,22 @@ def _plan_series(layout, bids_dir, subject, pet, *, bids_filters, platform_map, 
         platform_map=platform_map,
     )
     if platform is None:
-        raise InputError(f"{path}: cannot tell PET-MR from PET-CT ({how}); use --platform-map")
+        model = metadata.get("ManufacturersModelName")
+        add = (f"add the model to {SCANNER_TABLE} or map it with --platform-map (a row "
+               f"'{model}<TAB>PET-MR', PET-CT or PET)" if model else
+               "map it with --platform-map (a row 'ses-<label><TAB>PET-MR', PET-CT or PET)")
+        raise InputError(f"{path}: cannot tell PET-MR, PET-CT or PET-only ({how}); {add}")
     entities = {k: str(v) for k in SERIES_ENTITIES
                 if (v := _entity(layout, pet, k)) is not None}
-    LOGGER.info("sub-%s ses-%s trc-%s%s: %s, from %s", subject, session, tracer.name,
-                "".join(f" {k}-{v}" for k, v in entities.items()), platform, how)
+    label = _entity(layout, pet, "tracer") or tracer.label
+    LOGGER.info("sub-%s ses-%s trc-%s%s: %s (%s), from %s", subject, session, label,
+                "".join(f" {k}-{v}" for k, v in entities.items()), platform, tracer.name, how)
+    if platform == "PET":
+        LOGGER.info("%s: PET-only scanner with measured (transmission) attenuation "
+                    "correction: preprocessed and quantified, never harmonized", path.name)
     attenuation = pet_attenuation(path, metadata, bids_dir) if platform == "PET-MR" else None
     return PetSeries(path, subject, session, tracer.name, metadata, platform, how, ct,
-                     entities=entities, attenuation=attenuation)
+                     entities=entities, attenuation=attenuation, tracer_label=label)
 
 
 def pet_attenuation(path: Path, metadata: dict, bids_dir: Path):

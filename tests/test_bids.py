@@ -53,9 +53,29 @@ def test_model_outranks_text_and_conflict_is_logged(caplog):
     ({"AttenuationCorrection": "CT-based"}, False, "PET-CT"),
     ({}, True, "PET-CT"),
     ({}, False, None),
+    # PET-only scanners with transmission (measured) attenuation correction
+    ({"ManufacturersModelName": "High-Resolution Research Tomograph (HRRT, CTI/Siemens)"},
+     False, "PET"),
+    ({"ManufacturersModelName": "Siemens HR+"}, False, "PET"),
+    ({"ManufacturersModelName": "GE Advance"}, False, "PET"),
+    ({"AttenuationCorrection": "10-min transmission scan"}, False, "PET"),
 ])
 def test_inference_order(meta, has_ct, expected):
     assert infer_platform(meta, subject="01", session="x", has_ct=has_ct)[0] == expected
+
+
+def test_unknown_scanner_is_named_with_the_way_to_add_it(tmp_path):
+    sidecar = {**SIDECAR, "ManufacturersModelName": "Quadra 9000"}
+    del sidecar["AttenuationCorrection"]
+    found = discover(_dataset(tmp_path / "d", sidecar=sidecar))
+    (problem,) = found.excluded["01"]
+    assert 'scanner model "Quadra 9000" is not in bids_harmonize/data/scanners.tsv' in problem
+    assert "--platform-map" in problem and "'Quadra 9000<TAB>PET-MR'" in problem
+    # the row it asks for works
+    tsv = tmp_path / "map.tsv"
+    tsv.write_text("key\tplatform\nQuadra 9000\tPET\n")
+    (plan,) = discover(tmp_path / "d", platform_map=read_platform_map(tsv)).plans
+    assert plan.pet[0].platform == "PET"
 
 
 def test_platform_map_wins(tmp_path):
@@ -66,7 +86,7 @@ def test_platform_map_wins(tmp_path):
     assert infer_platform(meta, subject="01", session="x", has_ct=False,
                           platform_map=mapping) == ("PET-CT", "--platform-map entry 'ses-x'")
     tsv.write_text("key\tplatform\nses-x\tPET-XX\n")
-    with pytest.raises(InputError, match="not PET-MR or PET-CT"):
+    with pytest.raises(InputError, match="not PET-MR, PET-CT or PET"):
         read_platform_map(tsv)
 
 
