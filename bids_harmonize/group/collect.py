@@ -161,9 +161,9 @@ def _sidecar(candidates: list[Derivative]) -> dict | str:
         meta = chosen.metadata()
     except ValueError as exc:
         return f"PET sidecar {exc}"
-    if meta.get("Platform") not in ("PET-MR", "PET-CT"):
+    if meta.get("Platform") not in ("PET-MR", "PET-CT", "PET"):
         return (f"PET sidecar {chosen.path.name}: Platform is {meta.get('Platform')!r}, "
-                "not PET-MR/PET-CT")
+                "not PET-MR/PET-CT/PET")
     return meta
 
 

@@ -37,8 +37,10 @@ from bids_harmonize.group.collect import KEYS, Collection, collect_participant_t
 LOGGER = logging.getLogger(__name__)
 
 #: Paired conditions: PET-CT (the reference), PET-MR before and after harmonization.
-CONDITIONS = {("PET-CT", "raw"): "petct", ("PET-MR", "raw"): "petmr_raw",
-              ("PET-MR", "harmonized"): "petmr_harmonized"}
+#: A PET-only scanner's measured (transmission) attenuation correction is a reference like
+#: CT-based correction (a subject with both: the first session, sorted, with a warning).
+CONDITIONS = {("PET-CT", "raw"): "petct", ("PET", "raw"): "petct",
+              ("PET-MR", "raw"): "petmr_raw", ("PET-MR", "harmonized"): "petmr_harmonized"}
 COMPARISONS = ("petmr_raw", "petmr_harmonized")
 #: Measures that are flags, not quantities: left out of the agreement statistics.
 FLAGS = ("positive", "centiloid_standard_vois")
@@ -177,7 +179,7 @@ def paired(col: Collection, long: pd.DataFrame, item: str, value: str) -> pd.Dat
     (``petct``, ``petmr_raw``, ``petmr_harmonized``); sorted in that key order.
     """
     img = _conditions(col.images)
-    names = list(CONDITIONS.values())
+    names = list(dict.fromkeys(CONDITIONS.values()))  # PET-CT and PET share "petct"
     found = set(img["condition"].unique().tolist())
     present = [c for c in names if c in found]
     n_img = len(col.images)
@@ -288,15 +290,25 @@ def _lookup(name: str):
 def cutoff_for(tracer: str, cutoffs: dict | None = None) -> tuple[str, float] | None:
     """(measure, value) of a tracer's cut-off: tracers.yaml, overridden by ``cutoffs``.
 
+    ``cutoffs`` name a tracer as the user types it (``[11C]PiB``, ``AZ-10419369``), the
+    table's label (``tracer``, the ``trc-`` entity) or any alias.
+
     >>> cutoff_for("PiB"), cutoff_for("PiB", {"pib": 20}), cutoff_for("FDG")
     (('centiloid', 20.1), ('centiloid', 20.0), None)
+    >>> cutoff_for("PiB", {"[11C]PiB": 24.1}), cutoff_for("AZ10419369", {"AZ-10419369": 1.2})
+    (('centiloid', 24.1), None)
+    >>> cutoff_for("AZ10419369", {"AZ-10419369": {"measure": "suvr_cortical", "value": 1.2}})
+    ('suvr_cortical', 1.2)
     """
+    from bids_harmonize.tracers import name_keys
+
     tr = _lookup(tracer)
     base = dict(tr.cutoff) if tr is not None and tr.cutoff else {}
     given = None
     for key, val in (cutoffs or {}).items():
         other = _lookup(key)
-        if key == tracer or (tr is not None and other is not None and other.name == tr.name):
+        if (name_keys(key) & name_keys(tracer)
+                or (tr is not None and other is not None and other.name == tr.name)):
             given = val
     if isinstance(given, dict):
         base.update(given)
@@ -352,7 +364,8 @@ def correlation_structure(region_pairs: pd.DataFrame, kinds: dict[str, str]):
     sims, matrices = [], {}
     for (tracer, seg), grp in region_pairs.groupby(["tracer", "seg"], sort=True):
         grp = grp.loc[grp["region"].map(kinds).eq("region")]
-        conds = [c for c in CONDITIONS.values() if c in grp.columns and grp[c].notna().any()]
+        conds = [c for c in dict.fromkeys(CONDITIONS.values())
+                 if c in grp.columns and grp[c].notna().any()]
         if not conds:
             continue
         cube = grp.pivot_table(index="subject", columns="region", values=conds,
