@@ -24,7 +24,11 @@ from pathlib import Path
 import nibabel as nb
 import numpy as np
 
-from bids_harmonize.petmath import FrameWindowError, select_frames
+from bids_harmonize.petmath import (
+    FrameWindowError,
+    frame_times_after_injection,
+    select_frames,
+)
 from bids_harmonize.tracers import TracerError, resolve_tracer, session_window
 
 LOGGER = logging.getLogger("bids_harmonize.bids")
@@ -162,10 +166,14 @@ def platform_from_ac_text(text: str | None) -> str | None:
 
 def read_platform_map(path: Path | None) -> dict[str, str]:
     """Read a ``--platform-map`` TSV (columns ``key``, ``platform``; UTF-8, BOM tolerated)."""
+    from bids_harmonize.safeio import TABLE_LIMIT, UnsafeInputError, read_bytes_bounded
+
     if path is None:
         return {}
     try:
-        text = Path(path).read_bytes().decode("utf-8-sig")
+        text = read_bytes_bounded(path, TABLE_LIMIT).decode("utf-8-sig")
+    except UnsafeInputError as exc:
+        raise InputError(f"--platform-map {exc}") from None
     except UnicodeDecodeError as exc:
         raise InputError(f"--platform-map {path}: not UTF-8 text (byte {exc.start})") from None
     except OSError as exc:
@@ -254,20 +262,39 @@ MAX_TOTAL_VOXELS = 2**30
 VOXEL_SIZE_RANGE_MM = (0.01, 50.0)
 
 
-def check_nifti(path: Path, *, ndim: tuple[int, ...] = (3, 4)) -> nb.Nifti1Image:
+#: Smallest extent (voxels) of each spatial axis: a single slice or a 4-voxel image cannot be
+#: registered or averaged over regions. Not a published constant.
+MIN_SPATIAL_EXTENT = 8
+#: deflate cannot compress better than about 1032:1; a gzip NIfTI declaring more data than
+#: this many times its size (plus this slack for the header) is lying, and is refused before
+#: any data is inflated
+GZIP_MAX_RATIO = 1032
+GZIP_SLACK_BYTES = 1 << 16
+
+
+def check_nifti(path: Path, *, ndim: tuple[int, ...] = (3, 4),
+                signal: str = "any") -> nb.Nifti1Image:
     """Load an image and refuse unusable ones, each with a one-line message naming the file.
 
-    From the header, before any data is read: empty or corrupt file, wrong number of
-    dimensions, a zero-length dimension, a declared size over :data:`MAX_SPATIAL_VOXELS`
-    / :data:`MAX_TOTAL_VOXELS`, a NaN/infinite/singular affine. From the data: NaN or
-    infinite values, an image without signal (every voxel equal).
+    From the file and header, before any data is read: a special file (FIFO, device), empty
+    or corrupt file, wrong number of dimensions, a zero-length or tiny dimension (under
+    :data:`MIN_SPATIAL_EXTENT`), a declared size over :data:`MAX_SPATIAL_VOXELS` /
+    :data:`MAX_TOTAL_VOXELS` or more than the file can hold, complex, RGB or other
+    non-scalar voxels, a NaN/infinite/singular affine. From the data: NaN or infinite
+    values, an image without signal (every voxel equal); with ``signal="positive"`` (PET
+    activity, T1w magnitude) also an image without positive values or one whose negative
+    values outweigh its positive ones (sign-flipped or not that kind of image).
     """
+    from bids_harmonize.safeio import UnsafeInputError, check_regular
+
     try:
-        if path.stat().st_size == 0:
+        if check_regular(path).st_size == 0:
             raise InputError(f"{path}: empty file (0 bytes)")
         img = nb.load(path)
     except InputError:
         raise
+    except UnsafeInputError as exc:
+        raise InputError(str(exc)) from None
     except PermissionError:
         raise InputError(f"{path}: not readable (permission denied)") from None
     except Exception as exc:  # nibabel raises many types for corrupt files
@@ -278,6 +305,9 @@ def check_nifti(path: Path, *, ndim: tuple[int, ...] = (3, 4)) -> nb.Nifti1Image
         raise InputError(f"{path}: expected a {' or '.join(map(str, ndim))}-D image, got {img.ndim}-D")
     if any(n < 1 for n in shape):
         raise InputError(f"{path}: the header declares a zero-length dimension {shape}")
+    if any(n < MIN_SPATIAL_EXTENT for n in shape[:3]):
+        raise InputError(f"{path}: {' x '.join(map(str, shape[:3]))} voxels is too small for a "
+                         f"brain image (at least {MIN_SPATIAL_EXTENT} per axis)")
     spatial = int(np.prod(shape[:3], dtype=np.int64))
     total = int(np.prod(shape, dtype=np.int64))
     if spatial > MAX_SPATIAL_VOXELS or total > MAX_TOTAL_VOXELS:
@@ -285,6 +315,8 @@ def check_nifti(path: Path, *, ndim: tuple[int, ...] = (3, 4)) -> nb.Nifti1Image
             f"{path}: the header declares {' x '.join(map(str, shape))} voxels, more than this "
             f"app accepts ({MAX_SPATIAL_VOXELS} per volume, {MAX_TOTAL_VOXELS} in all)"
         )
+    _check_voxel_type(img, path)
+    _check_declared_size(img, path, total)
     affine = np.asarray(img.affine, dtype=float)
     if not np.isfinite(affine).all():
         raise InputError(f"{path}: the header's affine holds NaN or infinite values")
@@ -306,7 +338,62 @@ def check_nifti(path: Path, *, ndim: tuple[int, ...] = (3, 4)) -> nb.Nifti1Image
         raise InputError(f"{path}: the image holds NaN or infinite values")
     if data.size and data.min() == data.max():
         raise InputError(f"{path}: the image holds no signal (every voxel is {data.flat[0]:g})")
+    if signal == "positive":
+        _check_positive_signal(data, path)
     return img
+
+
+def _check_voxel_type(img, path: Path) -> None:
+    """Refuse voxel types that are not one real number per voxel (from the header)."""
+    dtype = np.dtype(img.get_data_dtype())
+    if dtype.fields is not None or dtype.kind == "V":
+        raise InputError(f"{path}: voxels of type {dtype} (RGB or several values per voxel); "
+                         "expected one real number per voxel (a grey-scale image)")
+    if dtype.kind == "c":
+        raise InputError(f"{path}: complex-valued voxels ({dtype}); expected real numbers "
+                         "(magnitude images)")
+    if dtype.kind not in "biuf":
+        raise InputError(f"{path}: voxels of type {dtype}; expected real numbers")
+
+
+def _check_declared_size(img, path: Path, total_voxels: int) -> None:
+    """Refuse a header that declares more data than the file can hold, before reading it."""
+    try:
+        offset = int(img.dataobj.offset)
+    except (AttributeError, TypeError, ValueError):
+        return  # not a file-backed proxy: nothing to compare
+    declared = offset + total_voxels * np.dtype(img.get_data_dtype()).itemsize
+    size = Path(path).stat().st_size
+    if str(path).endswith(".gz"):
+        if declared > GZIP_MAX_RATIO * size + GZIP_SLACK_BYTES:
+            raise InputError(
+                f"{path}: the header declares {declared} bytes of data, more than a "
+                f"{size}-byte gzip file can hold: the header is wrong or the file truncated"
+            )
+    elif declared > size:
+        raise InputError(f"{path}: the header declares {declared} bytes, the file has {size}: "
+                         "truncated file or wrong header")
+
+
+def _check_positive_signal(data: np.ndarray, path: Path) -> None:
+    """An activity or magnitude image: some positive values, and not mostly negative.
+
+    Volume by volume, so no copy of a whole 4-D series is made.
+    """
+    volumes = [data] if data.ndim < 4 else [data[..., i] for i in range(data.shape[3])]
+    positive = negative = 0.0
+    peak = -np.inf
+    for volume in volumes:
+        values = np.asarray(volume, dtype=np.float64)
+        peak = max(peak, float(values.max()))
+        positive += float(values[values > 0].sum())
+        negative -= float(values[values < 0].sum())
+    if peak <= 0:
+        raise InputError(f"{path}: no voxel is positive (largest value {peak:g}): an activity "
+                         "or magnitude image cannot be all negative or zero (sign flipped?)")
+    if negative > positive:
+        raise InputError(f"{path}: negative values outweigh positive ones (sums {-negative:.3g} "
+                         f"and {positive:.3g}): sign-flipped or not an activity/magnitude image")
 
 
 def _one_line(exc: BaseException) -> str:
@@ -323,11 +410,35 @@ def _number_list(value, key: str, path: Path) -> list[float]:
     for i, item in enumerate(value):
         if isinstance(item, bool) or not isinstance(item, int | float):
             raise InputError(f"{path}: {key}[{i}] must be a number (seconds), got "
-                             f"{json.dumps(item)[:60]}")
-        if not np.isfinite(item):
-            raise InputError(f"{path}: {key}[{i}] is not finite ({item})")
-        out.append(float(item))
+                             f"{_short(item)}")
+        number = _finite_float(item)
+        if number is None:
+            raise InputError(f"{path}: {key}[{i}] is not finite or out of range "
+                             f"({_short(item)})")
+        out.append(number)
     return out
+
+
+def _finite_float(value) -> float | None:
+    """``float(value)`` when finite and in range, else None (``1e400``, NaN, 10**400).
+
+    >>> _finite_float(3), _finite_float(float("inf")), _finite_float(10**400)
+    (3.0, None, None)
+    """
+    try:
+        number = float(value)
+    except (OverflowError, ValueError, TypeError):
+        return None
+    return number if np.isfinite(number) else None
+
+
+def _short(value) -> str:
+    """A value as JSON, cut to 60 characters (huge integers and infinities included)."""
+    try:
+        text = json.dumps(value)
+    except (ValueError, TypeError):
+        text = repr(value)
+    return text[:60]
 
 
 def check_frames(metadata: dict, path: Path,
@@ -369,6 +480,94 @@ def check_frames(metadata: dict, path: Path,
     return starts, durations
 
 
+def timing_problems(metadata: dict, path: Path, starts: list[float],
+                    durations: list[float]) -> list[str]:
+    """``InjectionStart`` and ``ScanStart`` against the frames; one line per problem.
+
+    BIDS times frames, the scan and the injection from ``TimeZero``; the uptake window
+    counts from the injection (:func:`bids_harmonize.petmath.frame_times_after_injection`).
+    An ``InjectionStart`` that is not a number, or that comes after the last frame ends,
+    is a problem. A ``ScanStart`` after the first frame begins is only a warning (the
+    frames' times are used).
+
+    >>> timing_problems({"InjectionStart": 5000}, Path("p"), [0, 600], [600, 600])
+    ... # doctest: +ELLIPSIS
+    ['p: InjectionStart (5000 s) is after the last frame ends (1200 s): no frame was ...']
+    """
+    problems = []
+    for key in ("InjectionStart", "ScanStart"):
+        value = metadata.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
+                                  or _finite_float(value) is None):
+            problems.append(f"{path}: {key} must be a finite number of seconds after TimeZero, "
+                            f"got {_short(value)}")
+    if problems or not starts:
+        return problems
+    injection = float(metadata.get("InjectionStart") or 0.0)
+    end = max(s + d for s, d in zip(starts, durations, strict=True))
+    if injection >= end:
+        problems.append(f"{path}: InjectionStart ({injection:g} s) is after the last frame ends "
+                        f"({end:g} s): no frame was acquired after the injection")
+    scan = metadata.get("ScanStart")
+    if scan is not None and float(scan) > starts[0] + 1.0:
+        LOGGER.warning("%s: ScanStart (%g s) is after the first frame starts (%g s); the frame "
+                       "times are used", path, float(scan), starts[0])
+    if injection:
+        LOGGER.info("%s: InjectionStart is %g s after TimeZero: frame times are counted from "
+                    "the injection", path, injection)
+    return problems
+
+
+#: Body weights (kg) and doses (MBq) outside these ranges are possible but unusual: warned.
+USUAL_BODY_WEIGHT_KG = (30.0, 250.0)
+USUAL_DOSE_MBQ = (20.0, 1000.0)
+
+
+def plausibility_warnings(metadata: dict, path: Path) -> list[str]:
+    """Unusual or unusable sidecar values that do not stop a run, one line each (logged).
+
+    >>> plausibility_warnings({"BodyWeight": -70}, Path("p"))  # doctest: +ELLIPSIS
+    ['p: BodyWeight -70 kg is not a body weight; it is ignored (weight from sessions.tsv ...']
+    >>> plausibility_warnings({"InjectedRadioactivity": 10.97,
+    ...                        "InjectedRadioactivityUnits": "MBq"}, Path("p"))  # doctest: +ELLIPSIS
+    ['p: InjectedRadioactivity 10.97 MBq is unusually low for a PET dose (an mCi value?...']
+    """
+    from bids_harmonize.petmath import DOSE_TO_BQ, weight_kg
+
+    out = []
+    weight = metadata.get("BodyWeight")
+    if isinstance(weight, int | float) and not isinstance(weight, bool) and (
+            _finite_float(weight) is not None):
+        if weight_kg(weight) is None:
+            out.append(f"{path}: BodyWeight {weight:g} kg is not a body weight; it is ignored "
+                       "(weight from sessions.tsv or participants.tsv, else %ID/L)")
+        elif not USUAL_BODY_WEIGHT_KG[0] <= weight <= USUAL_BODY_WEIGHT_KG[1]:
+            out.append(f"{path}: BodyWeight {weight:g} kg is unusual; check it (SUV scales "
+                       "with it)")
+    dose = metadata.get("InjectedRadioactivity")
+    units = metadata.get("InjectedRadioactivityUnits")
+    if isinstance(dose, int | float) and not isinstance(dose, bool) and (
+            _finite_float(dose) is not None):
+        unit_key = str(units or "MBq").lower()
+        if units is not None and unit_key not in DOSE_TO_BQ:
+            out.append(f"{path}: InjectedRadioactivityUnits {units!r} is not a known unit "
+                       f"({', '.join(sorted(DOSE_TO_BQ))}); the dose is not used")
+        elif dose <= 0:
+            out.append(f"{path}: InjectedRadioactivity {dose:g} is not a dose; it is not used")
+        else:
+            mbq = dose * DOSE_TO_BQ[unit_key] / 1e6
+            if mbq < USUAL_DOSE_MBQ[0]:
+                hint = " (an mCi value?)" if unit_key == "mbq" else ""
+                out.append(f"{path}: InjectedRadioactivity {dose:g} {units or 'MBq'} is unusually "
+                           f"low for a PET dose{hint}; check InjectedRadioactivityUnits")
+            elif mbq > USUAL_DOSE_MBQ[1]:
+                out.append(f"{path}: InjectedRadioactivity {dose:g} {units or 'MBq'} is unusually "
+                           "high for a PET dose; check InjectedRadioactivityUnits")
+    for line in out:
+        LOGGER.warning("%s", line)
+    return out
+
+
 #: Sidecar fields the app reads as text, and those it reads as numbers.
 TEXT_FIELDS = ("ManufacturersModelName", "Manufacturer", "AttenuationCorrection", "TracerName",
                "Units", "InjectedRadioactivityUnits", "TracerRadionuclide", "InstitutionName")
@@ -392,9 +591,8 @@ def metadata_type_problems(metadata: dict, path: Path) -> list[str]:
     for key in NUMBER_FIELDS:
         value = metadata.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
-                                  or not np.isfinite(value)):
-            problems.append(f"{path}: {key} must be a finite number, got "
-                            f"{json.dumps(value)[:60]}")
+                                  or _finite_float(value) is None):
+            problems.append(f"{path}: {key} must be a finite number, got {_short(value)}")
     return problems
 
 
@@ -408,15 +606,19 @@ def check_pet(path: Path, metadata: dict | None) -> None:
     problems = metadata_type_problems(metadata, path)
     img = None
     try:
-        img = check_nifti(path)
+        img = check_nifti(path, signal="positive")
     except InputError as exc:
         problems.append(str(exc))
     try:
-        check_frames(metadata, path, img.shape[3] if img is not None and img.ndim == 4 else None)
+        starts, durations = check_frames(metadata, path,
+                                         img.shape[3] if img is not None and img.ndim == 4
+                                         else None)
+        problems.extend(timing_problems(metadata, path, starts, durations))
     except InputError as exc:
         problems.append(str(exc))
     if problems:
         raise InputError(problems[0], problems)
+    plausibility_warnings(metadata, path)
 
 
 def sidecar_path(image: Path) -> Path:
@@ -429,20 +631,37 @@ def sidecar_path(image: Path) -> Path:
 
 
 def read_json_object(path: Path) -> dict:
-    """A JSON file that must hold an object; :class:`InputError` with one line otherwise."""
+    """A JSON file that must hold an object; :class:`InputError` with one line otherwise.
+
+    Only a regular file of at most :data:`bids_harmonize.safeio.SIDECAR_LIMIT` bytes is
+    read, nested at most :data:`bids_harmonize.safeio.MAX_JSON_DEPTH` deep; a key given
+    twice is a warning (the last value is used, as JSON parsers do).
+    """
+    from bids_harmonize.safeio import (
+        SIDECAR_LIMIT,
+        UnsafeInputError,
+        loads_json,
+        read_bytes_bounded,
+    )
+
+    duplicates: list[str] = []
     try:
-        text = Path(path).read_bytes().decode("utf-8-sig")
+        text = read_bytes_bounded(path, SIDECAR_LIMIT).decode("utf-8-sig")
+        data = loads_json(text, what=str(path), duplicates=duplicates)
+    except UnsafeInputError as exc:
+        raise InputError(str(exc)) from None
     except PermissionError:
         raise InputError(f"{path}: not readable (permission denied)") from None
     except UnicodeDecodeError as exc:
         raise InputError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     except OSError as exc:
         raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-    try:
-        data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, "
                          f"column {exc.colno})") from None
+    if duplicates:
+        LOGGER.warning("%s: key(s) given more than once, the last value is used: %s", path,
+                       ", ".join(sorted(set(duplicates))[:5]))
     if not isinstance(data, dict):
         raise InputError(f"{path}: a sidecar must be a JSON object, got {type(data).__name__}")
     return data
@@ -604,15 +823,21 @@ def read_participants(bids_dir: Path) -> list[dict] | None:
 
     Raises :class:`InputError` for an unreadable file or one without ``participant_id``.
     """
+    from bids_harmonize.safeio import TABLE_LIMIT, UnsafeInputError, read_bytes_bounded
+
     path = Path(bids_dir) / "participants.tsv"
     if not path.exists():
         return None
     try:
-        text = path.read_bytes().decode("utf-8-sig")
+        text = read_bytes_bounded(path, TABLE_LIMIT).decode("utf-8-sig")
+    except UnsafeInputError as exc:
+        raise InputError(str(exc)) from None
     except PermissionError:
         raise InputError(f"{path}: not readable (permission denied)") from None
     except UnicodeDecodeError as exc:
         raise InputError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     try:
         rows = list(csv.DictReader(text.splitlines(), delimiter="\t"))
         header = next(csv.reader(text.splitlines()[:1], delimiter="\t"), [])
@@ -717,13 +942,19 @@ def discover(
 
     plans, skipped, excluded = [], [], {}
     for subject in subjects:
-        plan, why, problems = _plan_subject(
-            layout, Path(bids_dir), subject, session_label=session_label,
-            tracer_label=tracer_label, bids_filters=bids_filters,
-            platform_map=platform_map or {}, uptake_windows=uptake_windows or {},
-            tracer_options={"window_policy": window_policy,
-                            "references": reference_regions or {}},
-        )
+        try:
+            plan, why, problems = _plan_subject(
+                layout, Path(bids_dir), subject, session_label=session_label,
+                tracer_label=tracer_label, bids_filters=bids_filters,
+                platform_map=platform_map or {}, uptake_windows=uptake_windows or {},
+                tracer_options={"window_policy": window_policy,
+                                "references": reference_regions or {}},
+            )
+        except Exception as exc:  # noqa: BLE001 - one participant's inputs never stop the rest
+            LOGGER.debug("Checking sub-%s failed", subject, exc_info=True)
+            plan, why = None, ""
+            problems = [f"sub-{subject}: its inputs could not be checked (unexpected "
+                        f"{type(exc).__name__}: {_one_line(exc)})"]
         if problems:
             for problem in problems:
                 LOGGER.error("Excluding sub-%s: %s", subject, problem)
@@ -778,7 +1009,7 @@ def _plan_subject(layout, bids_dir, subject, *, session_label, tracer_label, bid
             return None, "", ["PET-MR session(s) but no T1w in any session of this subject"]
         return None, "", ["no T1w in any session (needed for registration)"]
     try:
-        check_nifti(Path(t1w), ndim=(3,))
+        check_nifti(Path(t1w), ndim=(3,), signal="positive")
     except InputError as exc:
         return None, "", [str(exc)]
     return SubjectPlan(subject=subject, t1w=Path(t1w), pet=series), "", []
@@ -797,7 +1028,7 @@ def _plan_series(layout, bids_dir, subject, pet, *, bids_filters, platform_map, 
                              options.get("references", {}))
     window = session_window(uptake_windows, tracer, session)
     try:
-        select_frames(metadata["FrameTimesStart"], metadata["FrameDuration"], window,
+        select_frames(frame_times_after_injection(metadata), metadata["FrameDuration"], window,
                       policy=options.get("window_policy", "strict"))
     except FrameWindowError as exc:
         raise InputError(f"{path}: {exc} ({tracer.name}); see --uptake-window (one session: "

@@ -65,6 +65,28 @@ def window_weights(
     return overlap / overlap.sum()
 
 
+def frame_times_after_injection(metadata: dict) -> list[float]:
+    """Frame start times (s) counted from the injection, as the uptake window is.
+
+    BIDS gives ``FrameTimesStart`` and ``InjectionStart`` both relative to ``TimeZero``;
+    when ``TimeZero`` is the scan start and the injection comes later, the frames are
+    that much earlier after injection than after ``TimeZero``.
+
+    >>> frame_times_after_injection({"FrameTimesStart": [3000, 3600], "InjectionStart": 1200})
+    [1800.0, 2400.0]
+    >>> frame_times_after_injection({"FrameTimesStart": [0, 600]})
+    [0.0, 600.0]
+    """
+    injection = metadata.get("InjectionStart") or 0.0
+    try:
+        injection = float(injection)
+    except (TypeError, ValueError, OverflowError):
+        injection = 0.0
+    if not math.isfinite(injection):
+        injection = 0.0
+    return [float(t) - injection for t in metadata["FrameTimesStart"]]
+
+
 @dataclass(frozen=True)
 class FrameSelection:
     """Frame weights of a window average and what was actually averaged."""

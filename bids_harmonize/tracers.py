@@ -238,14 +238,23 @@ def _builtin_table() -> dict[str, Tracer]:
 @cache
 def load_tracer_file(path: str | Path) -> dict[str, Tracer]:
     """A user tracer table (``--tracer-file``), validated; errors name the file and the field."""
+    from bids_harmonize.safeio import (
+        SMALL_FILE_LIMIT,
+        UnsafeInputError,
+        read_bytes_bounded,
+        safe_yaml_load,
+    )
+
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        # a regular file of at most 1 MB, parsed without YAML aliases (no expansion bombs)
+        text = read_bytes_bounded(path, SMALL_FILE_LIMIT).decode("utf-8")
+        data = safe_yaml_load(text, what=str(path))
+    except UnsafeInputError as exc:
+        raise TracerTableError(str(exc)) from None
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
         raise TracerTableError(f"{path}: cannot read the tracer file ({reason})") from None
-    try:
-        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark is not None else ""

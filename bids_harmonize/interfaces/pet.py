@@ -54,6 +54,7 @@ class PETStaticImage(SimpleInterface):
 
         from bids_harmonize.petmath import (
             actual_window,
+            frame_times_after_injection,
             select_frames,
             uptake_scaling,
             weight_kg,
@@ -69,7 +70,8 @@ class PETStaticImage(SimpleInterface):
         data = np.asarray(img.dataobj, dtype=np.float32)
         if data.ndim == 3:
             data = data[..., None]
-        starts, durations = meta["FrameTimesStart"], meta["FrameDuration"]
+        # the uptake window counts from the injection, not from TimeZero
+        starts, durations = frame_times_after_injection(meta), meta["FrameDuration"]
         requested = tuple(self.inputs.window_min) if isdefined(self.inputs.window_min) else None
         selection = select_frames(starts, durations, requested, policy=self.inputs.window_policy)
         weights = selection.weights
@@ -111,7 +113,8 @@ class PETStaticImage(SimpleInterface):
             "TimeWindowNote": selection.note,
             "FramesUsed": [int(i) for i in used],
             "FrameWeights": [round(float(w), 6) for w in weights],
-            "FrameTimesStart": list(starts),
+            "FrameTimesStart": list(starts),  # after injection (InjectionStart subtracted)
+            "InjectionStart": float(meta.get("InjectionStart") or 0.0),
             "FrameDuration": list(durations),
             "FrameRealignment": bool(self.inputs.realign and len(used) > 1),
             "FrameTranslationMM": [round(m, 3) for m in motion_mm],

@@ -1,0 +1,335 @@
+"""Hostile inputs, round two (issue 22): impossible images, timing, out-of-range numbers,
+special files and bounded reads. Each case excludes only the participant it touches,
+with one line naming the file; the other participant stays planned.
+
+Every case runs discovery (pre-flight) only: seconds, no workflow.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+
+import nibabel as nb
+import numpy as np
+import pytest
+from fuzz_helpers import PET_MR, T1W, error_line, fast_args, replace
+
+from bids_harmonize.bids import discover
+
+
+def _sidecar(bids):
+    return json.loads((bids / f"{PET_MR}.json").read_text())
+
+
+def _with(bids, **changes):
+    meta = _sidecar(bids)
+    meta.update(changes)
+    return replace(bids / f"{PET_MR}.json", json.dumps(meta))
+
+
+def _rewrite_image(path, make):
+    img = nb.load(path)
+    data = np.asanyarray(img.dataobj)
+    new = make(data, img)
+    path.unlink()
+    nb.save(new, path)
+
+
+def _only_01_excluded(bids, message, file_suffix=""):
+    found = discover(bids)
+    assert [p.subject for p in found.plans] == ["02"], found.excluded
+    (line,) = found.excluded["01"]
+    assert message in line, line
+    assert "\n" not in line
+    if file_suffix:
+        assert line.startswith(str(bids / file_suffix)), line
+    return line
+
+
+# ------------------------------------------------------------------ 1. impossible images
+
+
+def _negative(data, img):
+    return nb.Nifti1Image(-np.abs(data.astype(np.float32)) - 1, img.affine)
+
+
+def _sign_flipped(data, img):
+    return nb.Nifti1Image(-data.astype(np.float32) + 0.01 * float(data.max()), img.affine)
+
+
+def _complex(data, img):
+    return nb.Nifti1Image(data.astype(np.complex64) * (1 + 1j), img.affine)
+
+
+IMAGE_CASES = {
+    "pet-all-negative": (f"{PET_MR}.nii.gz", _negative, "no voxel is positive"),
+    "pet-sign-flipped": (f"{PET_MR}.nii.gz", _sign_flipped, "negative values outweigh"),
+    "pet-complex": (f"{PET_MR}.nii.gz", _complex, "complex-valued voxels"),
+    "t1w-all-negative": (T1W, _negative, "no voxel is positive"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(IMAGE_CASES))
+def test_impossible_images_are_refused(bids, case):
+    rel, make, message = IMAGE_CASES[case]
+    _rewrite_image(bids / rel, make)
+    _only_01_excluded(bids, message, rel)
+
+
+def test_rgb_t1w_excludes_only_its_participant(bids):
+    def rgb(data, img):
+        grey = (data / data.max() * 255).astype(np.uint8)
+        out = np.zeros(grey.shape, np.dtype([("R", "u1"), ("G", "u1"), ("B", "u1")]))
+        for channel in "RGB":
+            out[channel] = grey
+        return nb.Nifti1Image(out, img.affine)
+
+    _rewrite_image(bids / T1W, rgb)
+    _only_01_excluded(bids, "RGB or several values per voxel", T1W)
+
+
+def test_tiny_image_is_refused(bids):
+    _rewrite_image(bids / T1W, lambda data, img: nb.Nifti1Image(
+        np.ascontiguousarray(data[:, :, :2]), img.affine))
+    _only_01_excluded(bids, "too small for a brain image", T1W)
+
+
+def test_ct_keeps_its_negative_values(bids):
+    """Hounsfield units are negative in air: the sign check is for PET and T1w only."""
+    found = discover(bids)
+    assert sorted(p.subject for p in found.plans) == ["01", "02"]
+    ct = found.plans[0].pet[0].ct
+    assert ct is not None and float(np.asanyarray(nb.load(ct).dataobj).min()) < 0
+
+
+# ------------------------------------------------------------------ 2. injection and scan times
+
+
+def test_injection_after_time_zero_shifts_the_frames(bids):
+    """Frames 50-70 min after TimeZero, injection 20 min after it: 30-50 min after injection,
+    which does not cover PiB's 50-70 min window (before the fix they were used as 50-70)."""
+    _with(bids, ScanStart=0, InjectionStart=1200,
+          FrameTimesStart=[3000 + 200 * i for i in range(6)], FrameDuration=[200] * 6)
+    _only_01_excluded(bids, "frames cover 0.0 of 20.0 min of the window 50-70", PET_MR)
+
+
+def test_injection_shift_keeps_a_covered_window(bids):
+    """The same frames with the injection at TimeZero cover the window: planned."""
+    _with(bids, ScanStart=0, InjectionStart=0,
+          FrameTimesStart=[3000 + 200 * i for i in range(6)], FrameDuration=[200] * 6)
+    found = discover(bids)
+    assert sorted(p.subject for p in found.plans) == ["01", "02"]
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"InjectionStart": 99999}, "InjectionStart (99999 s) is after the last frame ends"),
+    ({"InjectionStart": "13:00"}, "InjectionStart must be a finite number"),
+    ({"ScanStart": [0]}, "ScanStart must be a finite number"),
+])
+def test_bad_injection_or_scan_start(bids, changes, message):
+    _with(bids, **changes)
+    _only_01_excluded(bids, message, PET_MR)
+
+
+def test_static_image_counts_frames_from_the_injection(tmp_path):
+    """PETStaticImage picks the frames of the window after injection (frame i holds i + 1)."""
+    from bids_harmonize.interfaces.pet import PETStaticImage
+
+    frames = np.stack([np.full((8, 8, 8), i + 1.0, np.float32) for i in range(6)], -1)
+    frames[2:6, 2:6, 2:6] *= 2  # some structure, so nothing is constant
+    pet = tmp_path / "pet.nii.gz"
+    nb.save(nb.Nifti1Image(frames, np.diag([2.0, 2.0, 2.0, 1.0])), pet)
+    meta = {"FrameTimesStart": [3000 + 600 * i for i in range(6)], "FrameDuration": [600] * 6,
+            "InjectionStart": 1200, "Units": "Bq/mL"}
+    node = PETStaticImage(in_file=str(pet), metadata=meta, window_min=(50.0, 70.0),
+                          realign=False, suv=False, half_life_min=20.4)
+    node.inputs.window_policy = "strict"
+    (tmp_path / "run").mkdir()
+    os.chdir(tmp_path / "run")
+    result = node.run()
+    info = result.outputs.info
+    # after injection the frames start at 30, 40, 50, 60, 70, 80 min: frames 2 and 3
+    assert info["FramesUsed"] == [2, 3]
+    assert info["TimeWindow"] == [50.0, 70.0]
+
+
+# ------------------------------------------------------------------ 3. any per-participant error
+
+
+@pytest.mark.parametrize("text, message", [
+    ('"FrameDuration": [1e400', "FrameDuration[0] is not finite or out of range"),
+    ('"FrameDuration": [1' + "0" * 400, "FrameDuration[0] is not finite or out of range"),
+    ('"FrameDuration": [1' + "0" * 5000, "a number too long to read"),
+    ('"X": ' + "[" * 100_000 + "]" * 100_000 + ', "FrameDuration": [300.0',
+     "JSON nested more than 32 levels deep"),
+])
+def test_out_of_range_and_nested_json(bids, text, message):
+    raw = (bids / f"{PET_MR}.json").read_text().replace('"FrameDuration": [\n    300.0', text, 1)
+    assert text in raw
+    replace(bids / f"{PET_MR}.json", raw)
+    _only_01_excluded(bids, message)
+
+
+def test_any_exception_excludes_only_its_participant(bids, monkeypatch):
+    """Fault injection: an error of any type while checking sub-01 excludes sub-01 only."""
+    import bids_harmonize.bids as bids_module
+
+    real = bids_module._plan_series
+
+    def broken(layout, bids_dir, subject, pet, **kwargs):
+        if subject == "01":
+            raise ZeroDivisionError("injected fault")
+        return real(layout, bids_dir, subject, pet, **kwargs)
+
+    monkeypatch.setattr(bids_module, "_plan_series", broken)
+    line = _only_01_excluded(bids, "unexpected ZeroDivisionError: injected fault")
+    assert line.startswith("sub-01:")
+
+
+def test_cli_reports_one_line_for_a_nested_sidecar(bids, tmp_path, run_app):
+    raw = _sidecar(bids)
+    raw["Deep"] = json.loads("[" * 200 + "]" * 200)
+    replace(bids / f"{PET_MR}.json", json.dumps(raw))
+    out = tmp_path / "out"
+    code, err = run_app(*fast_args(bids, out, "--participant-label", "01"))
+    assert code == 1 and "nested more than" in error_line(err) and "unexpected" not in err
+    assert not out.exists()
+
+
+# ------------------------------------------------------------------ 9. plausibility warnings
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"BodyWeight": -70}, "BodyWeight -70 kg is not a body weight"),
+    ({"BodyWeight": 5000}, "BodyWeight 5000 kg is not a body weight"),
+    ({"InjectedRadioactivity": 10.97}, "an mCi value?"),
+    ({"InjectedRadioactivityUnits": "furlongs"}, "is not a known unit"),
+    ({"ScanStart": 9000}, "ScanStart (9000 s) is after the first frame starts"),
+])
+def test_unusual_values_are_warned_not_refused(bids, caplog, changes, message):
+    _with(bids, **changes)
+    with caplog.at_level("WARNING", logger="bids_harmonize.bids"):
+        found = discover(bids)
+    assert sorted(p.subject for p in found.plans) == ["01", "02"]
+    assert any(message in r.getMessage() for r in caplog.records), caplog.text
+
+
+def test_duplicate_keys_are_warned(bids, caplog):
+    raw = (bids / f"{PET_MR}.json").read_text()
+    replace(bids / f"{PET_MR}.json", raw.replace('"BodyWeight"', '"BodyWeight": 1, "BodyWeight"'))
+    with caplog.at_level("WARNING", logger="bids_harmonize.bids"):
+        found = discover(bids)
+    assert len(found.plans) == 2
+    assert any("more than once" in r.getMessage() and "BodyWeight" in r.getMessage()
+               for r in caplog.records)
+
+
+# ------------------------------------------------------------------ 4. special files, bounded reads
+
+
+def test_fifo_sidecar_does_not_hang(bids):
+    (bids / f"{PET_MR}.json").unlink()
+    os.mkfifo(bids / f"{PET_MR}.json")
+    _only_01_excluded(bids, "not a regular file (a FIFO)", f"{PET_MR}.json")
+
+
+def test_sidecar_linked_to_dev_zero(bids):
+    (bids / f"{PET_MR}.json").unlink()
+    os.symlink("/dev/zero", bids / f"{PET_MR}.json")
+    _only_01_excluded(bids, "not a regular file (a character device)")
+
+
+def test_oversized_sidecar_is_refused_unread(bids):
+    from bids_harmonize.safeio import SIDECAR_LIMIT
+
+    meta = _sidecar(bids)
+    meta["Padding"] = "x" * (SIDECAR_LIMIT + 10)
+    replace(bids / f"{PET_MR}.json", json.dumps(meta))
+    _only_01_excluded(bids, "more than the", f"{PET_MR}.json")
+
+
+def test_fifo_participants_tsv(bids, tmp_path, run_app):
+    (bids / "participants.tsv").unlink(missing_ok=True)
+    os.mkfifo(bids / "participants.tsv")
+    code, err = run_app(*fast_args(bids, tmp_path / "out"))
+    assert code == 1 and "participants.tsv: not a regular file (a FIFO)" in error_line(err)
+
+
+def _peak_rss_mb(script: str) -> tuple[subprocess.CompletedProcess, float]:
+    """Run ``script`` in a fresh interpreter; its output and its peak memory (MB).
+
+    VmHWM of the new process (``ru_maxrss`` would carry the parent's peak across exec).
+    """
+    if not os.path.exists("/proc/self/status"):
+        pytest.skip("peak memory is read from /proc/self/status (Linux)")
+    code = script + ("\nline = [x for x in open('/proc/self/status') if x.startswith('VmHWM')]"
+                     "\nprint('PEAK', int(line[0].split()[1]) / 1024)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=False)
+    peak = float(proc.stdout.rsplit("PEAK", 1)[1]) if "PEAK" in proc.stdout else -1.0
+    return proc, peak
+
+
+def test_header_declaring_4_gb_in_a_1_mb_file(bids, tmp_path):
+    """Refused from the header, before inflating anything (was 3.9 GB of memory)."""
+    path = bids / f"{PET_MR}.nii.gz"
+    header = nb.load(path).header.copy()
+    header.set_data_shape((100, 100, 100, 1000))
+    header.set_data_dtype(np.float32)
+    replace(path, gzip.compress(header.binaryblock + b"\0" * 4 + os.urandom(1 << 20)))
+    proc, peak = _peak_rss_mb(
+        "from pathlib import Path\n"
+        "from bids_harmonize.bids import check_nifti, InputError\n"
+        f"try:\n    check_nifti(Path({str(path)!r}))\n"
+        "except InputError as exc:\n    print('REFUSED', exc)\n")
+    assert "REFUSED" in proc.stdout and "more than a" in proc.stdout, proc.stderr
+    assert 0 < peak < 1000, peak  # MB; the data would be 4000
+
+
+def test_uncompressed_header_larger_than_its_file(tmp_path):
+    from bids_harmonize.bids import InputError, check_nifti
+
+    img = nb.Nifti1Image(np.ones((16, 16, 16), np.float32), np.eye(4))
+    path = tmp_path / "x.nii"
+    nb.save(img, path)
+    raw = bytearray(path.read_bytes())
+    path.write_bytes(bytes(raw[: len(raw) // 2]))
+    with pytest.raises(InputError, match="the file has"):
+        check_nifti(path)
+
+
+def test_yaml_alias_bomb_tracer_file(tmp_path, run_app, bids):
+    lines = ['a: &a ["x","x","x","x","x","x","x","x","x"]']
+    for i, name in enumerate("bcdefghij"):
+        prev = "abcdefghij"[i]
+        lines.append(f"{name}: &{name} [{','.join(['*' + prev] * 9)}]")
+    bomb = tmp_path / "tracers.yaml"
+    bomb.write_text("\n".join(lines) + "\n")
+    assert bomb.stat().st_size < 1000
+    proc, peak = _peak_rss_mb(
+        "from bids_harmonize.tracers import load_tracer_file, TracerError\n"
+        f"try:\n    load_tracer_file({str(bomb)!r})\n"
+        "except TracerError as exc:\n    print('REFUSED', exc)\n")
+    assert "REFUSED" in proc.stdout and "aliases" in proc.stdout, proc.stderr
+    assert 0 < peak < 1000, peak
+    code, err = run_app(*fast_args(bids, tmp_path / "out"), "--tracer-file", bomb)
+    assert code == 2 and "aliases" in error_line(err)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero"])
+def test_special_tracer_and_filter_files(tmp_path, run_app, bids, kind):
+    for option in ("--tracer-file", "--bids-filter-file", "--platform-map"):
+        target = tmp_path / f"special{option}"
+        if kind == "fifo":
+            os.mkfifo(target)
+        else:
+            os.symlink("/dev/zero", target)
+        code, err = run_app(*fast_args(bids, tmp_path / "out"), option, target)
+        line = error_line(err) if "bids_harmonize: error:" in err else err.strip().splitlines()[-1]
+        assert code == 2 and ("not a regular file" in line or "not an existing file" in line), (
+            option, err)
+
