@@ -1052,7 +1052,8 @@ def _plan_series(layout, bids_dir, subject, pet, *, bids_filters, platform_map, 
     entities = {k: str(v) for k in SERIES_ENTITIES
                 if (v := _entity(layout, pet, k)) is not None}
     label = _entity(layout, pet, "tracer") or tracer.label
-    LOGGER.info("sub-%s ses-%s trc-%s%s: %s (%s), from %s", subject, session, label,
+    LOGGER.info("sub-%s%s trc-%s%s: %s (%s), from %s", subject,
+                f" ses-{session}" if session else "", label,
                 "".join(f" {k}-{v}" for k, v in entities.items()), platform, tracer.name, how)
     if platform == "PET":
         LOGGER.info("%s: PET-only scanner with measured (transmission) attenuation "
