@@ -219,8 +219,20 @@ def read_card(model_dir) -> tuple[dict, str]:
     card_path = model_dir / CARD_NAME
     if not card_path.is_file():
         raise ModelError(f"model directory {model_dir} has no {CARD_NAME} card")
+    from bids_harmonize.safeio import (
+        SIDECAR_LIMIT,
+        UnsafeInputError,
+        loads_json,
+        read_bytes_bounded,
+    )
+
     try:
-        card = json.loads(card_path.read_text())
+        card = loads_json(read_bytes_bounded(card_path, SIDECAR_LIMIT).decode("utf-8"),
+                          what=f"model card {card_path}")
+    except UnsafeInputError as err:
+        raise ModelError(str(err)) from None
+    except OSError as err:
+        raise ModelError(f"model card {card_path} cannot be read ({err.strerror or err})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ModelError(f"model card {card_path} is not valid JSON ({err})") from None
     if not isinstance(card, dict):
@@ -245,16 +257,71 @@ def read_card(model_dir) -> tuple[dict, str]:
     for fname in STAGE_FILES.values():
         if fname not in card["files"]:
             raise ModelError(f"model card {card_path} lists no sha256 for {fname}")
-        path = model_dir / fname
+    for fname, expected in card_files(card, card_path).items():
+        path = contained_file(model_dir, fname, card_path)
         if not path.is_file():
-            raise ModelError(f"model {model_dir} is missing weight file {fname}")
+            kind = "weight file" if fname in STAGE_FILES.values() else "file"
+            raise ModelError(f"model {model_dir} is missing {kind} {fname} (named in its card)")
         digest = sha256_file(path)
-        if digest != card["files"][fname]:
+        if digest != expected:
             raise ModelError(
                 f"weight file {path} has sha256 {digest[:12]}..., the card says "
-                f"{str(card['files'][fname])[:12]}...: corrupt or modified model"
+                f"{str(expected)[:12]}...: corrupt or modified model"
             )
     return card, sha256_file(card_path)
+
+
+def card_files(card: dict, card_path) -> dict[str, str]:
+    """Every file a card names, with its sha256: ``files`` and the ensemble members.
+
+    A member named in both places with two different hashes, or without a hash, is a
+    :class:`ModelError`.
+
+    >>> card_files({"files": {"a.safetensors": "11"}, "uncertainty": {"members": [
+    ...     {"file": "ensemble/m1.safetensors", "sha256": "22"}]}}, "model.json")
+    {'a.safetensors': '11', 'ensemble/m1.safetensors': '22'}
+    """
+    out = {}
+    for name, digest in card["files"].items():
+        if not isinstance(digest, str):
+            raise ModelError(f"model card {card_path}: the sha256 of {name!r} is not text")
+        out[name] = digest
+    members = (card.get("uncertainty") or {}).get("members") or []
+    if not isinstance(members, list):
+        raise ModelError(f"model card {card_path}: uncertainty.members is not a list")
+    for i, entry in enumerate(members):
+        if not isinstance(entry, dict) or not isinstance(entry.get("file"), str) or not (
+                isinstance(entry.get("sha256"), str)):
+            raise ModelError(f"model card {card_path}: uncertainty.members[{i}] needs 'file' "
+                             "and 'sha256' (text)")
+        name, digest = entry["file"], entry["sha256"]
+        if out.get(name, digest) != digest:
+            raise ModelError(f"model card {card_path}: two different sha256 for {name}")
+        out[name] = digest
+    return out
+
+
+def contained_file(model_dir, name, card_path) -> Path:
+    """``model_dir / name`` for a relative name that stays inside the model folder (links
+    resolved); :class:`ModelError` for ``../x``, absolute paths or links leading out.
+
+    >>> contained_file("/m", "../../etc/passwd", "/m/model.json")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    bids_harmonize.harmonizer.weights.ModelError: model card ... names '../../etc/passwd', ...
+    """
+    model_dir = Path(model_dir)
+    bad = ModelError(f"model card {card_path} names {name!r}, which is not a file inside the "
+                     "model folder")
+    if not isinstance(name, str) or not name or "\\" in name or "\0" in name:
+        raise bad
+    rel = Path(name)
+    if rel.is_absolute() or ".." in rel.parts or name.startswith("~"):
+        raise bad
+    path = model_dir / rel
+    if not path.resolve().is_relative_to(model_dir.resolve()):
+        raise bad
+    return path
 
 
 def load_model(model_dir) -> HarmonizerModel:

@@ -333,3 +333,70 @@ def test_special_tracer_and_filter_files(tmp_path, run_app, bids, kind):
         assert code == 2 and ("not a regular file" in line or "not an existing file" in line), (
             option, err)
 
+
+
+# ------------------------------------------------------------------ 5. the whole model in pre-flight
+
+
+def _model_copy(tmp_path):
+    import shutil
+
+    from bids_harmonize.harmonizer.weights import default_model_dir
+
+    model = tmp_path / "model"
+    shutil.copytree(default_model_dir(), model)
+    return model
+
+
+def _edit_members(model, edit):
+    card_path = model / "model.json"
+    card = json.loads(card_path.read_text())
+    edit(card)
+    card_path.write_text(json.dumps(card))
+
+
+def _outside_member(card):
+    card["uncertainty"]["members"][0]["file"] = "../../outside.safetensors"
+
+
+def _member_hash(card):
+    card["uncertainty"]["members"][1]["sha256"] = "0" * 64
+    card["files"].pop(card["uncertainty"]["members"][1]["file"], None)
+
+
+MODEL_CASES = {
+    "member-missing": (lambda m: (m / "ensemble" / "correction-member2.safetensors").unlink(),
+                       "is missing file ensemble/correction-member2.safetensors"),
+    "member-outside": (lambda m: _edit_members(m, _outside_member), "not a file inside the model"),
+    "member-hash": (lambda m: _edit_members(m, _member_hash), "corrupt or modified model"),
+    "member-link-out": (lambda m: (
+        (m / "ensemble" / "correction-member1.safetensors").unlink(),
+        os.symlink(m.parent / "elsewhere.safetensors",
+                   m / "ensemble" / "correction-member1.safetensors")),
+        "not a file inside the model"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MODEL_CASES))
+def test_incomplete_model_refused_in_preflight(bids, tmp_path, run_app, case):
+    """Every file the card names is checked before any participant starts (seconds)."""
+    import time
+
+    model = _model_copy(tmp_path)
+    (tmp_path / "elsewhere.safetensors").write_bytes(
+        (model / "correction.safetensors").read_bytes())
+    damage, message = MODEL_CASES[case]
+    damage(model)
+    args = [a for a in fast_args(bids, tmp_path / "out") if a != "--no-harmonization"]
+    started = time.monotonic()
+    code, err = run_app(*args, "--model-dir", model)
+    assert code == 1 and message in error_line(err), err
+    assert time.monotonic() - started < 60
+    assert not (tmp_path / "out").exists()
+
+
+def test_shipped_model_names_only_files_it_holds():
+    from bids_harmonize.harmonizer.weights import default_model_dir, read_card
+
+    card, _sha = read_card(default_model_dir())
+    assert any(name.startswith("ensemble/") for name in card["files"])
