@@ -62,14 +62,11 @@ def get_template(name: str, resolution: int = 2) -> TemplateFiles:
     }
     missing = [what for what, p in [("T1w", t1w), ("brain mask", mask), *probseg.items()] if p is None]
     if missing:
-        hint = (
-            f"run 'bids_harmonize-templates {home}' to build it offline from nilearn's files"
-            if name == NILEARN_TEMPLATE
-            else "pre-fetch it on a machine with network access: python -c \"import "
-            f"templateflow.api as tf; tf.get('{name}', resolution={resolution}, desc=None, "
-            f"suffix='T1w'); tf.get('{name}', resolution={resolution}, desc='brain', "
-            f"suffix='mask'); tf.get('{name}', resolution={resolution}, suffix='probseg')\" "
-            "and point TEMPLATEFLOW_HOME at that folder"
+        offline = f"offline: run 'bids_harmonize-templates {home}'"
+        hint = f"{offline} (builds it from nilearn's files)" if name == NILEARN_TEMPLATE else (
+            f"{offline} and use --output-spaces {NILEARN_TEMPLATE} T1w; or, with network, "
+            f"python -c \"import templateflow.api as tf; tf.get('{name}', "
+            f"resolution={resolution})\" with TEMPLATEFLOW_HOME set to that folder"
         )
         raise TemplateNotFoundError(
             f"template {name} (res-{resolution:02d}) is not in the TemplateFlow cache at {home} "

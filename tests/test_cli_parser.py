@@ -89,6 +89,8 @@ def test_missing_template_is_a_clear_error(tmp_path, templateflow_home, capsys):
     assert code == 1
     err = capsys.readouterr().err
     assert "MNI152NLin6Asym" in err and "TemplateFlow cache" in err and "tf.get" in err
+    # the offline route too
+    assert "bids_harmonize-templates" in err and "--output-spaces MNI152NLin2009aSym T1w" in err
 
 
 def test_group_without_participant_results(tmp_path, capsys):
