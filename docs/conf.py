@@ -39,6 +39,9 @@ html_theme = "sphinx_rtd_theme"
 html_title = f"bids_harmonize {__version__}"
 html_static_path: list[str] = []
 myst_heading_anchors = 3
+# commands are copied from these pages: keep '--option' and "quotes" as typed (docutils'
+# smart quotes turn '--' into an en dash that a shell does not read as two hyphens)
+smartquotes = False
 # the included READMEs link to repository files (scripts, Dockerfile) that are not pages
 suppress_warnings = ["myst.xref_missing"]
 
