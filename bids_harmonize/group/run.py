@@ -247,6 +247,71 @@ def mark_window_differences(col: Collection, pairs: pd.DataFrame) -> pd.DataFram
     return out
 
 
+def paired_set(pairs: pd.DataFrame, status: dict[str, str] | None = None
+               ) -> tuple[pd.Series, pd.DataFrame]:
+    """Which rows of ``pairs`` take part in the before/after comparison, and who is left out.
+
+    Per tracer and atlas, a subject is in the paired set when it has a PET-CT value and a
+    value of every PET-MR version found for that tracer and atlas (raw and harmonized
+    when any subject has harmonized tables), so that "before" and "after" are computed on
+    the same subjects. Returns the row mask and one row per subject left out
+    (``subject, tracer, seg, reason``); ``status`` (participant -> one-line run status, e.g.
+    ``failed: node ... failed``) is added to the reason.
+
+    >>> pairs = pd.DataFrame({"tracer": "PiB", "seg": "s", "measure": "centiloid",
+    ...                       "subject": ["01", "02"], "petct": [1.0, 2.0],
+    ...                       "petmr_raw": [1.5, 2.5], "petmr_harmonized": [1.1, np.nan]})
+    >>> mask, left = paired_set(pairs)
+    >>> mask.tolist(), left[["subject", "reason"]].to_numpy().tolist()
+    ([True, False], [['02', 'no harmonized PET-MR value']])
+    """
+    comps = [c for c in COMPARISONS if c in pairs.columns]
+    columns = ["subject", "tracer", "seg", "reason"]
+    if pairs.empty or "petct" not in pairs.columns or not comps:
+        return pd.Series(False, index=pairs.index), pd.DataFrame(columns=columns)
+    conds = ["petct", *comps]
+    has = pairs[conds].notna().groupby([pairs["tracer"], pairs["seg"], pairs["subject"]]).any()
+    present = has.groupby(level=["tracer", "seg"]).any()  # versions found per tracer/atlas
+    required = present.reindex(has.index.droplevel("subject")).to_numpy(copy=True)
+    required[:, 0] = True  # a PET-CT value always
+    complete = (has.to_numpy() | ~required).all(axis=1) & required.any(axis=1)
+    keep = pd.Series(complete, index=has.index)
+    mask = pd.Series(keep.reindex(pd.MultiIndex.from_frame(
+        pairs[["tracer", "seg", "subject"]])).to_numpy(dtype=bool), index=pairs.index)
+    words = {"petct": "no PET-CT value", "petmr_raw": "no raw PET-MR value",
+             "petmr_harmonized": "no harmonized PET-MR value"}
+    left = []
+    for (tracer, seg, subject), row_has, row_req in zip(has.index, has.to_numpy(), required,
+                                                         strict=True):
+        missing = [words[c] for c, h, r in zip(conds, row_has, row_req, strict=True)
+                   if r and not h]
+        if not missing:
+            continue
+        reason = "; ".join(missing)
+        if status and status.get(subject):
+            reason += f" (participant {status[subject]})"
+        left.append({"subject": subject, "tracer": tracer, "seg": seg, "reason": reason})
+    return mask, pd.DataFrame(left, columns=columns)
+
+
+def _run_status(output_dir: Path) -> dict[str, str]:
+    """Participant -> ``<status>: <first reason>`` for participants not ``ok`` (never fails)."""
+    try:
+        from bids_harmonize.runstatus import read_status
+
+        records = read_status(output_dir)
+    except Exception:  # noqa: BLE001 - the status is a courtesy in the reasons
+        return {}
+    out = {}
+    for record in records if isinstance(records, list) else records.values():
+        if not isinstance(record, dict) or record.get("status") in (None, "ok"):
+            continue
+        reasons = record.get("reasons") or []
+        out[str(record.get("participant", "")).removeprefix("sub-")] = (
+            f"{record['status']}: {reasons[0]}" if reasons else str(record["status"]))
+    return out
+
+
 def _paired_rows(pairs: pd.DataFrame) -> pd.Series:
     """Rows with a PET-CT value and at least one PET-MR value."""
     comps = [c for c in COMPARISONS if c in pairs.columns]
@@ -439,10 +504,28 @@ def run_group(output_dir: str | Path, *, cutoffs: dict | None = None, atlas: str
                                  for r in regions.columns if r not in KEY_DICTIONARY})
 
     mpairs_all = paired(col, col.measures, "measure", "value")
-    mpairs = mpairs_all.loc[~mpairs_all["measure"].isin(FLAGS)].reset_index(drop=True)
+    # before/after comparisons on the same subjects: those with PET-CT and every PET-MR version
+    in_set, left_out = paired_set(mpairs_all, _run_status(output_dir))
+    mpairs_all = mpairs_all.assign(paired_set=in_set.astype(float))
+    for row in left_out.itertuples():
+        LOGGER.warning("group comparisons leave out sub-%s %s (seg-%s): %s", row.subject,
+                       row.tracer, row.seg, row.reason)
     rpairs = paired(col, col.regions, "region", "suvr")
-    has_pairs = bool(_paired_rows(mpairs).any())
+    rpairs = rpairs.loc[paired_set(rpairs)[0]].reset_index(drop=True)
+    if not rpairs.empty:  # the same subjects in the regional tables
+        kept = set(map(tuple, mpairs_all.loc[in_set, ["tracer", "seg", "subject"]].to_numpy()))
+        rpairs = rpairs.loc[[tuple(k) in kept for k in rpairs[["tracer", "seg", "subject"]]
+                             .to_numpy()]].reset_index(drop=True)
+    has_pairs = bool(_paired_rows(mpairs_all).any())
+    mpairs_set = mpairs_all.loc[in_set].drop(columns="paired_set")
+    mpairs = mpairs_set.loc[~mpairs_set["measure"].isin(FLAGS)].reset_index(drop=True)
+    written["left_out"] = _write(left_out, group_dir / "left_out.tsv", {
+        "reason": {"Description": "Why this subject is not in the PET-MR vs PET-CT comparisons "
+                                  "of this tracer and atlas (both versions are compared on the "
+                                  "same subjects)"}})
     written["pairs"] = _write(mark_window_differences(col, mpairs_all), group_dir / "pairs.tsv", {
+        "paired_set": {"Description": "1 if this subject is in the comparisons (a PET-CT value "
+                                      "and every PET-MR version), else 0: see left_out.tsv"},
         "window_petct": {"Description": "minutes after injection averaged in the PET-CT image "
                                         "(sidecar TimeWindow)"},
         "window_petmr": {"Description": "minutes after injection averaged in the PET-MR image"},
@@ -455,7 +538,7 @@ def run_group(output_dir: str | Path, *, cutoffs: dict | None = None, atlas: str
     written["agreement_measures"] = _write(agree_m, group_dir / "agreement_measures.tsv")
     written["agreement_regions"] = _write(agree_r, group_dir / "agreement_regions.tsv")
 
-    cut, changes = cutoff_transfer(mpairs_all, cutoffs)
+    cut, changes = cutoff_transfer(mpairs_set, cutoffs)
     cut_cols = ["tracer", "seg", "measure", "cutoff", "positive_if", "comparison", "n",
                 "n_agree", "percent_agreement", "kappa", "ref_positive", "test_positive",
                 "pos_to_neg", "neg_to_pos", "n_changed"]
@@ -493,6 +576,13 @@ def run_group(output_dir: str | Path, *, cutoffs: dict | None = None, atlas: str
     if not has_pairs:
         notes.append("No subject has both a PET-CT and a PET-MR image of the same tracer: "
                      "agreement tables are empty; only the group tables are filled.")
+    if len(left_out):
+        notes.append(f"{left_out['subject'].nunique()} subject(s) left out of the PET-MR vs "
+                     "PET-CT comparisons (no PET-CT or a PET-MR version missing), so that raw "
+                     "and harmonized are compared on the same subjects: "
+                     + ", ".join(f"sub-{r.subject} {r.tracer} ({r.reason})"
+                                 for r in left_out.head(10).itertuples())
+                     + (" ..." if len(left_out) > 10 else "") + "; see left_out.tsv")
     if "harmonized" not in set(col.images["version"]):
         notes.append("No harmonized (desc-harmonized) tables found: raw images only.")
     summary = {
@@ -508,6 +598,7 @@ def run_group(output_dir: str | Path, *, cutoffs: dict | None = None, atlas: str
                             "(icc_3_1), Shrout & Fleiss 1979",
                      "LimitsOfAgreement": "mean_diff +/- 1.96 SD (ddof=1)",
                      "Differences": "PET-MR - PET-CT"},
+        "LeftOutOfComparisons": left_out.to_dict(orient="records"),
         "SkippedParticipants": sorted({p["participant"] for p in col.problems}),
         "Problems": col.problems,
         "Notes": notes,

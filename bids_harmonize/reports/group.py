@@ -178,6 +178,8 @@ def write_group_report(group_dir: str | Path) -> Path:
     summary = json.loads((group_dir / "group_summary.json").read_text())
     measures = _read(group_dir / "measures.tsv")
     pairs = _read(group_dir / "pairs.tsv")
+    if "paired_set" in pairs.columns:  # figures and intervals on the compared subjects only
+        pairs = pairs.loc[pairs["paired_set"] == 1]
     agree_m = _read(group_dir / "agreement_measures.tsv")
     agree_r = _read(group_dir / "agreement_regions.tsv")
     cut = _read(group_dir / "cutoff_agreement.tsv")
@@ -206,6 +208,12 @@ def write_group_report(group_dir: str | Path) -> Path:
         parts.append(f"<p class='note'>{len(summary['SkippedParticipants'])} participants "
                      "were skipped because their tables were missing or malformed (all listed "
                      "in <code>group_summary.json</code>):</p>" + _table(probs.head(MAX_ROWS)))
+    if summary.get("LeftOutOfComparisons"):
+        left = pd.DataFrame(summary["LeftOutOfComparisons"])
+        parts.append(f"<p class='note'>{left['subject'].nunique()} subject(s) are left out of "
+                     "the PET-MR vs PET-CT comparisons below, so that raw and harmonized are "
+                     "compared on the same subjects (<code>left_out.tsv</code>):</p>"
+                     + _table(left.head(MAX_ROWS)))
     parts.append(status_section(group_dir.parent))
 
     if not measures.empty:
