@@ -211,12 +211,16 @@ def format_reference(ref: Reference | None, key: str) -> str:
     ...                  " volume={1}, pages={2--3}, year={2020}, doi={10.1/x}}")["k"]
     >>> format_reference(r, "k")
     'Doe, J., Roe, R. (2020). T. J 1, 2-3. doi:10.1/x'
+    >>> format_reference(parse_bibtex("@inproceedings{p, author={Doe, J.}, title={T}, "
+    ...     "booktitle={Advances in NeurIPS}, volume={30}, year={2017}}")["p"], "p")
+    'Doe, J. (2017). T. In Advances in NeurIPS 30.'
     """
     if ref is None:
         return f"{key} (no entry in the reference list)"
     f = ref.fields
     authors = ", ".join(a.strip() for a in f.get("author", "").split(" and ") if a.strip())
-    where = " ".join(v for v in (f.get("journal", ""), f.get("volume", "")) if v)
+    venue = f.get("journal") or (f"In {f['booktitle']}" if f.get("booktitle") else "")
+    where = " ".join(v for v in (venue, f.get("volume", "")) if v)
     if f.get("pages"):
         where += (", " if where else "") + f["pages"].replace("--", "-")
     if f.get("eprint"):
@@ -246,9 +250,18 @@ class Boilerplate:
         return [k for k in self.order if k not in self.references]
 
     def markdown(self) -> str:
+        """Markdown with citations numbered like its reference list (``[1, 2]``, not ``[@key]``).
+
+        >>> md = boilerplate_from(["Made with *tool* [@nipype]."]).markdown()
+        >>> md.splitlines()[0], "[@" in md, md.splitlines()[4][:16]
+        ('Made with *tool* [1].', False, '1. Gorgolewski, ')
+        """
+        order = self.order
+        text = [_CITE.sub(lambda m: "[" + ", ".join(str(n) for _, n in _numbers(m[1], order))
+                          + "]", par) for par in self.paragraphs]
         refs = "\n".join(f"{n}. {format_reference(self.references.get(k), k)}"
-                         for n, k in enumerate(self.order, 1))
-        return "\n\n".join(self.paragraphs) + ("\n\n## References\n\n" + refs if refs else "") + "\n"
+                         for n, k in enumerate(order, 1))
+        return "\n\n".join(text) + ("\n\n## References\n\n" + refs if refs else "") + "\n"
 
     def plain(self) -> str:
         refs = "\n".join(f"[{n}] {format_reference(self.references.get(k), k)}"

@@ -44,3 +44,17 @@ def test_citation_files(tmp_path):
     assert "## References" in md.read_text() and "1. Gorgolewski" in md.read_text()
     assert txt.read_text().startswith("Made with bids_harmonize [1].\n\nRegistered [2, 3].")
     assert bib.read_text().count("@article{") == 3
+    # CITATION.md numbers its citations like its reference list (no bare [@key])
+    assert md.read_text().startswith("Made with *bids_harmonize* [1].\n\nRegistered [2, 3].")
+    assert "[@" not in md.read_text()
+
+
+def test_every_reference_names_its_venue():
+    """Journal, proceedings or preprint server: no reference ends at its title or volume."""
+    from bids_harmonize.reports.boilerplate import format_reference
+
+    for key, ref in default_references().items():
+        text = format_reference(ref, key)
+        venue = ref.fields.get("journal") or ref.fields.get("booktitle") \
+            or ref.fields.get("eprint") or ref.fields.get("publisher")
+        assert venue and venue in text, (key, text)
