@@ -131,6 +131,29 @@ def write_status(out_dir, record: dict) -> Path:
                              json.dumps(clean, indent=2) + "\n")
 
 
+def fail_running(out_dir, labels, *, run_id: str, reason: str) -> list[str]:
+    """Mark this run's records still ``running`` as ``failed`` with ``reason``; never raises.
+
+    Called when a run ends abnormally (an exception, SIGTERM), so that no participant is
+    left recorded as running; the incomplete markers stay (the outputs may be partial).
+    Returns the participants marked.
+    """
+    marked = []
+    for label in labels:
+        path = status_path(out_dir, label)
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            if record.get("status") != "running" or record.get("run_id") != run_id:
+                continue
+            record.update(status="failed", reasons=[*record.get("reasons", []), reason],
+                          finished=now_iso())
+            write_status(out_dir, record)
+            marked.append(_label(label))
+        except (OSError, ValueError, AttributeError):
+            continue  # nothing recorded (or nowhere to write): read_status reports it
+    return marked
+
+
 def _process_alive(host: str | None, pid) -> bool | None:
     """Whether a process of this host is alive; None when it runs on another host."""
     if host != socket.gethostname() or not isinstance(pid, int):

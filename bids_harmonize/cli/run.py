@@ -149,7 +149,7 @@ def run_participant(config: RunConfig, run_id: str | None = None) -> int:
         validate_bids,
     )
     from bids_harmonize.execution import choose_plugin
-    from bids_harmonize.locks import LockHeldError, acquire
+    from bids_harmonize.locks import LockHeldError, acquire, acquire_path
     from bids_harmonize.slurm.scheduler import SlurmError
     from bids_harmonize.templates import TemplateNotFoundError, get_template
 
@@ -204,10 +204,16 @@ def run_participant(config: RunConfig, run_id: str | None = None) -> int:
 
     out = config.output_dir
     out_existed = out.exists()
+    work = config.work_dir or out / "work"
+    work_existed = work.exists()
     held, locks = {}, []
     for plan in plans:
         try:
             locks.append(acquire(out, plan.subject, run_id=run_id))
+            # the work folder too: two runs with different output folders may share it
+            locks.append(acquire_path(work / WORK_LOCK_DIR / f"sub-{plan.subject}.lock",
+                                      f"sub-{plan.subject} in work folder {work}",
+                                      run_id=run_id))
         except LockHeldError as exc:
             LOGGER.error("%s", exc)
             held[plan.subject] = str(exc)
@@ -217,12 +223,27 @@ def run_participant(config: RunConfig, run_id: str | None = None) -> int:
         plans = [p for p in plans if p.subject not in held]
         if not plans:
             raise UsageError("no participant can be processed: " + "; ".join(held.values()))
-        return _run_plans(config, plans, excluded, held, found.skipped, run_id=run_id,
-                          execution=execution, template=template, model_dir=model_dir)
+        try:
+            return _run_plans(config, plans, excluded, held, found.skipped, run_id=run_id,
+                              execution=execution, template=template, model_dir=model_dir)
+        except BaseException as exc:  # never leave a participant recorded as running
+            from bids_harmonize.runstatus import fail_running
+
+            fail_running(out, [p.subject for p in plans], run_id=run_id,
+                         reason=f"the run ended abnormally ({type(exc).__name__}: "
+                                f"{_one_line(exc)})")
+            raise
     finally:
         for lock in locks:
             lock.release()
+        for folder in (work / WORK_LOCK_DIR, *(() if work_existed else (work,))):
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only when empty
         _remove_empty_folders(out, out_existed)
+
+
+#: Per-participant locks of a work folder (``<work>/.bids_harmonize-locks``).
+WORK_LOCK_DIR = ".bids_harmonize-locks"
 
 
 def _remove_empty_folders(out: Path, out_existed: bool) -> None:

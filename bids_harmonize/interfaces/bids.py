@@ -9,13 +9,24 @@ regional tables (``seg-<atlas>``). Workflows build sinks through
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from nipype.interfaces.base import isdefined
 from niworkflows.interfaces.bids import DerivativesDataSink as _DerivativesDataSink
 
 from bids_harmonize.derivatives import path_patterns
 
 
 class DerivativesDataSink(_DerivativesDataSink):
-    """niworkflows' sink, writing at the output root with the specification's patterns."""
+    """niworkflows' sink, writing at the output root with the specification's patterns.
+
+    Writes are atomic: niworkflows writes into a hidden staging folder in the output folder
+    (same file system), and each finished file is then renamed to its final name, so a
+    full disk or a kill never leaves a truncated image or sidecar under a final name.
+    """
 
     out_path_base = ""
     _config_entities = _DerivativesDataSink._config_entities | {"seg"}
@@ -24,3 +35,32 @@ class DerivativesDataSink(_DerivativesDataSink):
         {"name": "seg", "pattern": "[_/\\\\]+seg-([a-zA-Z0-9]+)"},
     ]
     _file_patterns = path_patterns()
+
+    def _run_interface(self, runtime):
+        final = Path(self.inputs.base_directory if isdefined(self.inputs.base_directory)
+                     else runtime.cwd).absolute()
+        final.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".bh-sink-", dir=final))
+        original = self.inputs.base_directory
+        self.inputs.base_directory = str(staging)
+        try:
+            runtime = super()._run_interface(runtime)
+            for key in ("out_file", "out_meta"):
+                value = self._results.get(key)
+                if isinstance(value, list):
+                    self._results[key] = [_into_place(v, staging, final) for v in value]
+                elif value:
+                    self._results[key] = _into_place(value, staging, final)
+        finally:
+            self.inputs.base_directory = original
+            shutil.rmtree(staging, ignore_errors=True)
+        return runtime
+
+
+def _into_place(path: str, staging: Path, final: Path) -> str:
+    """Rename a finished file from the staging folder to its place under ``final``."""
+    rel = Path(path).relative_to(staging)
+    dest = final / rel
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(path, dest)
+    return str(dest)
