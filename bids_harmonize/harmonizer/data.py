@@ -32,7 +32,10 @@ def _dilate(mask: np.ndarray, iterations: int) -> np.ndarray:
 
 
 def prepare_pair(pair: TrainingPair, mask_dilation: int = 2) -> dict[str, np.ndarray]:
-    """Normalised float32 arrays of one pair, as the nets see them.
+    """Normalised float32 arrays of one pair, as the nets see them, on the model grid.
+
+    Every array is first put on the model grid (RAS+, 2 mm; :meth:`TrainingPair.grid`),
+    the same way inference puts its inputs there.
 
     ``pet``: PET-MR / its brain mean; ``target``: PET-CT divided by the SAME factor (so
     the target log ratio is ``log(PET-CT / PET-MR)``); ``mu``: CT as normalised
@@ -43,6 +46,9 @@ def prepare_pair(pair: TrainingPair, mask_dilation: int = 2) -> dict[str, np.nda
     added by the training engine (:func:`~.physics.expected_ac_error`).
     """
     arrays = pair.load()
+    grid = pair.grid(arrays["pet_mr"].shape)
+    arrays = {k: grid.to_model(v, 0 if k in ("brain_mask", "labels") else 1)
+              for k, v in arrays.items()}
     brain = arrays["brain_mask"] > 0.5
     pet, scale = normalise_pet(arrays["pet_mr"], brain)
     labels = arrays.get("labels")

@@ -5,8 +5,13 @@ one reader, :func:`bids_harmonize.derivatives.collect_derivatives` (``data/io_sp
 per subject and tracer, the PET-CT and PET-MR ``space-T1w_desc-preproc_pet`` images (every
 series: ``run-``/``rec-`` included; the platform is the sidecar's ``Platform``, as
 discovery decided it), the preprocessed T1w, the brain mask and the PET-CT session's
-``space-T1w_desc-preproc_CT``. The participant level writes no region map, so derivative
-pairs have no ``labels`` (the regional loss uses the brain mask).
+``space-T1w_desc-preproc_CT``. The PET-MR sidecar's ``AttenuationCorrectionSetup`` (as
+discovery inferred it) becomes the pair's ``ac_setup``, so the physics channel is made in
+training exactly as the participant level makes it at inference, and the T1w's affine
+the pair's ``affine`` (the model grid, :mod:`.grid`). Region labels on the T1w grid come
+from the quantification atlas brought through the subject's template-to-T1w transform
+(:func:`atlas_on_t1w`), so the regional loss and the ensemble calibration use the regions
+users read SUVR in.
 """
 
 from __future__ import annotations
@@ -52,6 +57,18 @@ class TrainingPair:
     extra: dict = field(default_factory=dict)
     mu_map: np.ndarray | str | Path | None = None
     ac_setup: str = "unknown"
+    #: voxel-to-world affine of the common grid (``None``: arrays already RAS+ 2 mm, as
+    #: the simulator's in-memory volumes); training reorients and resamples with it
+    #: (:class:`~.grid.ModelGrid`) exactly as inference does
+    affine: np.ndarray | None = None
+
+    def grid(self, shape):
+        """The :class:`~.grid.ModelGrid` of this pair's arrays (of ``shape``)."""
+        from .grid import ModelGrid
+
+        if self.affine is None:
+            return ModelGrid.from_spacing(shape)
+        return ModelGrid.from_affine(shape, self.affine)
 
     def load(self) -> dict[str, np.ndarray]:
         """Arrays of every field (paths are read with nibabel); checks they share a shape."""
@@ -88,18 +105,65 @@ def _match_ct(mr, cts: list):
     return same[0] if len(same) == 1 else None
 
 
+def atlas_on_t1w(t1w, tpl2t1w_xfm, atlas="synth", labels=None, out_file=None) -> np.ndarray:
+    """Integer region labels of ``atlas`` (template space, :func:`~bids_harmonize.quant.
+    atlases.load_atlas`) on the grid of ``t1w``, through the participant level's composite
+    template-to-T1w transform (ANTs, ``genericLabel`` interpolation). A mask-stack atlas
+    (Centiloid VOIs) is flattened, later masks winning where they overlap."""
+    import tempfile
+
+    import nibabel as nb
+
+    from bids_harmonize.quant.atlases import load_atlas
+    from bids_harmonize.registration import apply_transforms
+
+    spec = load_atlas(atlas, labels=labels)
+    img = spec.image
+    data = np.asanyarray(img.dataobj)
+    if data.ndim == 4:
+        flat = np.zeros(data.shape[:3], np.int16)
+        for k in range(data.shape[3]):
+            flat[data[..., k] > 0.5] = k + 1
+        data = flat
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "atlas.nii.gz"
+        nb.Nifti1Image(data.astype(np.float32), img.affine).to_filename(src)
+        out = apply_transforms(str(src), str(t1w), [str(tpl2t1w_xfm)],
+                               str(out_file or Path(tmp) / "labels.nii.gz"),
+                               interpolation="genericLabel")
+        return np.rint(np.asanyarray(nb.load(out).dataobj)).astype(np.int16)
+
+
+def _subject_labels(root, sub, t1w, atlas, atlas_labels):
+    """Atlas labels on the subject's T1w grid, or ``None`` (brain mask as the only region)
+    when the participant level left no template-to-T1w transform."""
+    xfms = collect_derivatives(root, subject=sub, kinds=("tpl2t1w_xfm",))
+    if not xfms:
+        LOGGER.warning("sub-%s: no template-to-T1w transform (*_to-T1w_mode-image_xfm.h5): "
+                       "the regional losses use the brain mask as one region", sub)
+        return None
+    return atlas_on_t1w(t1w, xfms[0].path, atlas, atlas_labels)
+
+
 def load_pairs_from_derivatives(
     derivatives_dir,
     *,
     participant_labels=None,
     tracers=None,
     min_pairs: int = 1,
+    atlas: str | None = "synth",
+    atlas_labels=None,
 ) -> tuple[list[TrainingPair], list[tuple[str, str]]]:
     """Pairs found under a participant-level output folder.
+
+    ``atlas`` (``None``: no labels, the regional loss uses the brain mask) gives every
+    pair region labels on its T1w grid (:func:`atlas_on_t1w`).
 
     Returns ``(pairs, excluded)`` where ``excluded`` lists ``(what, why)``. Raises
     :class:`InsufficientDataError` when fewer than ``min_pairs`` pairs are usable.
     """
+    import nibabel as nb
+
     root = Path(derivatives_dir)
     if not root.is_dir():
         raise InsufficientDataError(f"derivatives folder {root} does not exist")
@@ -115,6 +179,7 @@ def load_pairs_from_derivatives(
                                            "pet_preproc"))
         t1w = next((d.path for d in found if d.kind == "t1w_preproc"), None)
         mask = next((d.path for d in found if d.kind == "brain_mask"), None)
+        labels_of_subject = None
         by_tracer: dict[str, dict[str, list]] = {}
         for pet in found:
             if pet.kind != "pet_preproc" or pet.get("space") != "T1w":
@@ -158,6 +223,8 @@ def load_pairs_from_derivatives(
                     excluded.append((label, "no CT on the T1w grid (*_space-T1w_desc-preproc_CT)"
                                             f" in ses-{ct_pet.get('session')}"))
                     continue
+                if atlas and labels_of_subject is None:
+                    labels_of_subject = _subject_labels(root, sub, t1w, atlas, atlas_labels)
                 pairs.append(
                     TrainingPair(
                         subject=sub,
@@ -167,11 +234,13 @@ def load_pairs_from_derivatives(
                         pet_ct=ct_pet.path,
                         pet_mr=mr.path,
                         brain_mask=mask,
-                        labels=None,
+                        labels=labels_of_subject,
                         petct_model=metas[ct_pet.path].get("ManufacturersModelName", "unknown"),
                         petmr_model=mr_meta.get("ManufacturersModelName", "unknown"),
                         extra={"petct_series": series_label(ct_pet.entities),
                                "petmr_series": series_label(mr.entities)},
+                        ac_setup=str(mr_meta.get("AttenuationCorrectionSetup") or "unknown"),
+                        affine=nb.load(str(t1w)).affine,
                     )
                 )
     for what, why in excluded:

@@ -1,12 +1,14 @@
 """Inference: harmonize one PET-MR volume on its T1w grid.
 
-The nets work on ``roi_size``^3 patches of 2 mm voxels; whole volumes go through MONAI's
-``sliding_window_inference`` (Gaussian blending). Volumes of another voxel size are
-resampled to 2 mm (trilinear; nearest for the mask) when ``spacing`` is given, and the
-log-ratio map and pseudo-CT are resampled back, so the outputs are on the input grid.
-Without ``spacing`` the voxels are assumed to be 2 mm.
+The nets work on ``roi_size``^3 patches of the model grid (RAS+, 2 mm voxels,
+:mod:`.grid`); whole volumes go through MONAI's ``sliding_window_inference`` (Gaussian
+blending). Inputs given with their ``affine`` are reoriented and resampled to that grid
+exactly as training prepares its volumes (:func:`~.data.prepare_pair`), and the log-ratio
+map and pseudo-CT are brought back, so the outputs are on the input grid.
 
-``harmonized = PET-MR * exp(r)``: units and scale of the input are kept.
+``harmonized = PET-MR * exp(r)``: units and scale of the input are kept. ``r`` is applied
+inside the (dilated) brain mask and fades to 0 outside it (:func:`correction_support`):
+scalp, skull and background are left as acquired.
 
 The stage-3 inputs follow the model's configured channel layout
 (:func:`~.config.stage3_channels`). A physics-guided model (channel ``ac_error``) gets a
@@ -23,7 +25,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .config import MODEL_SPACING_MM, stage3_channels
+from .config import stage3_channels
+from .grid import ModelGrid
 from .intensity import MU_WATER, normalise_pet, normalise_t1w, target_to_hu
 
 LOGGER = logging.getLogger(__name__)
@@ -73,10 +76,32 @@ def tracer_notes(tracer, model) -> list[str]:
     ]
 
 
-def _zoom(array, factors, order):
+#: the correction is applied inside the brain mask dilated by this many mm, and fades to
+#: none over :data:`SUPPORT_FADE_MM` beyond it: the stage-3 loss only ever sees the dilated
+#: brain (``HarmonizerConfig.mask_dilation``), so outside it ``r`` is unconstrained and
+#: was measured to change scalp and background by a median +16 % on the README demo
+#: (issue 19); PET-MR tissue outside the brain is left as acquired
+SUPPORT_MARGIN_MM = 4.0
+SUPPORT_FADE_MM = 6.0
+
+
+def correction_support(brain_mask, spacing_mm: float = 2.0) -> np.ndarray:
+    """Weight in [0, 1] of the correction: 1 inside the brain mask dilated by
+    :data:`SUPPORT_MARGIN_MM`, falling smoothly to 0 over :data:`SUPPORT_FADE_MM` beyond.
+
+    >>> m = np.zeros((20, 20, 20), bool); m[8:12, 8:12, 8:12] = True
+    >>> w = correction_support(m)
+    >>> float(w[10, 10, 10]), float(w[10, 10, 13]), float(w[0, 0, 0])
+    (1.0, 1.0, 0.0)
+    """
     from scipy import ndimage
 
-    return ndimage.zoom(array, factors, order=order, mode="nearest", grid_mode=True)
+    mask = np.asarray(brain_mask) > 0.5
+    if not mask.any():
+        return np.zeros(mask.shape, np.float32)
+    dist = ndimage.distance_transform_edt(~mask) * spacing_mm
+    w = np.clip(1.0 - (dist - SUPPORT_MARGIN_MM) / SUPPORT_FADE_MM, 0.0, 1.0)
+    return (0.5 - 0.5 * np.cos(np.pi * w)).astype(np.float32)
 
 
 def _sliding(x, predictor, roi, sw_batch_size, overlap, progress):
@@ -124,6 +149,7 @@ def harmonize_volume(
     sw_batch_size: int = 4,
     overlap: float = 0.25,
     spacing=None,
+    affine=None,
     progress: bool = False,
     members=None,
 ) -> HarmonizationResult:
@@ -143,7 +169,10 @@ def harmonize_volume(
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         sw_batch_size: windows per forward pass.
         overlap: sliding-window overlap (0..1).
-        spacing: voxel size (mm) of the inputs; resampled to 2 mm when it differs.
+        spacing: voxel size (mm) of inputs already in RAS+ order (ignored with ``affine``).
+        affine: the inputs' voxel-to-world affine: they are reoriented to RAS+ and
+            resampled to 2 mm for the nets (:class:`~.grid.ModelGrid`) and the outputs
+            brought back. Without it (and without ``spacing``) the inputs must be RAS+ 2 mm.
         progress: show MONAI's sliding-window progress bar.
         members: extra stage-3 nets of an ensemble (:func:`.uncertainty.load_members`);
             their log ratios come back in ``member_log_ratios``.
@@ -174,20 +203,13 @@ def harmonize_volume(
     for note in notes:
         (LOGGER.info if tracer is None else LOGGER.warning)(note)
 
-    shape = pet_mr.shape
-    factors = None
-    if spacing is not None:
-        spacing = np.asarray(spacing, dtype=float)[:3]
-        if np.any(np.abs(spacing - MODEL_SPACING_MM) > 0.02 * MODEL_SPACING_MM):
-            factors = spacing / MODEL_SPACING_MM
-            notes.append("inputs resampled from " + " x ".join(f"{float(v):.3g}" for v in spacing)
-                         + " mm to 2 mm and back")
-    pet_in, t1w_in, mask_in, mu_in = pet_mr, t1w, brain_mask, mu_map
-    if factors is not None:
-        pet_in = _zoom(pet_mr, factors, 1)
-        t1w_in = _zoom(t1w, factors, 1)
-        mask_in = _zoom(brain_mask.astype(np.float32), factors, 0) > 0.5
-        mu_in = None if mu_map is None else _zoom(mu_map, factors, 1)
+    grid = (ModelGrid.from_affine(pet_mr.shape, affine) if affine is not None
+            else ModelGrid.from_spacing(pet_mr.shape, spacing))
+    if grid.describe():
+        notes.append(grid.describe())
+    pet_in, t1w_in = grid.to_model(pet_mr, 1), grid.to_model(t1w, 1)
+    mask_in = grid.to_model(brain_mask.astype(np.float32), 0) > 0.5
+    mu_in = None if mu_map is None else grid.to_model(mu_map, 1)
     pet_n, _ = normalise_pet(pet_in, mask_in)
     t1w_n = normalise_t1w(t1w_in, mask_in)
 
@@ -235,13 +257,12 @@ def harmonize_volume(
     for m in members:
         m.to("cpu")
     r, pseudo_mu, extra = out[0], out[1], out[2:]
-    if factors is not None:
-        back = [s / n for s, n in zip(shape, r.shape, strict=True)]
-        inside = tuple(slice(0, s) for s in shape)
-        r, pseudo_mu = _zoom(r, back, 1)[inside], _zoom(pseudo_mu, back, 1)[inside]
-        extra = np.stack([_zoom(e, back, 1)[inside] for e in extra]) if len(extra) else extra
-        if ac_error is not None:
-            ac_error = _zoom(ac_error, back, 1)[inside]
+    weight = correction_support(mask_in)
+    r, extra = r * weight, extra * weight
+    r, pseudo_mu = grid.from_model(r, 1), grid.from_model(pseudo_mu, 1)
+    extra = np.stack([grid.from_model(e, 1) for e in extra]) if len(extra) else extra
+    if ac_error is not None:
+        ac_error = grid.from_model(ac_error, 1)
     r = r.astype(np.float32)
     harmonized = (pet_mr * np.exp(r)).astype(np.float32)
     if not model.config.correction.use_anatomy:

@@ -50,11 +50,20 @@ def regional_log_bias(
     labels: torch.Tensor,
     n_labels: int,
     min_voxels: float = 8.0,
+    centred: bool = False,
 ):
     """Mean ``|log(mean_harmonized / mean_target)|`` over the regions present in each patch.
 
     ``labels`` is an integer map ``(B, 1, ...)``; 0 is background (ignored). A region counts
-    when it has at least ``min_voxels`` voxels in the patch.
+    when it has at least ``min_voxels`` voxels in the patch. ``centred``: the log ratios of
+    a patch minus their mean over its regions, so that a common scale factor costs nothing
+    and only the regional pattern counts, as in SUVR, where the reference region divides
+    every region (patches with fewer than two regions give nothing).
+
+    >>> lab = torch.zeros(1, 1, 4, 4, 4, dtype=torch.long); lab[..., :2] = 1; lab[..., 2:] = 2
+    >>> t = torch.ones(1, 1, 4, 4, 4)
+    >>> round(float(regional_log_bias(1.1 * t, t, lab, 2)), 4), float(regional_log_bias(1.1 * t, t, lab, 2, centred=True))
+    (0.0953, 0.0)
     """
     b = harmonized.shape[0]
     onehot = F.one_hot(labels.long().flatten(1).clamp_min(0), n_labels + 1).to(harmonized.dtype)
@@ -66,6 +75,13 @@ def regional_log_bias(
     if not bool(valid.any()):
         return harmonized.sum() * 0.0
     ratio = torch.log(sum_h.clamp_min(1e-6) / sum_t.clamp_min(1e-6))
+    if centred:
+        n = valid.sum(1, keepdim=True)
+        keep = (n >= 2).expand_as(valid) & valid
+        if not bool(keep.any()):
+            return harmonized.sum() * 0.0
+        mean = (ratio * valid).sum(1, keepdim=True) / n.clamp_min(1)
+        return (ratio - mean).abs()[keep].mean()
     return ratio.abs()[valid].mean()
 
 

@@ -3,7 +3,8 @@
 - stage 1: bone-weighted L1 of the CT autoencoder's reconstruction;
 - stage 2: patch-wise InfoNCE + cosine of MRI tokens to the frozen CT tokens, plus L1 of
   the pseudo attenuation decoded by the frozen CT decoder;
-- stage 3: log-domain voxel L1, regional log bias and smoothness of the log ratio ``r``.
+- stage 3: log-domain voxel L1, regional log bias, regional pattern (the regional log bias
+  with the patch's common scale removed, as SUVR removes it) and smoothness of ``r``.
 
 Each function returns ``(loss, parts)`` with ``parts`` a dict of floats for the log.
 """
@@ -52,15 +53,21 @@ def stage3_terms(r, batch, config, n_labels):
     pet, target = batch["pet"], batch["target"]
     log_h = torch.log(pet + PET_EPS) + r
     voxel = log_l1(log_h, target, batch["mask"], PET_EPS)
-    regional = regional_log_bias(pet * torch.exp(r), target, batch["labels"], n_labels)
+    harmonized = pet * torch.exp(r)
+    regional = regional_log_bias(harmonized, target, batch["labels"], n_labels)
     smooth = smoothness(r)
     lw = config.loss
     loss = lw.voxel_weight * voxel + lw.regional_weight * regional + lw.smooth_weight * smooth
-    return loss, {
+    parts = {
         "voxel": float(voxel.detach()),
         "regional": float(regional.detach()),
         "smooth": float(smooth.detach()),
     }
+    if lw.pattern_weight > 0:
+        pattern = regional_log_bias(harmonized, target, batch["labels"], n_labels, centred=True)
+        loss = loss + lw.pattern_weight * pattern
+        parts["pattern"] = float(pattern.detach())
+    return loss, parts
 
 
 def voxel_inputs(batch, config):

@@ -352,7 +352,7 @@ def fit_uncertainty(model_dir, pairs, *, validation_pairs=(), n_members: int = D
         a = inp["arrays"]
         res = harmonize_volume(a["pet_mr"], a["t1w"], a["brain_mask"], model, tracer=pair.tracer,
                                mu_map=inp["mu_map"], ac_setup=inp["ac_setup"], device=device,
-                               members=members)
+                               affine=getattr(pair, "affine", None), members=members)
         return a, res
 
     features, disagreement = [], []
@@ -402,7 +402,7 @@ def fit_uncertainty(model_dir, pairs, *, validation_pairs=(), n_members: int = D
 
 def harmonize_with_assessment(pet_mr, t1w, brain_mask, model, *, tracer=None, tracer_family=None,
                               scanner=None, mu_map=None, ac_setup=None, policy="warn",
-                              threshold=None, device="auto", spacing=None):
+                              threshold=None, device="auto", spacing=None, affine=None):
     """Harmonize, with the ensemble's uncertainty and the OOD decision.
 
     Returns ``(result, uncertainty, members, ood_result)``: the
@@ -416,7 +416,8 @@ def harmonize_with_assessment(pet_mr, t1w, brain_mask, model, *, tracer=None, tr
 
     members = load_members(model)
     result = harmonize_volume(pet_mr, t1w, brain_mask, model, tracer=tracer, mu_map=mu_map,
-                              ac_setup=ac_setup, device=device, spacing=spacing, members=members)
+                              ac_setup=ac_setup, device=device, spacing=spacing, affine=affine,
+                              members=members)
     info = card_uncertainty(model.card)
     mask = np.asarray(brain_mask) > 0.5
     uncertainty, harmonized_members = None, []

@@ -118,7 +118,7 @@ class Harmonize(SimpleInterface):
             ac_setup=setup,
             policy=self.inputs.ood_policy,
             device=self.inputs.device,
-            spacing=t1w_img.header.get_zooms()[:3],
+            affine=t1w_img.affine,
         )
         enforce(assessment, self.inputs.source_name or Path(self.inputs.in_pet).name)
 
