@@ -61,6 +61,8 @@ class RunConfig:
     cutoffs: dict[str, float] = field(default_factory=dict)
     train_epochs: dict[str, int] = field(default_factory=dict)
     train_min_subjects: int = 2
+    train_steps_scale: float = 1.0
+    train_batch_size: int = 8
     ensemble_members: int = 3
     calibration_subjects: int = 0
     overwrite_model: bool = False

@@ -82,6 +82,17 @@ def _positive_float(value: str) -> float:
     return number
 
 
+def _scale(value: str) -> float:
+    """A positive, finite multiplier."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value}") from None
+    if not 0 < number < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number: {value}")
+    return number
+
+
 def _plugin_args(value: str) -> dict:
     """A JSON object, given inline or as a ``.json`` file."""
     import json
@@ -335,6 +346,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--train-epochs", action=_ListAction, default=[], metavar="STAGE=N",
         help="epochs per stage: ct, mri, residual (e.g. ct=200)",
+    )
+    train.add_argument(
+        "--train-steps-scale", type=_scale, default=1.0, metavar="X",
+        help="multiply the training steps per epoch of every stage (default 1: 40 steps; "
+        "0.1 for a quick check that training runs, far too little for a useful model)",
+    )
+    train.add_argument(
+        "--train-batch-size", type=positive_int, default=8, metavar="N",
+        help="patches per training step of every stage (default 8; 16 on a GPU)",
     )
     train.add_argument(
         "--overwrite-model", action="store_true",

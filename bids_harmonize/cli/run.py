@@ -88,6 +88,7 @@ def config_from_args(args) -> RunConfig:
         atlas_labels=args.atlas_labels, centiloid_vois=args.centiloid_vois,
         cutoffs=dict(args.cutoff), train_epochs=epochs,
         train_min_subjects=args.train_min_subjects, seed=args.seed,
+        train_steps_scale=args.train_steps_scale, train_batch_size=args.train_batch_size,
         ensemble_members=args.ensemble_members, calibration_subjects=args.calibration_subjects,
         overwrite_model=args.overwrite_model,
     )
@@ -477,8 +478,11 @@ def run_train(config: RunConfig, run_id: str | None = None) -> int:
     from bids_harmonize.harmonizer.train import train_model
     from bids_harmonize.locks import LockHeldError, acquire_path
 
+    import torch
+
     run_id = run_id or new_run_id()
     check_device(config.device)
+    torch.set_num_threads(max(1, config.omp_nthreads))
     model_dir = (config.model_dir or config.output_dir / "models" / "site").absolute()
     if model_dir.exists() and (not model_dir.is_dir() or any(model_dir.iterdir())):
         if not config.overwrite_model:
@@ -501,6 +505,7 @@ def run_train(config: RunConfig, run_id: str | None = None) -> int:
         pairs, excluded = load_pairs_from_derivatives(
             config.output_dir, participant_labels=labels or None,
             tracers=config.tracer_label or None, min_pairs=config.train_min_subjects,
+            atlas=config.atlas, atlas_labels=config.atlas_labels,
         )
     except InsufficientDataError as exc:
         raise UsageError(str(exc)) from None
@@ -597,7 +602,9 @@ def _train_config(config: RunConfig):
 
     stages = {"ct": "stage1", "mri": "stage2", "residual": "stage3"}
     changes = {stages[k]: {"epochs": v} for k, v in config.train_epochs.items()}
-    return HarmonizerConfig().replace(seed=config.seed, **changes)
+    base = HarmonizerConfig.site(steps_scale=config.train_steps_scale,
+                                 batch_size=config.train_batch_size)
+    return base.replace(seed=config.seed, **changes)
 
 
 def write_crash_file(exc: BaseException, config: RunConfig | None, run_id: str) -> Path:
