@@ -292,8 +292,11 @@ def validate_request(n_subjects: int, tracers: Sequence[str], config: SynthConfi
 
 def write_dataset(out_dir, *, n_subjects: int = 3, tracers: Sequence[str] = ("PiB",),
                   seed: int = 0, config: SynthConfig | None = None, overwrite: bool = False,
-                  progress: Callable[[str], None] | None = None) -> pd.DataFrame:
+                  progress: Callable[[str], None] | None = None, jobs: int = 1) -> pd.DataFrame:
     """Simulate ``n_subjects`` and write them as a BIDS dataset at ``out_dir``.
+
+    ``jobs`` > 1 simulates that many subjects at a time in forked processes (one torch
+    thread each); the files are the same whatever ``jobs`` is.
 
     Returns the regional truth table of all subjects (one row per subject, session,
     tracer and region; see ``TRUTH_README``).  Raises :class:`SynthError` for bad
@@ -306,7 +309,7 @@ def write_dataset(out_dir, *, n_subjects: int = 3, tracers: Sequence[str] = ("Pi
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         table = _write_all(tmp, n_subjects=int(n_subjects), tracers=names, seed=int(seed),
-                           config=config, progress=progress)
+                           config=config, progress=progress, jobs=max(1, int(jobs)))
         if out.exists():
             trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
             os.replace(out, trash / "old")
@@ -320,7 +323,37 @@ def write_dataset(out_dir, *, n_subjects: int = 3, tracers: Sequence[str] = ("Pi
     return table
 
 
-def _write_all(root: Path, *, n_subjects, tracers, seed, config, progress) -> pd.DataFrame:
+def _one_subject(task, threads: int | None = 1):
+    """Simulate and write one subject: its truth rows, participants.tsv row and log line.
+
+    ``threads``: torch threads of this process (1 in a pool worker; ``None`` leaves them).
+    """
+    root, index, seed, tracers, config = task
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    subject, native, tracer_data = _simulate(index, seed=seed, tracers=tracers,
+                                             config=config, keep_native=True)
+    rows = _write_subject(root, subject, native, tracer_data, config)
+    p = subject.params
+    participant = {
+        "participant_id": f"sub-{subject.subject}", "age": p["age"], "sex": p["sex"],
+        "weight": p["weight_kg"],
+        "amyloid_status": "positive" if p["amyloid_positive"] else "negative",
+        "centiloid": round(p["centiloid"], 2), "braak_stage": p["braak_stage"],
+        "dat_status": "reduced" if p["dat_loss"] > 0 else "normal",
+        "petct_scanner": p["scanners"]["petct"], "petmr_scanner": p["scanners"]["petmr"],
+        "petmr_ac_setup": p["ac_setups"]["petmr"],
+    }
+    msg = (f"sub-{subject.subject}: {p['scanners']['petct']} / {p['scanners']['petmr']}, "
+           f"CL {p['centiloid']:.0f}, Braak {p['braak_stage']}, "
+           f"{p['timing_s']['total']:.1f} s")
+    return rows, participant, msg
+
+
+def _write_all(root: Path, *, n_subjects, tracers, seed, config, progress,
+               jobs: int = 1) -> pd.DataFrame:
     write_json(root / "dataset_description.json", {
         "Name": "bids_harmonize synthetic paired PET-CT / PET-MR brain PET",
         "BIDSVersion": BIDS_VERSION,
@@ -362,27 +395,28 @@ def _write_all(root: Path, *, n_subjects, tracers, seed, config, progress) -> pd
     LOGGER.info("template and synth label map ready (%.1f s, once per process)",
                 time.perf_counter() - t0)
     participants, tables = [], []
-    for index in range(1, n_subjects + 1):
-        subject, native, tracer_data = _simulate(index, seed=seed, tracers=tracers,
-                                                 config=config, keep_native=True)
-        rows = _write_subject(root, subject, native, tracer_data, config)
-        tables.append(rows)
-        p = subject.params
-        participants.append({
-            "participant_id": f"sub-{subject.subject}", "age": p["age"], "sex": p["sex"],
-            "weight": p["weight_kg"],
-            "amyloid_status": "positive" if p["amyloid_positive"] else "negative",
-            "centiloid": round(p["centiloid"], 2), "braak_stage": p["braak_stage"],
-            "dat_status": "reduced" if p["dat_loss"] > 0 else "normal",
-            "petct_scanner": p["scanners"]["petct"], "petmr_scanner": p["scanners"]["petmr"],
-            "petmr_ac_setup": p["ac_setups"]["petmr"],
-        })
-        msg = (f"sub-{subject.subject}: {p['scanners']['petct']} / {p['scanners']['petmr']}, "
-               f"CL {p['centiloid']:.0f}, Braak {p['braak_stage']}, "
-               f"{p['timing_s']['total']:.1f} s")
-        LOGGER.info(msg)
-        if progress:
-            progress(msg)
+    tasks = [(root, index, seed, tracers, config) for index in range(1, n_subjects + 1)]
+    if jobs > 1 and len(tasks) > 1:
+        import multiprocessing as mp
+
+        # forked workers, one subject each at a time: a subject is a function of its index
+        # and the seed alone, so the files do not depend on ``jobs``
+        with mp.get_context("fork").Pool(min(jobs, len(tasks))) as pool:
+            results = pool.imap(_one_subject, tasks, chunksize=1)
+            for rows, participant, msg in results:
+                tables.append(rows)
+                participants.append(participant)
+                LOGGER.info(msg)
+                if progress:
+                    progress(msg)
+    else:
+        for task in tasks:
+            rows, participant, msg = _one_subject(task, threads=None)
+            tables.append(rows)
+            participants.append(participant)
+            LOGGER.info(msg)
+            if progress:
+                progress(msg)
     pd.DataFrame(participants).to_csv(root / "participants.tsv", sep="\t", index=False,
                                       lineterminator="\n", na_rep="n/a")
     write_json(root / "participants.json", PARTICIPANTS_JSON)
