@@ -174,8 +174,14 @@ def save_config(config: RunConfig, path: Path) -> Path:
 
 def load_config(path: Path) -> RunConfig:
     """Read settings written by :func:`save_config`; :class:`ConfigError` names what is wrong."""
+    from bids_harmonize.safeio import SMALL_FILE_LIMIT, UnsafeInputError, read_bytes_bounded
+
     try:
-        data = tomllib.loads(Path(path).read_bytes().decode("utf-8"))
+        data = tomllib.loads(read_bytes_bounded(path, SMALL_FILE_LIMIT).decode("utf-8"))
+    except UnsafeInputError as exc:
+        raise ConfigError(str(exc)) from None
+    except RecursionError:
+        raise ConfigError(f"{path}: TOML nested too deeply") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:

@@ -154,7 +154,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def _label(value: str) -> str:
     label = value.removeprefix("sub-").removeprefix("ses-").removeprefix("trc-")
-    if not label or not label.isalnum():
+    if not label or not (label.isascii() and label.isalnum()):  # BIDS: [a-zA-Z0-9], not "٣"
         raise argparse.ArgumentTypeError(f"a BIDS label is alphanumeric: {value}")
     return label
 

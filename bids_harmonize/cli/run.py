@@ -51,6 +51,34 @@ def _setup_logging(verbose: int) -> None:
     logging.getLogger("bids_harmonize").setLevel(max(level, logging.DEBUG))
     for noisy in ("nipype.workflow", "nipype.interface", "nipype.utils"):
         logging.getLogger(noisy).propagate = False  # nipype has its own handler
+        if not any(isinstance(f, NoTracebacks) for f in logging.getLogger(noisy).filters):
+            logging.getLogger(noisy).addFilter(NoTracebacks())
+
+
+class NoTracebacks(logging.Filter):
+    r"""Nipype's messages without their tracebacks: those are in the crash files.
+
+    Nipype logs "Saving crash info to <file>" followed by the whole traceback, and may
+    attach exception information; the terminal gets the text before the traceback.
+
+    >>> record = logging.LogRecord("nipype.workflow", logging.ERROR, "", 0,
+    ...     "Saving crash info to %s\n%s", ("/o/crash.txt", "Traceback (most recent "
+    ...     "call last):\n  File x\nValueError: boom"), None)
+    >>> NoTracebacks().filter(record), record.getMessage()
+    (True, 'Saving crash info to /o/crash.txt (traceback in the crash file)')
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            text = record.getMessage()
+        except Exception:  # noqa: BLE001 - a malformed record is nipype's to print
+            return True
+        cut = text.find("Traceback (most recent call last)")
+        if cut >= 0 or record.exc_info:
+            head = (text[:cut] if cut >= 0 else text).rstrip()
+            record.msg = f"{head} (traceback in the crash file)"
+            record.args, record.exc_info, record.exc_text = (), None, None
+        return True
 
 
 def config_from_args(args) -> RunConfig:

@@ -184,7 +184,17 @@ def read_participants(bids_dir: Path, labels: list[str] | None = None,
     if labels:
         found = [lab.removeprefix("sub-") for lab in labels]
     elif label_file is not None:
-        found = [line.strip().removeprefix("sub-") for line in label_file.read_text().splitlines()
+        from bids_harmonize.safeio import TABLE_LIMIT, UnsafeInputError, read_bytes_bounded
+
+        try:
+            text = read_bytes_bounded(label_file, TABLE_LIMIT).decode("utf-8-sig")
+        except UnsafeInputError as exc:
+            raise RecipeError(str(exc)) from None
+        except UnicodeDecodeError as exc:
+            raise RecipeError(f"{label_file}: not UTF-8 text (byte {exc.start})") from None
+        except OSError as exc:
+            raise RecipeError(f"{label_file}: cannot read it ({exc.strerror or exc})") from None
+        found = [check_label(line.strip()) for line in text.splitlines()
                  if line.strip() and not line.startswith("#")]
     elif (bids_dir / "participants.tsv").is_file():
         tsv = bids_dir / "participants.tsv"

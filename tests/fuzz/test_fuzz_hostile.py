@@ -400,3 +400,60 @@ def test_shipped_model_names_only_files_it_holds():
 
     card, _sha = read_card(default_model_dir())
     assert any(name.startswith("ensemble/") for name in card["files"])
+
+
+# ------------------------------------------------------------------ 8. no tracebacks for users
+
+
+def test_nipype_crash_message_reaches_the_terminal_without_its_traceback():
+    import logging
+
+    from bids_harmonize.cli.run import _setup_logging
+
+    _setup_logging(0)
+    seen = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append(self.format(record))
+
+    logger = logging.getLogger("nipype.workflow")
+    handler = Keep()
+    logger.addHandler(handler)
+    try:
+        logger.error("Saving crash info to %s\n%s", "/out/crash-x.txt",
+                     "Traceback (most recent call last):\n  File 'x'\nValueError: boom")
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            logger.exception("Node failed")
+    finally:
+        logger.removeHandler(handler)
+    assert seen[0] == "Saving crash info to /out/crash-x.txt (traceback in the crash file)"
+    assert all("Traceback" not in line for line in seen), seen
+
+
+@pytest.mark.parametrize("content", [None, b"01\n\xff\xfe\n"])
+def test_slurm_participants_file_missing_or_not_utf8(bids, tmp_path, capsys, content):
+    from bids_harmonize.slurm.cli import main as slurm_main
+
+    labels = tmp_path / "labels.txt"
+    if content is not None:
+        labels.write_bytes(content)
+    code = slurm_main([str(bids), str(tmp_path / "out"), "--participants-file", str(labels)])
+    err = capsys.readouterr().err
+    assert code in (1, 2) and "Traceback" not in err
+    assert ("not UTF-8" if content else "labels.txt") in err.strip().splitlines()[-1]
+
+
+def test_deeply_nested_config_file_exits_2(bids, tmp_path, run_app):
+    config = tmp_path / "c.toml"
+    config.write_text("a = " + "[" * 5000 + "]" * 5000 + "\n")
+    code, err = run_app(bids, tmp_path / "out", "participant", "--config-file", config)
+    assert code == 2 and "nested too deeply" in error_line(err)
+
+
+def test_labels_are_ascii(bids, tmp_path, run_app):
+    code, err = run_app(*fast_args(bids, tmp_path / "out", "--participant-label",
+                                   "\u0660\u0661"))
+    assert code == 2 and "alphanumeric" in err
