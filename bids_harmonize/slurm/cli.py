@@ -21,6 +21,7 @@ from bids_harmonize.__about__ import __version__
 from bids_harmonize.cli.parser import existing_dir, positive_int
 from bids_harmonize.slurm import scheduler
 from bids_harmonize.slurm.recipe import (
+    SLURM_DEFAULT_MAX_ARRAY,
     RecipeError,
     SlurmRecipe,
     array_spec,
@@ -138,6 +139,11 @@ def recipe_from_args(args, app_args: list[str]) -> SlurmRecipe:
         tf_home = _abs(os.environ["TEMPLATEFLOW_HOME"])
     participants = read_participants(args.bids_dir, labels=args.participant_label,
                                      label_file=args.participants_file)
+    if len(participants) > SLURM_DEFAULT_MAX_ARRAY:
+        print(f"bids_harmonize-slurm: warning: {len(participants)} participants make one array "
+              f"of {len(participants)} tasks; SLURM's default MaxArraySize is "
+              f"{SLURM_DEFAULT_MAX_ARRAY} (indices up to {SLURM_DEFAULT_MAX_ARRAY - 1}): ask "
+              "your admins, or split the list with --participants-file", file=sys.stderr)
     return SlurmRecipe(
         bids_dir=args.bids_dir, output_dir=args.output_dir, participants=participants,
         partition=args.partition, image=args.image, venv=None if args.image else venv,

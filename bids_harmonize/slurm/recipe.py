@@ -135,9 +135,12 @@ class SlurmRecipe:
                               ("--venv", self.venv),
                               ("--templateflow-home", self.templateflow_home)):
             check_path(option, value)
-        if _CONTROL.search(self.scratch) or re.search(r'["`]', self.scratch):
+        # the scripts expand it inside double quotes: ${TMPDIR:-/tmp} yes, $(cmd) no
+        if (_CONTROL.search(self.scratch) or re.search(r'["`\\]', self.scratch)
+                or "$(" in self.scratch or "$[" in self.scratch):
             raise RecipeError(f"--scratch {self.scratch!r} must not contain control characters, "
-                              "double quotes or backquotes")
+                              "double quotes, backquotes, backslashes or command substitution "
+                              "($(...))")
         for option, least in (("cpus", 1), ("mem_gb", 1), ("gpus", 0), ("retries", 0)):
             value = getattr(self, option)
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
@@ -214,6 +217,21 @@ def read_participants(bids_dir: Path, labels: list[str] | None = None,
     return sorted(dict.fromkeys(found))
 
 
+def _sbatch_path(folder: Path, pattern: str) -> str:
+    """An ``#SBATCH --output`` value: ``%`` in the folder is literal (``%%``; the log name's
+    ``%A``/``%a`` stay patterns), and a path with spaces is double-quoted.
+
+    >>> _sbatch_path(Path("/a b/100%"), "x-%A_%a.log")
+    '"/a b/100%%/x-%A_%a.log"'
+    """
+    value = f"{str(folder).replace('%', '%%')}/{pattern}"
+    return f'"{value}"' if any(ch.isspace() for ch in value) else value
+
+
+#: SLURM's default MaxArraySize (slurm.conf): array indices stop at 1000.
+SLURM_DEFAULT_MAX_ARRAY = 1001
+
+
 def _header(recipe: SlurmRecipe, job: str, log: str, *, cpus: int, mem_gb: int, gpus: int,
             extra: tuple[str, ...] = ()) -> str:
     lines = ["#!/bin/bash", f"#SBATCH --job-name=bh-{job}",
@@ -226,7 +244,7 @@ def _header(recipe: SlurmRecipe, job: str, log: str, *, cpus: int, mem_gb: int, 
         lines.append(f"#SBATCH --qos={recipe.qos}")
     lines += [f"#SBATCH {x}" for x in extra]
     lines += [f"#SBATCH --cpus-per-task={cpus}", f"#SBATCH --mem={mem_gb}G",
-              f"#SBATCH --time={recipe.time}", f"#SBATCH --output={recipe.script_dir}/{log}"]
+              f"#SBATCH --time={recipe.time}", f"#SBATCH --output={_sbatch_path(recipe.script_dir, log)}"]
     if gpus:
         lines.append(f"#SBATCH --gres=gpu:{gpus}")
     lines += [
