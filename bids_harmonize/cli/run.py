@@ -639,21 +639,24 @@ def write_crash_file(exc: BaseException, config: RunConfig | None, run_id: str) 
     """Write the traceback of an unexpected error, fMRIPrep style; return the file.
 
     Under ``<out>/logs/`` when the output folder already exists (a run that failed
-    before writing anything does not create it), else in the temporary folder.
+    before writing anything does not create it), else in the temporary folder. The file
+    is readable by its owner only (mode 0600); in the shared temporary folder it leaves
+    out the command line (paths and labels of the study).
     """
+    from bids_harmonize.safeio import atomic_write_text
+
     text = "".join(traceback.format_exception(exc))
-    header = (f"bids_harmonize {__version__} crashed (run {run_id})\n"
-              f"command: {' '.join(sys.argv)}\n\n")
     folder = None
     if config is not None and config.output_dir.is_dir() and os.access(config.output_dir,
                                                                          os.W_OK):
         folder = config.output_dir / "logs"
     for candidate in filter(None, (folder, Path(tempfile.gettempdir()))):
+        command = (" ".join(sys.argv) if candidate == folder
+                   else f"{Path(sys.argv[0]).name} (arguments not written to a shared folder)")
+        header = f"bids_harmonize {__version__} crashed (run {run_id})\ncommand: {command}\n\n"
         try:
-            candidate.mkdir(parents=True, exist_ok=True)
-            path = candidate / f"crash-{run_id}-bids_harmonize.txt"
-            path.write_text(header + text)
-            return path
+            return atomic_write_text(candidate / f"crash-{run_id}-bids_harmonize.txt",
+                                     header + text, mode=0o600)
         except OSError:
             continue
     raise exc

@@ -457,3 +457,21 @@ def test_labels_are_ascii(bids, tmp_path, run_app):
     code, err = run_app(*fast_args(bids, tmp_path / "out", "--participant-label",
                                    "\u0660\u0661"))
     assert code == 2 and "alphanumeric" in err
+
+
+def test_crash_file_in_the_temporary_folder_is_private(tmp_path, monkeypatch):
+    import stat
+    import tempfile
+
+    from bids_harmonize.cli.run import write_crash_file
+
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
+    monkeypatch.setattr(sys, "argv", ["bids_harmonize", "/secret/study", "/out", "participant"])
+    try:
+        raise KeyError("injected")
+    except KeyError as exc:
+        path = write_crash_file(exc, None, "r1")
+    assert path.parent == tmp_path
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    text = path.read_text()
+    assert "/secret/study" not in text and "KeyError" in text
