@@ -499,14 +499,14 @@ def run_train(config: RunConfig, run_id: str | None = None) -> int:
     model and never destroys the previous one. A non-empty ``--model-dir`` is refused
     unless ``--overwrite-model`` is given.
     """
+    import torch
+
     from bids_harmonize.harmonizer.dataset import (
         InsufficientDataError,
         load_pairs_from_derivatives,
     )
     from bids_harmonize.harmonizer.train import train_model
     from bids_harmonize.locks import LockHeldError, acquire_path
-
-    import torch
 
     run_id = run_id or new_run_id()
     check_device(config.device)

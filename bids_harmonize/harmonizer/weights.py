@@ -208,7 +208,19 @@ class HarmonizerModel:
             "version": self.version,
             "sha256": self.card_sha256,
             "path": str(self.path),
+            "trained_on": self.trained_on,
         }
+
+    @property
+    def trained_on(self) -> str:
+        """What the model was trained on, as the card says (``trained_on``; a description
+        that says "simulated data only" counts), else "not stated in the model card"."""
+        text = self.card.get("trained_on")
+        if text:
+            return str(text)
+        if "simulated data only" in str(self.card.get("description", "")).lower():
+            return "simulated data only"
+        return "not stated in the model card"
 
 
 def read_card(model_dir) -> tuple[dict, str]:

@@ -171,6 +171,29 @@ def _figure(svg: str, caption: str) -> str:
     return f"<figure>{svg}<figcaption class='explain'>{html.escape(caption)}</figcaption></figure>"
 
 
+def _direction_notes(agree_r: pd.DataFrame) -> list[str]:
+    """Per tracer and atlas: did harmonization bring regional SUVR closer to PET-CT, with the
+    numbers (mean over regions of the mean absolute SUVR difference), said either way."""
+    need = {"tracer", "seg", "region", "comparison", "mean_abs_diff"}
+    if agree_r.empty or not need <= set(agree_r.columns):
+        return []
+    out = []
+    for (tracer, seg), grp in agree_r.groupby(["tracer", "seg"], sort=True):
+        by = grp.pivot_table(index="region", columns="comparison", values="mean_abs_diff")
+        if not {"petmr_raw", "petmr_harmonized"} <= set(by.columns):
+            continue
+        by = by.dropna(subset=["petmr_raw", "petmr_harmonized"])
+        raw, harm = float(by["petmr_raw"].mean()), float(by["petmr_harmonized"].mean())
+        closer = int((by["petmr_harmonized"] < by["petmr_raw"]).sum())
+        verb = ("brought regional SUVR closer to PET-CT" if harm < raw
+                else "did not bring regional SUVR closer to PET-CT")
+        out.append(f"<p class='{'explain' if harm < raw else 'note'}'><b>{html.escape(str(tracer))} "
+                   f"({html.escape(str(seg))}): harmonization {verb}</b>: mean absolute SUVR "
+                   f"difference to PET-CT {raw:.3f} raw, {harm:.3f} harmonized, averaged over "
+                   f"{len(by)} regions; closer in {closer} of them.</p>")
+    return out
+
+
 def write_group_report(group_dir: str | Path) -> Path:
     """Write ``group_report.html`` (and ``figures/*.svg``) from the group tables."""
     group_dir = Path(group_dir)
@@ -193,9 +216,10 @@ def write_group_report(group_dir: str | Path) -> Path:
              "<p class='explain'>This report compares brain PET measured on PET-MR scanners "
              "with PET-CT in the same people, before (<b>raw</b>) and after "
              "(<b>harmonized</b>) the harmonization model. PET-CT is the reference: "
-             "differences are PET-MR minus PET-CT. Good harmonization brings the points "
+             "differences are PET-MR minus PET-CT. Harmonization that works brings the points "
              "onto the identity line, the bias towards zero, the limits of agreement closer "
-             "together, and the intraclass correlation (ICC) towards 1. All numbers come "
+             "together, and the intraclass correlation (ICC) towards 1; whether it did here "
+             "is stated per tracer below. All numbers come "
              "from the participant tables; see <code>group_summary.json</code> for settings."
              "</p>"]
     parts.append(f"<p>{summary['Participants']} participants, {summary['Images']} image "
@@ -214,6 +238,10 @@ def write_group_report(group_dir: str | Path) -> Path:
                      "the PET-MR vs PET-CT comparisons below, so that raw and harmonized are "
                      "compared on the same subjects (<code>left_out.tsv</code>):</p>"
                      + _table(left.head(MAX_ROWS)))
+    from bids_harmonize.reports.subject import model_provenance_notes
+
+    parts += model_provenance_notes(group_dir.parent)
+    parts += _direction_notes(agree_r)
     parts.append(status_section(group_dir.parent))
 
     if not measures.empty:

@@ -199,8 +199,7 @@ def _versus_petct(output_dir, subject, tracer, ses, ct, mr, harm, mask, fig_dir,
             "divided by its reference-region mean (SUVR, one colour scale). Bottom rows: the "
             "difference to PET-CT in percent, before and after; blue where PET-MR reads low "
             "(typically cortex next to the skull under MR-based attenuation correction), red "
-            f"where it reads high, white where they agree (scale +/-{reportlets.DIFF_RANGE_PCT:g} %)."
-            " Good harmonization turns the bottom row white."))
+            f"where it reads high, white where they agree (scale +/-{reportlets.DIFF_RANGE_PCT:g} %)."))
     except Exception as exc:  # a figure never breaks the report
         LOGGER.warning("sub-%s: PET-CT comparison figure failed: %s", subject, exc)
         parts.append(missing(f"The PET-CT comparison figure could not be drawn: {exc}"))
@@ -210,6 +209,7 @@ def _versus_petct(output_dir, subject, tracer, ses, ct, mr, harm, mask, fig_dir,
                              + " and ".join(which) + ": no regional bias chart."))
         return parts
     bias = _region_bias(tables["ct"], tables["mr"], tables["harm"])
+    parts.append(_verdict(bias, _reference_regions(tables["ct"])))
     fig = _figure_path(output_dir, "figure_regionbias", mr)
     try:
         reportlets.plot_subject_region_bias(
@@ -218,7 +218,7 @@ def _versus_petct(output_dir, subject, tracer, ses, ct, mr, harm, mask, fig_dir,
             output_dir, fig, "Regional SUVR bias",
             "Percent difference of each region's SUVR on PET-MR from PET-CT, before (orange) "
             "and after (green) harmonization, regions with the largest difference before "
-            "harmonization first. Bars after harmonization should be shorter."))
+            "harmonization first."))
     except Exception as exc:
         LOGGER.warning("sub-%s: regional bias figure failed: %s", subject, exc)
         parts.append(missing(f"The regional bias chart could not be drawn: {exc}"))
@@ -228,6 +228,59 @@ def _versus_petct(output_dir, subject, tracer, ses, ct, mr, harm, mask, fig_dir,
         parts.append("<p class='explain'>Composite regions (SUVR difference to PET-CT, %):</p>"
                      + table(["region", *[f"{c} harmonization" for c in comp.columns]], rows))
     return parts
+
+
+def _reference_regions(suvr: pd.DataFrame) -> set[str]:
+    """Regions of a regional table that form (or are) its reference region."""
+    from bids_harmonize.atlas import COMPOSITES
+
+    if "reference_region" not in suvr.columns or suvr["reference_region"].isna().all():
+        return set()
+    ref = str(suvr["reference_region"].dropna().iloc[0])
+    return {ref, *COMPOSITES.get(ref, ())}
+
+
+def verdict_numbers(bias: pd.DataFrame, reference=()) -> dict | None:
+    """Mean absolute and worst regional SUVR difference to PET-CT (%), before and after,
+    over the atlas regions (composites and the reference region left out).
+
+    >>> b = pd.DataFrame({"before": [-6.0, 4.0, 0.0], "after": [-2.0, 1.0, 0.0]},
+    ...                  index=["a", "b", "ref"])
+    >>> verdict_numbers(b, {"ref"})
+    {'before': 5.0, 'after': 1.5, 'worst_before': 6.0, 'worst_after': 2.0, 'n': 2}
+    """
+    if "after" not in bias.columns:
+        return None
+    keep = [r for r in bias.index if r not in reference and not _is_composite(r)]
+    b = bias.loc[keep].dropna()
+    if b.empty:
+        return None
+    return {"before": round(float(b["before"].abs().mean()), 2),
+            "after": round(float(b["after"].abs().mean()), 2),
+            "worst_before": round(float(b["before"].abs().max()), 2),
+            "worst_after": round(float(b["after"].abs().max()), 2), "n": int(len(b))}
+
+
+def _is_composite(region: str) -> bool:
+    from bids_harmonize.atlas import COMPOSITES
+
+    return region in COMPOSITES
+
+
+def _verdict(bias: pd.DataFrame, reference) -> str:
+    """One sentence: did harmonization move this subject towards its PET-CT, with numbers."""
+    v = verdict_numbers(bias, reference)
+    if v is None:
+        return ("<p class='note'>No harmonized regional table: the effect of harmonization on "
+                "this subject cannot be stated.</p>")
+    numbers = (f"mean absolute regional SUVR difference to PET-CT {v['before']:.1f} % before, "
+               f"{v['after']:.1f} % after harmonization; worst region {v['worst_before']:.1f} % "
+               f"before, {v['worst_after']:.1f} % after ({v['n']} regions, reference region "
+               "and composites left out)")
+    if v["after"] < v["before"]:
+        return f"<p class='explain'><b>Harmonization moved this subject towards PET-CT</b>: {numbers}.</p>"
+    return (f"<p class='note'><b>Harmonization did not move this subject towards PET-CT</b>: "
+            f"{numbers}. Check the correction map and the out-of-distribution block below.</p>")
 
 
 def _composites(suvr: pd.DataFrame) -> list[str]:
@@ -344,6 +397,7 @@ def build_subject_report(output_dir: Path, subject: str, *,
                      + "".join(f"<li class='status-failed'>{html.escape(e)}</li>" for e in errors)
                      + "</ul>")
     parts.append(_summary_table(output_dir, subject))
+    parts += model_provenance_notes(output_dir, subject)
     try:
         parts += _paired_sections(output_dir, subject, images)
     except Exception as exc:  # never lose the whole report to one section
@@ -358,6 +412,22 @@ def build_subject_report(output_dir: Path, subject: str, *,
     out = output_dir / f"sub-{subject}.html"
     out.write_text(page(f"bids_harmonize: sub-{subject}", parts))
     return out
+
+
+def model_provenance_notes(output_dir: Path, subject=None) -> list[str]:
+    """A note per harmonization model that its card says was trained on simulated data
+    only (``Harmonization.ModelTrainedOn`` of the harmonized sidecars)."""
+    models = {}
+    for d in collect_derivatives(output_dir, subject=subject, kinds=("pet_harmonized",),
+                                 space="T1w", extension=".json"):
+        harm = _read_json(d.path).get("Harmonization") or {}
+        name = " ".join(str(harm[k]) for k in ("ModelName", "ModelVersion") if harm.get(k))
+        models[name or "unnamed model"] = str(harm.get("ModelTrainedOn") or "")
+    return [f"<p class='note'><b>The harmonization model {html.escape(name)} was trained on "
+            f"{html.escape(what)}.</b> Its corrections are a demonstration of the method, not "
+            "validated on real scans; train a site model (<code>bids_harmonize ... train</code>) "
+            "on your own paired PET-CT/PET-MR sessions before drawing conclusions.</p>"
+            for name, what in sorted(models.items()) if "simulated" in what.lower()]
 
 
 def _window(value) -> str:

@@ -70,3 +70,37 @@ def test_cuda_without_gpu_is_a_clear_error():
         resolve_device("cuda")
     with pytest.raises(DeviceError, match="must be one of"):
         resolve_device("tpu")
+
+
+def test_orientation_does_not_change_the_correction(tiny_model_dir, odd_subject):
+    """A sagittal (PSR) copy of the same image with its affine gets the same correction,
+    voxel for voxel, as the RAS original: the nets always see the model grid (issue 19:
+    the participant level's T1w grid is PSR, the training volumes were RAS)."""
+    s = odd_subject
+    ras_affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    # PSR array: axis 0 = posterior (A flipped), axis 1 = superior, axis 2 = right
+    to_psr = lambda a: np.ascontiguousarray(np.transpose(a, (1, 2, 0))[::-1])  # noqa: E731
+    n_a = s.pet_mr.shape[1]
+    psr_affine = np.array([[0, 0, 2.0, 0], [-2.0, 0, 0, 2.0 * (n_a - 1)], [0, 2.0, 0, 0],
+                           [0, 0, 0, 1]])
+    a = harmonize_volume(s.pet_mr, s.t1w, s.brain_mask, tiny_model_dir, device="cpu",
+                         affine=ras_affine)
+    b = harmonize_volume(to_psr(s.pet_mr), to_psr(s.t1w), to_psr(s.brain_mask), tiny_model_dir,
+                         device="cpu", affine=psr_affine)
+    assert any("reoriented PSR -> RAS" in n for n in b.notes)
+    np.testing.assert_allclose(b.log_ratio, to_psr(a.log_ratio), atol=1e-5)
+
+
+def test_correction_stays_in_the_brain(tiny_model_dir, odd_subject):
+    """Outside the brain mask dilated by the support margin and fade, r is exactly 0."""
+    from scipy import ndimage
+
+    from bids_harmonize.harmonizer.infer import SUPPORT_FADE_MM, SUPPORT_MARGIN_MM
+
+    s = odd_subject
+    res = harmonize_volume(s.pet_mr, s.t1w, s.brain_mask, tiny_model_dir, device="cpu")
+    dist_mm = 2.0 * ndimage.distance_transform_edt(~(s.brain_mask > 0.5))
+    far = dist_mm > SUPPORT_MARGIN_MM + SUPPORT_FADE_MM + 0.5
+    assert far.any()
+    assert np.all(res.log_ratio[far] == 0)
+    np.testing.assert_array_equal(res.harmonized[far], s.pet_mr[far].astype(np.float32))
