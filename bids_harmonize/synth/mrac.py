@@ -12,7 +12,8 @@ bias is painted onto the PET.  All maps are in 1/cm at 511 keV on the reference 
   population-mean bone attenuation (misregistered by a few mm); the model fills the
   mastoid air cells with bone (air/bone confusion).
 - ``zte``: the true map seen by zero-echo-time MR: fat as soft tissue, bone attenuation
-  from a PD-to-HU calibration with a per-subject slope error, most sinus air found,
+  from a PD-to-HU calibration with a per-subject slope error around a mean bias
+  (``bone_calibration_bias``), most sinus air found,
   ZTE resolution blur.
 - ``atlas``: soft tissue plus a population atlas skull: blurred, misregistered, with the
   atlas' skull thickness instead of the subject's (scales the bone line integral), and
@@ -102,7 +103,8 @@ def setup_mu_map(anat, setup: ACSetup, rng: np.random.Generator, mu_true: np.nda
         return mu.astype(np.float32), info
     soft = setup.get("mu_soft")
     if setup.bone_model == "zte":
-        err = float(rng.normal(0.0, setup.get("bone_calibration_sd")))
+        err = float(rng.normal(setup.get("bone_calibration_bias", 0.0),
+                               setup.get("bone_calibration_sd")))
         info["bone_calibration_error"] = round(err, 4)
         excess = np.clip(mu_true - soft, 0.0, None) * _bone_fraction(anat).clip(0, 1).astype(
             bool)
