@@ -99,7 +99,9 @@ def init_single_subject_wf(
     versions = software_versions()
     workflow.__desc__ = (
         f"Results were produced with *bids_harmonize* {versions['bids_harmonize']}, "
-        f"a Nipype {versions['nipype']} [@nipype] workflow."
+        f"a Nipype {versions['nipype']} [@nipype] workflow"
+        + (", run with `--sloppy`: fast, low-accuracy registration and correction settings "
+           "meant for tests and demonstrations, not for analysis." if sloppy else ".")
     )
     t1w_uri = bids_uri(plan.t1w, bids_dir)
 
@@ -178,7 +180,8 @@ def _pet_stage(workflow, anat_wf, plan, series, ctx: dict):
     pet_reports_wf = init_pet_reports_wf(output_dir=output_dir, pet_source=pet_source,
                                          title=key, name=f"pet_reports_{key}_wf")
     quant_wf = init_quantify_wf(desc="preproc", name=f"quantify_{key}_preproc_wf",
-                                tracer=series.tracer, pet_source=pet_source, **ctx["quantify"])
+                                tracer=series.tracer, pet_source=pet_source,
+                                reference_region=tracer.reference, **ctx["quantify"])
     workflow.connect([
         (anat_wf, pet_wf, [(f"outputnode.{f}", f"inputnode.{f}") for f in _ANAT_TO_PET]),
         (pet_wf, ds_pet_wf, [("outputnode.pet_t1w", "inputnode.pet_t1w"),
@@ -223,7 +226,7 @@ def _harmonization_stage(workflow, anat_wf, pet_wf, series, base_meta: dict,
         with_uncertainty=with_uncertainty, ood_policy=ctx["ood_policy"], device=ctx["device"],
         omp_nthreads=ctx["omp_nthreads"],
         tpl_name=template_space_name(series.path, template.name, "harmonized"),
-        name=f"harmonize_{key}_wf",
+        **model_facts(model_dir), name=f"harmonize_{key}_wf",
     )
     if use_mumap:
         harm_wf.inputs.inputnode.mumap = str(att.mumap)
@@ -238,7 +241,8 @@ def _harmonization_stage(workflow, anat_wf, pet_wf, series, base_meta: dict,
         name=f"ds_harmonization_{key}_wf")
     quant_harm_wf = init_quantify_wf(desc="harmonized", name=f"quantify_{key}_harmonized_wf",
                                      with_members=with_uncertainty, tracer=series.tracer,
-                                     pet_source=pet_source, **ctx["quantify"])
+                                     pet_source=pet_source, reference_region=tracer.reference,
+                                     **ctx["quantify"])
     if with_uncertainty:
         workflow.connect([
             (harm_wf, ds_harmonization_wf, [("outputnode.uncertainty_t1w",
@@ -260,6 +264,28 @@ def _harmonization_stage(workflow, anat_wf, pet_wf, series, base_meta: dict,
         (anat_wf, ds_harmonization_wf, [("outputnode.brain_mask", "inputnode.brain_mask")]),
         (harm_wf, quant_harm_wf, [("outputnode.harmonized_tpl", "inputnode.in_file")]),
     ])  # fmt: skip
+
+
+def model_facts(model_dir) -> dict:
+    """The card's name, version and training data, for the methods text (the card is read,
+    nothing verified: the run's pre-flight did that); empty when there is no card.
+
+    >>> model_facts("/nonexistent")
+    {}
+    """
+    import json
+
+    from bids_harmonize.harmonizer.weights import CARD_NAME, HarmonizerModel
+
+    try:
+        card = json.loads((Path(model_dir) / CARD_NAME).read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(card, dict):
+        return {}
+    model = HarmonizerModel(path=Path(model_dir), card=card, card_sha256="", net=None)
+    return {"model_name": str(model.name), "model_version": model.version,
+            "model_trained_on": model.trained_on}
 
 
 def _check_series_keys(series_list) -> None:

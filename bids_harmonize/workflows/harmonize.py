@@ -15,7 +15,8 @@ def init_harmonize_wf(
     ac_setup: str | None = None, ac_setup_inference: str = "", mumap_notes=(),
     use_mumap: bool = False, with_uncertainty: bool = False, ood_policy: str = "warn",
     device: str = "auto", omp_nthreads: int = 1, tpl_name: str = "harmonized_tpl.nii.gz",
-    source_name: str = "", name: str = "harmonize_wf",
+    source_name: str = "", model_name: str = "", model_version: str = "",
+    model_trained_on: str = "", name: str = "harmonize_wf",
 ) -> Workflow:
     """Harmonize a PET-MR image on the T1w grid and bring it into the template.
 
@@ -45,6 +46,10 @@ def init_harmonize_wf(
         File name of the template-space harmonized image.
     source_name
         The PET series' file name, for log and error lines (default: ``tpl_name``).
+    model_name, model_version, model_trained_on
+        The model card's name, version and what it says the model was trained on
+        (:attr:`~bids_harmonize.harmonizer.weights.HarmonizerModel.trained_on`): methods
+        text only.
 
     Inputs
     ------
@@ -76,7 +81,9 @@ def init_harmonize_wf(
 
     workflow = Workflow(name=name)
     workflow.__desc__ = (
-        "PET-MR images were harmonized towards PET-CT with a three-stage deep-learning model "
+        "PET-MR images were harmonized towards PET-CT with "
+        + model_description(model_name, model_version, model_trained_on)
+        + "a three-stage deep-learning model "
         "[@wang2026harmonization] (a CT vision-transformer autoencoder, an MRI encoder "
         "contrastively aligned to it, and a residual network predicting a multiplicative "
         "log-ratio correction), implemented with PyTorch and MONAI [@monai]."
@@ -139,3 +146,23 @@ def init_harmonize_wf(
             (members_to_template, outputnode, [("out_file", "members_tpl")]),
         ])  # fmt: skip
     return workflow
+
+
+def model_description(name: str, version: str = "", trained_on: str = "") -> str:
+    """The words naming the model, its version and its training data (from its card).
+
+    >>> model_description("demo", "0.3.0", "simulated data only (bids_harmonize.synth)")
+    'the model *demo* (version 0.3.0; trained on simulated data only (bids_harmonize.synth), as its card says), '
+    >>> model_description("site", "1.0", "not stated in the model card")
+    'the model *site* (version 1.0; its card does not say what it was trained on), '
+    >>> model_description("")
+    ''
+    """
+    if not name:
+        return ""
+    facts = [f"version {version}"] if version else []
+    if trained_on and trained_on != "not stated in the model card":
+        facts.append(f"trained on {trained_on}, as its card says")
+    else:
+        facts.append("its card does not say what it was trained on")
+    return f"the model *{name}* ({'; '.join(facts)}), "

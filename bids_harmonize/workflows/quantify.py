@@ -14,7 +14,8 @@ from bids_harmonize.workflows.outputs import TABLE_OUTPUTS, init_ds_tables_wf
 
 def init_quantify_wf(*, tracer: str, desc: str, output_dir, pet_source, atlas: str = "synth",
                      atlas_labels: Path | None = None, centiloid_vois: Path | None = None,
-                     with_members: bool = False, name: str = "quantify_wf") -> Workflow:
+                     with_members: bool = False, reference_region: str | None = None,
+                     name: str = "quantify_wf") -> Workflow:
     """Regional tables of one template-space PET image with each requested atlas, written.
 
     Parameters
@@ -32,6 +33,9 @@ def init_quantify_wf(*, tracer: str, desc: str, output_dir, pet_source, atlas: s
     with_members
         Harmonized images of a model with an ensemble: the tables get the members' spread
         (``suvr_sd``, ``value_sd``; :func:`bids_harmonize.quant.regional.add_member_spread`).
+    reference_region
+        The tracer's reference region, for the methods text only (the tables take it from
+        the tracer table); ``None``: none known (regional means, no SUVR).
 
     Inputs
     ------
@@ -48,11 +52,8 @@ def init_quantify_wf(*, tracer: str, desc: str, output_dir, pet_source, atlas: s
                               pet_source="/d/sub-01/ses-a/pet/sub-01_ses-a_trc-PiB_pet.nii.gz")
     """
     workflow = Workflow(name=name)
-    workflow.__desc__ = (
-        "Regional uptake was summarised as SUVR relative to the tracer's reference region "
-        "in the template space" + (", with the GAAIN Centiloid regions for Centiloid."
-                                   if centiloid_vois else ".")
-    )
+    workflow.__desc__ = quantify_description(tracer, reference_region, atlas, atlas_labels,
+                                             centiloid=bool(centiloid_vois))
     inputnode = pe.Node(niu.IdentityInterface(fields=["in_file", "members", "sd_scale"]),
                         name="inputnode")
     for spec in [atlas] + (["centiloid"] if centiloid_vois else []):
@@ -79,3 +80,31 @@ def init_quantify_wf(*, tracer: str, desc: str, output_dir, pet_source, atlas: s
             workflow.connect(inputnode, "members", quant, "members")
             workflow.connect(inputnode, "sd_scale", quant, "sd_scale")
     return workflow
+
+
+def quantify_description(tracer: str, reference_region: str | None, atlas: str,
+                         atlas_labels: Path | None = None, *, centiloid: bool = False) -> str:
+    """Methods text of the regional tables: tracer, reference region and atlas.
+
+    >>> print(quantify_description("PiB", "whole_cerebellum", "synth"))
+    ... # doctest: +NORMALIZE_WHITESPACE
+    Regional PiB uptake was summarised in the template space as SUVR relative to the
+    reference region whole cerebellum, with the simulator's 24-region *synth* atlas.
+    >>> print(quantify_description("X", None, "/a/labels.nii.gz", "/a/labels.tsv",
+    ...                            centiloid=True))  # doctest: +NORMALIZE_WHITESPACE
+    Regional X uptake was summarised in the template space as regional means (no reference
+    region is known for this tracer, so no SUVR), with the user atlas `labels.nii.gz`, and
+    with the GAAIN Centiloid regions for Centiloid.
+    """
+    if str(atlas) == "synth":
+        where = "the simulator's 24-region *synth* atlas"
+    elif atlas_labels:
+        where = f"the user atlas `{Path(str(atlas)).name}`"
+    else:
+        where = f"the TemplateFlow atlas *{atlas}*"
+    how = (f"SUVR relative to the reference region {reference_region.replace('_', ' ')}"
+           if reference_region else
+           "regional means (no reference region is known for this tracer, so no SUVR)")
+    return (f"Regional {tracer} uptake was summarised in the template space as {how}, with "
+            f"{where}" + (", and with the GAAIN Centiloid regions for Centiloid." if centiloid
+                          else "."))

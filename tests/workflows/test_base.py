@@ -143,3 +143,27 @@ def test_finished_graph_with_identity_nodes_has_no_unfinished_nodes(tmp_path):
     assert len(unfinished_nodes(outer)) == 2  # before the run: both function nodes
     outer.run(plugin="Linear")
     assert unfinished_nodes(outer) == []
+
+
+@pytest.mark.parametrize("sloppy", [True, False])
+def test_methods_text_names_model_reference_region_atlas_and_sloppy(tmp_path, templateflow_home,
+                                                                    sloppy):
+    """The methods text says which model (name, version, simulated training data), which
+    reference region and atlas, and whether --sloppy was used; the graph is unchanged."""
+    from bids_harmonize.harmonizer.weights import default_model_dir
+    from bids_harmonize.reports.boilerplate import collect_descriptions
+
+    kwargs = {"bids_dir": Path("/data"), "output_dir": tmp_path / "out",
+              "template": get_template("MNI152NLin2009aSym"), "sloppy": sloppy}
+    wf = init_bids_harmonize_wf([_plan(Path("/data"))], model_dir=default_model_dir(), **kwargs)
+    text = "\n\n".join(collect_descriptions(wf))
+    assert "the model *demo* (version 0.3.0; trained on simulated data only" in text
+    assert "PiB uptake was summarised" in text and "reference region whole cerebellum" in text
+    assert "*synth* atlas" in text
+    assert ("`--sloppy`" in text) is sloppy
+    # an empty model folder (no card) still builds, without a model clause
+    empty = tmp_path / "model"
+    empty.mkdir()
+    text = "\n\n".join(collect_descriptions(
+        init_bids_harmonize_wf([_plan(Path("/data"))], model_dir=empty, **kwargs)))
+    assert "harmonized towards PET-CT" in text and "the model *" not in text
