@@ -38,6 +38,41 @@ MAX_BARS = 40
 #: Longest table shown in the HTML (the TSVs hold everything).
 MAX_ROWS = 100
 
+#: Group tables: headers wrap (between words) so that wide tables stay on the page.
+GROUP_CSS = ("table.group-table th{max-width:7em;white-space:normal;overflow-wrap:break-word}"
+             "table.group-table td{white-space:nowrap}")
+
+#: Methods text of the group statistics (Markdown with citation keys, as the workflows').
+GROUP_METHODS = (
+    "PET-MR measures were compared with PET-CT, the reference, in the same subjects: per "
+    "tracer and atlas, only subjects with PET-CT and every PET-MR version (raw and "
+    "harmonized) found enter the comparisons, so that both versions are compared on the "
+    "same subjects. Agreement was summarised by the mean difference (bias) and the 95 % "
+    "limits of agreement of PET-MR - PET-CT [@blandaltman1986], the intraclass correlation "
+    "coefficients ICC(2,1) (absolute agreement) and ICC(3,1) (consistency) [@mcgraw1996icc], "
+    "and Pearson and Spearman correlations; 95 % confidence intervals of the bias, limits "
+    "and ICC(2,1) are percentile bootstrap intervals over subjects ({n_boot} resamples). "
+    "Positivity calls at the PET-CT cut-off were compared with Cohen's kappa [@cohen1960kappa]. "
+    "Inter-regional SUVR correlation matrices across subjects were compared by the Pearson "
+    "correlation of their upper triangles."
+)
+
+
+def methods_section(group_dir: Path) -> str:
+    """The group statistics' methods text with its references, and a link to the participant
+    level's (``logs/CITATION.md``, when the participant level wrote it)."""
+    from bids_harmonize.reports.boilerplate import boilerplate_from
+
+    text = boilerplate_from([GROUP_METHODS.format(n_boot=N_BOOTSTRAP)]).html()
+    citation = Path(group_dir).parent / "logs" / "CITATION.md"
+    link = ("<p>The participant-level methods (preprocessing, harmonization model, reference "
+            "regions, atlas) are in <a href='../logs/CITATION.md'>logs/CITATION.md</a> and "
+            "each participant's report.</p>" if citation.is_file() else
+            "<p class='note'>No participant-level methods text was found "
+            "(<code>logs/CITATION.md</code>): see the participants' reports.</p>")
+    return "<h2 id='methods'>Methods</h2>" + text + link
+
+
 def _select(table: pd.DataFrame, tracer: str, seg: str) -> pd.DataFrame:
     """Rows of one tracer and atlas (an empty table stays as it is)."""
     if table.empty:
@@ -65,11 +100,47 @@ def _svg(fig, path: Path) -> str:
     return text[text.index("<svg"):]
 
 
+#: Readable headers of the group tables' columns (the TSVs keep the short names).
+HEADERS = {
+    "seg": "atlas", "mean_diff": "mean diff", "sd_diff": "SD diff",
+    "mean_abs_diff": "mean abs diff", "percent_bias": "% bias", "loa_lower": "lower LoA",
+    "loa_upper": "upper LoA", "icc_2_1": "ICC(2,1)", "icc_3_1": "ICC(3,1)",
+    "pearson_r": "Pearson r", "spearman_rho": "Spearman rho", "cutoff": "cut-off",
+    "positive_if": "positive if", "n_agree": "n agree", "percent_agreement": "% agreement",
+    "ref_positive": "PET-CT positive", "test_positive": "PET-MR positive",
+    "pos_to_neg": "positive to negative", "neg_to_pos": "negative to positive",
+    "n_changed": "n changed",
+}
+#: Readable names of the sidecar fields that group PET-MR images (breakdowns, OOD table).
+FIELD_NAMES = {"site": "site (InstitutionName)", "scanner": "scanner model",
+               "ac_setup": "attenuation-correction setup",
+               "ac_method": "attenuation correction (sidecar text)", "platform": "platform"}
+
+
+def cutoff_text(value) -> str:
+    """A cut-off as the table and the figure both show it (as given: ``20.1``, not ``20.100``).
+
+    >>> cutoff_text(20.1), cutoff_text(1.0), cutoff_text(0.0875)
+    ('20.1', '1', '0.0875')
+    """
+    return f"{float(value):g}"
+
+
 def _table(df: pd.DataFrame, digits: int = 3) -> str:
+    """A group table with readable headers (:data:`HEADERS`) that wrap, PET-MR versions by
+    name, and the cut-off written as given."""
     if df.empty:
         return "<p><em>(empty)</em></p>"
+    df = df.copy()
+    if "comparison" in df.columns:
+        df["comparison"] = df["comparison"].map(lambda c: LABELS.get(c, c))
+    formatters = {"cutoff": cutoff_text} if "cutoff" in df.columns else None
+    df = df.rename(columns=lambda c: HEADERS.get(c, str(c).replace("_", " ")))
+    if formatters:
+        formatters = {HEADERS["cutoff"]: cutoff_text}
     return df.to_html(index=False, na_rep="n/a", float_format=lambda v: f"{v:.{digits}f}",
-                      border=0, escape=True)
+                      formatters=formatters, border=0, escape=True,
+                      classes="group-table")
 
 
 def _key_measure(measures: list[str]) -> str | None:
@@ -211,8 +282,11 @@ def write_group_report(group_dir: str | Path) -> Path:
     meta = image_metadata(group_dir.parent)
 
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-             f"<title>bids_harmonize group report</title><style>{CSS}</style></head><body>",
+             f"<title>bids_harmonize group report</title><style>{CSS}{GROUP_CSS}</style>"
+             "</head><body>",
              "<h1>Group report: PET-MR vs PET-CT</h1>",
+             "<nav class='toc'><a href='../index.html'>Run summary</a>"
+             "<a href='#methods'>Methods</a></nav>",
              "<p class='explain'>This report compares brain PET measured on PET-MR scanners "
              "with PET-CT in the same people, before (<b>raw</b>) and after "
              "(<b>harmonized</b>) the harmonization model. PET-CT is the reference: "
@@ -276,11 +350,11 @@ def write_group_report(group_dir: str | Path) -> Path:
                 "them. Narrower limits around zero mean better agreement."))
             am = _select(agree_m, tracer, seg)
             parts.append("<h3>Agreement of the summary measures</h3><p class='explain'>"
-                         "n: subjects with both platforms; mean_diff/sd_diff: mean and SD of "
-                         "PET-MR - PET-CT; percent_bias: mean of 100*(PET-MR - PET-CT)/PET-CT; "
-                         "loa: 95% limits of agreement; icc_2_1: ICC(2,1), absolute agreement "
-                         "(penalises bias); icc_3_1: ICC(3,1), consistency (ignores a constant "
-                         "bias); pearson_r / spearman_rho: correlations; mean_abs_diff: mean "
+                         "n: subjects with both platforms; mean diff / SD diff: mean and SD of "
+                         "PET-MR - PET-CT; % bias: mean of 100*(PET-MR - PET-CT)/PET-CT; "
+                         "lower / upper LoA: 95% limits of agreement; ICC(2,1): absolute "
+                         "agreement (penalises bias); ICC(3,1): consistency (ignores a constant "
+                         "bias); Pearson r / Spearman rho: correlations; mean abs diff: mean "
                          "absolute difference (for centiloid, in CL).</p>"
                          + _table(am.drop(columns=["tracer", "seg"], errors="ignore")))
             parts.append(ci_table(sel, measure))
@@ -299,8 +373,8 @@ def write_group_report(group_dir: str | Path) -> Path:
                 ch = _select(changes, tracer, seg)
                 parts.append("<h3>Cut-off transfer</h3><p class='explain'>Each subject is "
                              "called positive or negative with the PET-CT cut-off on both "
-                             "platforms. percent_agreement: subjects called alike; kappa: "
-                             "Cohen's kappa (agreement beyond chance); n_changed: subjects "
+                             "platforms. % agreement: subjects called alike; kappa: "
+                             "Cohen's kappa (agreement beyond chance); n changed: subjects "
                              "whose call differs from PET-CT, listed below.</p>"
                              + _table(ct.drop(columns=["tracer", "seg"]))
                              + (_table(ch.drop(columns=["tracer", "seg"]).head(MAX_ROWS))
@@ -339,6 +413,7 @@ def write_group_report(group_dir: str | Path) -> Path:
                 parts.append(f"<h2>{html.escape(key)} by group</h2>"
                              + _table(desc.reset_index()))
     parts.append(ood_summary(meta))
+    parts.append(methods_section(group_dir))
     parts.append("</body></html>")
     out = group_dir / "group_report.html"
     out.write_text("\n".join(parts))
@@ -490,7 +565,7 @@ def breakdown_table(pairs: pd.DataFrame, meta: pd.DataFrame, measure: str, trace
     rows = []
     for col in cols:
         for value, grp in merged.groupby(merged[col].fillna("n/a"), sort=True):
-            row = [col.replace("_", " "), value]
+            row = [FIELD_NAMES.get(col, col), value]
             for comp in comps:
                 ok = grp["petct"].notna() & grp[comp].notna()
                 b = bootstrap_agreement(grp.loc[ok, "petct"], grp.loc[ok, comp])
@@ -523,7 +598,7 @@ def plot_class_changes(sel: pd.DataFrame, measure: str, cutoff: float, title: st
     for k, (_, row) in enumerate(sel.iterrows()):
         ax.plot(x, row[cols].to_numpy(float), "-o", ms=3, lw=1.4 if changed[k] else 0.7,
                 color="#c62828" if changed[k] else "#9e9e9e", alpha=1 if changed[k] else 0.6)
-    ax.axhline(cutoff, color="k", ls="--", lw=1, label=f"cut-off {cutoff:g}")
+    ax.axhline(cutoff, color="k", ls="--", lw=1, label=f"cut-off {cutoff_text(cutoff)}")
     ax.set_xticks(x, [LABELS[c] for c in cols])
     ax.set_ylabel(measure)
     ax.plot([], [], color="#c62828", label=f"call changes ({int(changed.sum())})")
@@ -555,8 +630,8 @@ def ood_summary(meta: pd.DataFrame) -> str:
             "harmonizer's decision for each PET-MR image (apply, warn, or pass the image "
             "through unchanged) from its out-of-distribution score, per scanner and "
             "attenuation-correction setup.</p>"
-            + table([*[k.replace("_", " ") for k in keys], "decision", "images", "mean score",
-                     "with uncertainty map"],
+            + table([*[FIELD_NAMES.get(k, k) for k in keys], "OOD decision", "images",
+                     "mean OOD score", "with uncertainty map"],
                     counts.to_numpy().tolist(), text_columns=len(keys) + 1))
 
 

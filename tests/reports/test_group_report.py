@@ -83,3 +83,28 @@ def test_image_metadata_and_status_section_read_participant_outputs(tmp_path):
     write_status(tmp_path, finish_record(new_record("02", run_id="r"), "failed",
                                          reasons=["registration diverged"]))
     assert "registration diverged" in status_section(tmp_path)
+
+
+def test_ood_and_breakdown_tables_name_their_columns_for_readers():
+    """Column names a reader understands, not the sidecar-derived keys (issue 21)."""
+    ood = ood_summary(_meta())
+    head = ood.split("<table>")[1].split("</tr>")[0]
+    for name in ("scanner model", "attenuation-correction setup", "OOD decision",
+                 "mean OOD score", "with uncertainty map"):
+        assert name in head, name
+    assert "ac setup" not in head and "ac_setup" not in head
+    breakdown = breakdown_table(_pairs(), _meta(), "centiloid", "PiB", "synth")
+    assert "<td class='text'>attenuation-correction setup</td>" in breakdown
+    assert "<td class='text'>ac setup</td>" not in breakdown
+
+
+def test_cutoff_written_alike_in_table_and_figure(tmp_path):
+    from bids_harmonize.reports.group import _table, cutoff_text
+
+    cut = pd.DataFrame({"measure": ["centiloid"], "cutoff": [20.1], "comparison": ["petmr_raw"],
+                        "percent_agreement": [100.0]})
+    html = _table(cut)
+    assert "<td>20.1</td>" in html and "20.100" not in html
+    assert "<td>PET-MR raw</td>" in html and "<th>% agreement</th>" in html
+    svg = plot_class_changes(_pairs(), "centiloid", 20.1, "PiB", tmp_path / "c.svg")
+    assert f"cut-off {cutoff_text(20.1)}" in svg
