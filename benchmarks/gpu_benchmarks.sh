@@ -9,14 +9,14 @@
 # 2. training speed (benchmarks/train_speed.py, configurations cpu and gpu, 0 and 4 data
 #    workers) while step 1 simulates (so the CPU is busy: noted next to the table)
 #    -> OUTDIR/train_speed_gpu.tsv, train_speed.log;
-# 3. the shipped demo model retrained on CUDA at a larger scale (all four PET-MR setups,
-#    16 subjects, 2 ensemble members calibrated on 2 held-out subjects), started once step 1
-#    trains -> OUTDIR/demo.log;
+# 3. the shipped demo model retrained on CUDA at a larger scale through the product path
+#    (bids_harmonize-synth, participant, train: 18 subjects, 2 ensemble members calibrated
+#    on 2 held-out subjects), started once step 1 trains -> OUTDIR/demo.log;
 # then the trained models (accuracy v2/v1/unet, demo) go into OUTDIR/models.tgz.
 #
 # SECONDS (default 540) bounds the whole script; each step is stopped before it.
-# Needs: python3 with torch (CUDA), the project's requirements importable (PYTHONPATH or
-# installed). Everything is written under OUTDIR; the simulation cache goes to
+# Needs: python3 with torch (CUDA) and the project installed (`pip install -e .`: step 3
+# runs the console scripts bids_harmonize-synth, bids_harmonize-templates, bids_harmonize). Everything is written under OUTDIR; the simulation cache goes to
 # $BH_GPU_CACHE (default /tmp/bh-gpu-cache).
 set -u
 out=${1:?usage: benchmarks/gpu_benchmarks.sh OUTDIR [SECONDS]}
@@ -47,8 +47,8 @@ echo "train_speed rc=$? at $(( $(date +%s) - start )) s" >>"$status"
 while kill -0 $acc 2>/dev/null && ! grep -q "training on" "$out/accuracy.log"; do sleep 2; done
 echo "demo starts at $(( $(date +%s) - start )) s" >>"$status"
 timeout $(( $(left) - 15 )) python3 -m bids_harmonize.harmonizer.demo --out "$out/models/demo" \
-  --subjects 16 --eval-subjects 2 --steps-scale 3 --batch-size 8 --ensemble-members 2 --jobs 8 \
-  --device cuda --no-progress >"$out/demo.log" 2>&1 &
+  --work "$out/demo-work" --subjects 18 --calibration-subjects 2 --steps-scale 3 --batch-size 16 \
+  --ensemble-members 2 --nprocs 8 --device cuda >"$out/demo.log" 2>&1 &
 demo=$!
 
 wait $acc

@@ -420,8 +420,8 @@ def get_tracer(name: str, *, radionuclide: str | None = None, strict: bool = Fal
     Traceback (most recent call last):
     ...
     bids_harmonize.tracers.UnknownTracerError: tracer 'FP-CIT' is ambiguous: it names ...
-    >>> get_tracer("FP-CIT", radionuclide="F18").name
-    'FPCIT'
+    >>> get_tracer("FP-CIT", radionuclide="F18").name, get_tracer("FPCIT", radionuclide="18F").name
+    ('FPCIT', 'FPCIT')
     """
     wanted = _key(str(name))
     table = tracer_table()
@@ -436,7 +436,7 @@ def get_tracer(name: str, *, radionuclide: str | None = None, strict: bool = Fal
     if wanted in AMBIGUOUS_NAMES and (strict or name not in table):
         entry, nuclide, spect = AMBIGUOUS_NAMES[wanted]
         given = _key(radionuclide or "")
-        if given == _key(nuclide):
+        if radionuclide and _nuclide(radionuclide) == _nuclide(nuclide):  # 18F, F-18, [18F]
             return table[entry]
         if given.upper() in SPECT_RADIONUCLIDES:
             raise NotPetError(f"tracer {name!r} with radionuclide {radionuclide} is {spect}; "

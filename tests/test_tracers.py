@@ -218,3 +218,15 @@ def test_unknown_tracer_message_gives_the_name_to_type():
     assert "--uptake-window AZ-10419369=START-END" in str(info.value)
     with pytest.raises(UnknownTracerError, match="not usable"):
         tracers.unknown_tracer("--", "C11")
+
+
+def test_fpcit_with_radionuclide_in_any_spelling():
+    """The simulator writes TracerRadionuclide "18F": FPCIT must resolve with it (it was refused
+    as ambiguous when only "F18" was compared), and a SPECT nuclide is still refused."""
+    from bids_harmonize.tracers import NotPetError, resolve_tracer
+
+    for nuclide in ("18F", "F18", "F-18", "[18F]"):
+        meta = {"TracerName": "FPCIT", "TracerRadionuclide": nuclide}
+        assert resolve_tracer("FPCIT", "FPCIT", meta).name == "FPCIT"
+    with pytest.raises(NotPetError):
+        resolve_tracer("FPCIT", "FPCIT", {"TracerName": "FPCIT", "TracerRadionuclide": "I123"})

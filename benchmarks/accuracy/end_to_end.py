@@ -116,9 +116,9 @@ def run_dataset(name: str, work: Path, **kwargs) -> float:
     if not (work / "templateflow" / "tpl-MNI152NLin2009aSym").is_dir():
         subprocess.run(["bids_harmonize-templates", str(work / "templateflow")], check=True, env=env)
     t0 = time.perf_counter()
+    marks = {1: root / "participant.done", 2: root / "group.done"}
     done = {0: (root / "bids" / "participants.tsv").is_file(),
-            1: (root / "out" / "index.html").is_file(),
-            2: (root / "out" / "group" / "regions_suvr.tsv").is_file()}
+            1: marks[1].is_file(), 2: marks[2].is_file()}
     for step, cmd in enumerate(commands(name, work, **kwargs)):
         if done[step]:
             LOGGER.info("[%s] already done: %s", name, shlex.join(cmd[:3]))
@@ -129,6 +129,8 @@ def run_dataset(name: str, work: Path, **kwargs) -> float:
         if rc not in (0,) and not (step == 1 and (root / "out" / "index.html").is_file()):
             raise SystemExit(f"[{name}] command failed (exit {rc}): {shlex.join(cmd)}")
         LOGGER.info("[%s] step %d: %.0f s", name, step + 1, time.perf_counter() - t)
+        if step in marks:
+            marks[step].write_text(shlex.join(cmd) + "\n")
     seconds = time.perf_counter() - t0
     (root / "seconds.json").write_text(json.dumps({"seconds": seconds}))
     return seconds
