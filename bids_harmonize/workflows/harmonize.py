@@ -151,8 +151,8 @@ def init_harmonize_wf(
 def model_description(name: str, version: str = "", trained_on: str = "") -> str:
     """The words naming the model, its version and its training data (from its card).
 
-    >>> model_description("demo", "0.3.0", "simulated data only (bids_harmonize.synth)")
-    'the model *demo* (version 0.3.0; trained on simulated data only (bids_harmonize.synth), as its card says), '
+    >>> model_description("demo", "0.3.0", "simulated data only")
+    'the model *demo* (version 0.3.0; trained on simulated data only, as its card says), '
     >>> model_description("site", "1.0", "not stated in the model card")
     'the model *site* (version 1.0; its card does not say what it was trained on), '
     >>> model_description("")
