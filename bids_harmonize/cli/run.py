@@ -271,6 +271,82 @@ def run_participant(config: RunConfig, run_id: str | None = None) -> int:
         _remove_empty_folders(out, out_existed)
 
 
+class Progress:
+    """Nipype ``status_callback``: a log line when a participant's stage has finished every
+    node (a rerun that finds everything cached says so too), and each participant's own time.
+
+    A stage is a sub-workflow of the subject's workflow (``anat_wf``, ``pet_<key>_wf``, ...).
+    A participant's own time is the sum of its nodes' run times (from "start" to "end";
+    a node found cached on the local plugins gets no "start": 0 s), so participants run in
+    parallel do not each get the whole run's time. Plain data only: Nipype deep-copies and
+    pickles the plugin arguments along with MapNodes.
+    """
+
+    def __init__(self, workflow, subjects):
+        from nipype.interfaces.utility import IdentityInterface
+        from nipype.pipeline.engine import JoinNode
+
+        self.expected: dict[tuple[str, str], int] = {}
+        for subject in subjects:
+            sub_wf = workflow.get_node(f"sub_{subject}_wf")
+            for child in sub_wf._graph.nodes():
+                nodes = child._get_all_nodes() if hasattr(child, "_get_all_nodes") else [child]
+                count = sum(1 for n in nodes if not (isinstance(n.interface, IdentityInterface)
+                                                     and not isinstance(n, JoinNode)))
+                if count:
+                    self.expected[(subject, child.name)] = count
+        self.done: dict[tuple[str, str], int] = {}
+        self.started: dict[int, float] = {}
+        self.busy: dict[str, float] = dict.fromkeys(subjects, 0.0)
+        self.t0 = time.time()
+
+    @staticmethod
+    def where(node) -> tuple[str | None, str | None]:
+        """(participant, stage) of a node of the flattened graph, from its hierarchy; a
+        MapNode's sub-node (no hierarchy) by its work folder, without a stage."""
+        parts = str(getattr(node, "_hierarchy", None) or "").split(".")
+        if len(parts) >= 2 and parts[1].startswith("sub_") and parts[1].endswith("_wf"):
+            return parts[1][4:-3], (parts[2] if len(parts) > 2 else node.name)
+        folder = Path(str(getattr(node, "base_dir", None) or ""))
+        sub = next((p for p in folder.parts if p.startswith("sub_") and p.endswith("_wf")), None)
+        return (sub[4:-3] if sub else None), None
+
+    def __call__(self, node, status: str) -> None:
+        subject, stage = self.where(node)
+        if subject is None:
+            return
+        name = id(node)  # the plugins pass the same node object to "start" and "end"
+        now = time.time()
+        if status == "start":
+            self.started[name] = now
+            return
+        if name in self.started:
+            self.busy[subject] = self.busy.get(subject, 0.0) + now - self.started.pop(name)
+        key = (subject, stage)
+        if stage is None or key not in self.expected:
+            return
+        self.done[key] = self.done.get(key, 0) + 1
+        if self.done[key] != self.expected[key]:
+            return
+        stages = [k for k in self.expected if k[0] == subject]
+        finished = sum(1 for k in stages if self.done.get(k, 0) >= self.expected[k])
+        LOGGER.info("sub-%s: %s finished (%d node(s)%s); %d of %d stage(s) done, %.0f s into "
+                    "the run", subject, stage, self.expected[key],
+                    ", with a failure" if status == "exception" else "", finished,
+                    len(stages), now - self.t0)
+
+    def own_time(self, subject: str) -> float | None:
+        """The participant's own time (seconds), None when none of its nodes reported."""
+        return self.busy.get(subject)
+
+
+def _own_time(record: dict, progress: Progress | None) -> dict:
+    """The record with ``runtime_s`` the participant's own time when it was measured (else
+    the time from the start of the run, as :func:`runstatus.finish_record` sets it)."""
+    own = progress.own_time(record["participant"]) if progress is not None else None
+    return {**record, "runtime_s": round(own, 1)} if own is not None else record
+
+
 #: Per-participant locks of a work folder (``<work>/.bids_harmonize-locks``).
 WORK_LOCK_DIR = ".bids_harmonize-locks"
 
@@ -366,6 +442,10 @@ def _run_plans(config: RunConfig, plans, excluded, held, skipped, *, run_id, exe
     LOGGER.info("Running %d subject(s) (%s); skipped: %s", len(plans),
                 ", ".join(f"sub-{p.subject}" for p in plans), skipped or "none")
     request_node_resources(workflow, execution)
+    progress = None
+    if execution.plugin != "SLURMGraph":  # Nipype's graph plugins take no status callback
+        progress = Progress(workflow, [p.subject for p in plans])
+        execution.plugin_args = {**execution.plugin_args, "status_callback": progress}
     started = time.time()
     error = run_workflow(workflow, execution)
     elapsed = time.time() - started
@@ -394,11 +474,12 @@ def _run_plans(config: RunConfig, plans, excluded, held, skipped, *, run_id, exe
             record = runstatus.finish_record(
                 record, "failed", reasons=reasons,
                 crash_files=[f.relative_to(out).as_posix() for f in files])
-            runstatus.write_status(out, record)
+            runstatus.write_status(out, _own_time(record, progress))
             if files:  # nodes failed and the run went on: every file written is whole
                 runstatus.clear_incomplete(out, plan.subject)
         else:
-            runstatus.write_status(out, runstatus.finish_record(record, "ok"))
+            record = runstatus.finish_record(record, "ok")
+            runstatus.write_status(out, _own_time(record, progress))
             runstatus.clear_incomplete(out, plan.subject)
     failed = sorted(failed)
     _write_reports(out, plans, workflow, failed, run_id)

@@ -93,8 +93,12 @@ def render_run_summary(records: list[dict], out_dir: Path, *, title: str = "bids
             problems or "",
         ])
     if rows:
-        parts.append(table(["participant", "status", "runtime", "started (UTC)", "run",
-                            "report", "reason / crash file"], rows, text_columns=7, raw=True))
+        parts.append(table(["participant", "status", "own time", "started (UTC)", "run",
+                            "report", "reason / crash file"], rows, text_columns=7, raw=True)
+                     + "<p class='explain'>own time: the participant's own processing time, "
+                     "the sum of its steps' run times (participants run side by side share "
+                     "the machine; steps found in the cache of an earlier run count "
+                     "little or nothing). started: when the run started it.</p>")
     group_report = out_dir / "group" / "group_report.html"
     if group is not False:
         parts.append("<h2>Group level</h2>" + (

@@ -46,3 +46,11 @@ def test_records_from_runstatus_and_subjects_without_a_record(tmp_path):
 def test_no_records_says_so(tmp_path):
     html = render_run_summary([], tmp_path)
     assert "No participant status records were found" in html
+
+
+def test_runtime_column_is_each_participants_own_time_and_says_so(tmp_path):
+    records = [{"participant": "01", "status": "ok", "runtime_s": 61},
+               {"participant": "02", "status": "ok", "runtime_s": 7}]
+    html = render_run_summary(records, tmp_path)
+    assert ">own time</th>" in html and ">runtime</th>" not in html and "1 min 01 s" in html and "7 s" in html
+    assert "the sum of its steps' run times" in html
