@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from bids_harmonize.synth.consortium import Consortium
+
 #: Default PET-CT scanner models (names as in ``data/scanners.tsv``).
 PETCT_MODELS: tuple[str, ...] = ("Biograph Vision", "Discovery MI")
 #: Default PET-MR attenuation-correction setups (names of ``data/acsetups.tsv``), assigned
@@ -80,6 +82,12 @@ class SynthConfig:
         Same-day protocol timing: the PET-MR scan starts this many minutes later after
         its injection than the PET-CT scan (frames shifted; the true uptake drifts by the
         tracer's kinetic model, ``uptake.SUVR_DRIFT_PER_MIN``).  0 (default): same timing.
+    consortium
+        A :class:`~bids_harmonize.synth.consortium.Consortium` (``None``, the default: no
+        sites).  Subject ``i`` then belongs to ``consortium.site_for(i)``, whose PET-CT
+        model, PET-MR setups, PET-MR delay, count levels and institution replace
+        ``petct_models``, ``petmr_setups`` and ``petmr_delay_min``; the cohort (when the
+        consortium has one) draws amyloid status and Centiloid.
     """
 
     resolution_mm: float = 2.0
@@ -95,6 +103,7 @@ class SynthConfig:
     n_angles: int = 96
     oblique: bool = True
     petmr_delay_min: float = 0.0
+    consortium: Consortium | None = None
 
     def __post_init__(self):
         from bids_harmonize.acsetups import get_setup

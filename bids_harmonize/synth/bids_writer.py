@@ -173,8 +173,9 @@ def _clock_plus(clock: str, seconds: float) -> str:
 def pet_sidecar(*, tracer, scanner: phy.ScannerModel, ac_setup: str, software: str,
                 dose_mbq: float, scatter_fraction=None,
                 weight_kg: float, starts_min, durations_min, injection_clock: str,
-                config: SynthConfig) -> dict:
-    """The BIDS PET sidecar of one session and tracer."""
+                config: SynthConfig, institution: dict | None = None) -> dict:
+    """The BIDS PET sidecar of one session and tracer (``institution``: the site's
+    ``Institution*`` fields, default :data:`INSTITUTION`)."""
     setup = get_setup(ac_setup)
     starts_s = [round(float(v) * 60.0, 3) for v in starts_min]
     durs_s = [round(float(v) * 60.0, 3) for v in durations_min]
@@ -186,7 +187,7 @@ def pet_sidecar(*, tracer, scanner: phy.ScannerModel, ac_setup: str, software: s
         "Manufacturer": scanner.manufacturer,
         "ManufacturersModelName": scanner.model,
         "SoftwareVersions": software,
-        **INSTITUTION,
+        **(institution or INSTITUTION),
         "BodyPart": "Brain",
         "Units": "Bq/mL",
         "TracerName": tracer.name,
@@ -346,6 +347,9 @@ def _one_subject(task, threads: int | None = 1):
         "petct_scanner": p["scanners"]["petct"], "petmr_scanner": p["scanners"]["petmr"],
         "petmr_ac_setup": p["ac_setups"]["petmr"],
     }
+    if "site" in p:
+        participant["site"] = p["site"]["name"]
+        participant["institution"] = p["site"]["institution"]
     msg = (f"sub-{subject.subject}: {p['scanners']['petct']} / {p['scanners']['petmr']}, "
            f"CL {p['centiloid']:.0f}, Braak {p['braak_stage']}, "
            f"{p['timing_s']['total']:.1f} s")
@@ -363,8 +367,11 @@ def _write_all(root: Path, *, n_subjects, tracers, seed, config, progress,
         "GeneratedBy": [{
             "Name": "bids_harmonize-synth", "Version": __version__,
             "Description": (f"bids_harmonize.synth, seed {seed}, tracers {','.join(tracers)}, "
-                            f"resolution {config.resolution_mm} mm, PET-MR setups "
-                            f"{','.join(config.petmr_setups)}"),
+                            f"resolution {config.resolution_mm} mm, "
+                            + (f"consortium {config.consortium.name} (sites "
+                               f"{','.join(s.name for s in config.consortium.sites)})"
+                               if config.consortium else
+                               f"PET-MR setups {','.join(config.petmr_setups)}")),
         }],
     })
     (root / "README.md").write_text(
@@ -419,7 +426,8 @@ def _write_all(root: Path, *, n_subjects, tracers, seed, config, progress,
                 progress(msg)
     pd.DataFrame(participants).to_csv(root / "participants.tsv", sep="\t", index=False,
                                       lineterminator="\n", na_rep="n/a")
-    write_json(root / "participants.json", PARTICIPANTS_JSON)
+    write_json(root / "participants.json", {**PARTICIPANTS_JSON, **(SITE_JSON if
+                                                                  config.consortium else {})})
     table = pd.concat(tables, ignore_index=True)
     table.to_csv(truth / "regional.tsv", sep="\t", index=False, lineterminator="\n",
                  float_format="%.6g", na_rep="n/a")
@@ -448,6 +456,12 @@ PARTICIPANTS_JSON = {
                                       "bids_harmonize/data/acsetups.tsv)"},
 }
 
+#: participants.json entries of a consortium dataset (``SynthConfig.consortium``).
+SITE_JSON = {
+    "site": {"Description": "site of the consortium (bids_harmonize/data/consortia.yaml)"},
+    "institution": {"Description": "InstitutionName of the site's sidecars"},
+}
+
 
 def ratio_summary(table: pd.DataFrame) -> pd.DataFrame:
     """Mean, SD, min and max over subjects (and tracers) of the PET-MR/PET-CT ratio per region."""
@@ -462,6 +476,8 @@ def _write_subject(root: Path, subject, native, tracer_data, config) -> pd.DataF
     sub = f"sub-{subject.subject}"
     p = subject.params
     jobs = []
+    site = config.consortium.site_for(subject.index) if config.consortium else None
+    institution = site.institution_fields() if site else INSTITUTION
 
     def queue(*args, **kwargs):
         jobs.append((args, kwargs))
@@ -478,7 +494,7 @@ def _write_subject(root: Path, subject, native, tracer_data, config) -> pd.DataF
             anat_path = base / "anat" / f"{sub}_ses-{ses}_CT.nii.gz"
             queue(anat_path, nat.anat, nat.anat_affine, dtype=np.int16)
             write_json(anat_path.with_name(anat_path.name.replace(".nii.gz", ".json")), {
-                **INSTITUTION, "Modality": "CT", "Manufacturer": st.manufacturer,
+                **institution, "Modality": "CT", "Manufacturer": st.manufacturer,
                 "ManufacturersModelName": st.model, "BodyPart": "Brain", "KVP": 120,
                 "ImageType": ["ORIGINAL", "PRIMARY", "AXIAL"], "Units": "HU",
             })
@@ -486,7 +502,7 @@ def _write_subject(root: Path, subject, native, tracer_data, config) -> pd.DataF
             anat_path = base / "anat" / f"{sub}_ses-{ses}_T1w.nii.gz"
             queue(anat_path, nat.anat, nat.anat_affine, dtype=np.int16)
             write_json(anat_path.with_name(anat_path.name.replace(".nii.gz", ".json")), {
-                **INSTITUTION, "Manufacturer": st.manufacturer,
+                **institution, "Manufacturer": st.manufacturer,
                 "ManufacturersModelName": st.model, "DeviceSerialNumber": "0000",
                 "StationName": "SYNTH-PETMR", "SoftwareVersions": f"bids_harmonize {__version__}",
                 "MagneticFieldStrength": 3, "ScanningSequence": "GR_IR",
@@ -513,7 +529,8 @@ def _write_subject(root: Path, subject, native, tracer_data, config) -> pd.DataF
                                    scatter_fraction=nat.scatter_fraction.get(name),
                                    dose_mbq=nat.dose_mbq[name], weight_kg=p["weight_kg"],
                                    starts_min=starts, durations_min=durs,
-                                   injection_clock=nat.injection_clock[name], config=config))
+                                   injection_clock=nat.injection_clock[name], config=config,
+                                   institution=institution))
             to_ref[ses][pet_path.name] = (inv_pose @ aff).tolist()
             if ses == "petmr":  # the scanner's own μ-map, on the PET grid
                 mu_path = mumap_path(pet_path)

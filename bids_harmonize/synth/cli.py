@@ -68,6 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="same-day protocol: the PET-MR scan starts MIN minutes later after "
                    "injection than the PET-CT (uptake drifts by the tracer's kinetic model; "
                    "tracers without one are refused; default 0)")
+    p.add_argument("--consortium", default=None, metavar="NAME|FILE",
+                   help="simulate a consortium: a preset of bids_harmonize/data/consortia.yaml "
+                   "(paper: 3 sites, 4 PET-MR setups) or a YAML file of that schema; each "
+                   "site's PET-CT model, PET-MR setups, PET-MR delay, count levels and "
+                   "InstitutionName replace --petct-models, --petmr-setups and "
+                   "--petmr-delay, and its cohort draws amyloid status and Centiloid "
+                   "(participants.tsv gets a site column)")
     p.add_argument("--resolution", type=_resolution, default=2.0,
                    help="voxel size (mm) of the anatomy grid; scanners scale with it")
     p.add_argument("--n-frames", type=_positive_int, default=None,
@@ -108,12 +115,17 @@ def main(argv=None) -> int:
     from bids_harmonize.synth.bids_writer import SynthError, ratio_summary, write_dataset
 
     try:
+        consortium = None
+        if args.consortium:
+            from bids_harmonize.synth.consortium import load_consortium
+
+            consortium = load_consortium(args.consortium)
         config = SynthConfig(
             resolution_mm=args.resolution, petct_models=tuple(args.petct_models),
             petmr_setups=tuple(args.petmr_setups), petmr_delay_min=args.petmr_delay,
             frame_duration_min=args.frame_duration, n_frames=args.n_frames,
             dynamic=args.dynamic, motion=not args.no_motion, noise=not args.no_noise,
-            count_scale=args.count_scale)
+            count_scale=args.count_scale, consortium=consortium)
         table = write_dataset(args.output_dir, n_subjects=args.subjects, tracers=args.tracers,
                               seed=args.seed, config=config, overwrite=args.overwrite,
                               jobs=args.jobs)

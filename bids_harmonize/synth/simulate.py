@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy import ndimage
@@ -256,8 +256,14 @@ def _simulate(index: int, *, seed: int, tracers: Sequence[str], config: SynthCon
     names = [t.name for t in tracer_objs]
     if len(set(names)) != len(names):
         raise ValueError(f"duplicate tracers in {list(tracers)}")
-    if config.petmr_delay_min > 0:
-        for tr in tracer_objs:
+    site = config.consortium.site_for(index) if config.consortium else None
+
+    def petmr_delay(tracer) -> float:
+        """Minutes the PET-MR scan of ``tracer`` starts later than the PET-CT's."""
+        return site.petmr_delay_for(tracer.window_min) if site else config.petmr_delay_min
+
+    for tr in tracer_objs:
+        if petmr_delay(tr) > 0:
             uptake.kinetic_model(tr)  # raises for a tracer without a kinetic model
     timer, cpu = {}, {}
     t_start, c_start = time.perf_counter(), time.process_time()
@@ -267,17 +273,23 @@ def _simulate(index: int, *, seed: int, tracers: Sequence[str], config: SynthCon
     sex = "F" if rd.random() < 0.5 else "M"
     weight = float(np.round(np.clip(rd.normal(76 if sex == "M" else 66, 10), 45, 120), 1))
     anat = anat_mod.make_anatomy(_rng(seed, index, 1), res, age=age)
-    disease = uptake.draw_disease(_rng(seed, index, 2), age)
+    cohort = config.consortium.cohort if config.consortium else None
+    disease = uptake.draw_disease(
+        _rng(seed, index, 2), age,
+        amyloid=cohort.draw_amyloid(_rng(seed, index, 2, 1)) if cohort else None)
     t1w = anat_mod.t1w_image(anat, _rng(seed, index, 3))
     ct = anat_mod.ct_image(anat, _rng(seed, index, 4))
     mu_true = phy.hu_to_mu(anat.hu)
-    setup = get_setup(config.petmr_setups[(index - 1) % len(config.petmr_setups)])
+    setup = get_setup(config.consortium.setup_for(index) if site else
+                      config.petmr_setups[(index - 1) % len(config.petmr_setups)])
     mu_mr, mr_info = mrac.setup_mu_map(anat, setup, _rng(seed, index, 5), mu_true)
     timer["anatomy"] = time.perf_counter() - t_start
     cpu["anatomy"] = time.process_time() - c_start
 
     rs = _rng(seed, index, 6)
     petct_model = str(rs.choice(list(config.petct_models)))
+    if site:
+        petct_model = site.petct_model
     petmr_model = setup.model
     scanners = {"petct": phy.get_scanner(petct_model, res), "petmr": phy.get_scanner(
         petmr_model, res)}
@@ -359,8 +371,8 @@ def _simulate(index: int, *, seed: int, tracers: Sequence[str], config: SynthCon
             software = setup.software_versions[-1]
         # activity concentration (Bq/mL) images: SUV * dose / weight
         tdata = {}
-        delay = config.petmr_delay_min if ses == "petmr" else 0.0
         for name, td in tracer_data.items():
+            delay = petmr_delay(td["tracer"]) if ses == "petmr" else 0.0
             conc = td["doses"][ses] * 1e6 / (weight * 1000.0)
             suv_window, wweights = td["suv_window"], td["window_weights"]
             if delay > 0:  # later scan: frames shifted, uptake drifted (kinetic model)
@@ -388,7 +400,10 @@ def _simulate(index: int, *, seed: int, tracers: Sequence[str], config: SynthCon
                     for st in td["starts"]]
         pet_aff, frames_all, counts, mu_ac_pet, scatter_fr = _acquire(
             anat=anat, pose=pose, scanner=scanner, mu_true=mu_true, mu_ac=mu_ac,
-            mu_ac_affine=mu_ac_affine, tracer_data=tdata, config=config,
+            mu_ac_affine=mu_ac_affine, tracer_data=tdata,
+            config=replace(config, count_scale=config.count_scale * (
+                site.count_scale_petct if ses == "petct" else site.count_scale_petmr))
+            if site else config,
             rng_for=lambda nm, s_i=s_i: _rng(seed, index, 12, s_i, uptake.tracer_seed(nm)),
             frame_poses=frame_poses,
             coil_missing=setup.get("coil_missing_fraction") if ses == "petmr" else 0.0)
@@ -446,9 +461,22 @@ def _simulate(index: int, *, seed: int, tracers: Sequence[str], config: SynthCon
         "subject": f"{index:02d}", "age": age, "sex": sex, "weight_kg": weight,
         **disease, "anatomy": anat.params, "mr_attenuation": mr_info,
         "ac_setups": {"petct": "ct", "petmr": setup.name},
-        "petmr_delay_min": float(config.petmr_delay_min),
+        "petmr_delay_min": ({t.name: petmr_delay(t) for t in tracer_objs} if site
+                            else float(config.petmr_delay_min)),
         "scanners": {s: sessions[s].model for s in SESSIONS}, "tracers": per_tracer,
     }
+    if site:
+        from bids_harmonize.resolution import scanner_resolution
+
+        params["site"] = {
+            "consortium": config.consortium.name, "name": site.name,
+            "institution": site.institution,
+            "petct_count_scale": site.count_scale_petct,
+            "petmr_count_scale": site.count_scale_petmr,
+            "effective_resolution_mm": {
+                s: (scanner_resolution(sessions[s].model).fwhm_mm
+                    if scanner_resolution(sessions[s].model) else None) for s in SESSIONS},
+        }
     subject = SimulatedSubject(
         subject=f"{index:02d}", index=index, seed=seed, affine=anat.affine.copy(), t1w=t1w,
         ct_hu=ct, mu_true=mu_true, mu_mr=mu_mr, labels=anat.labels.astype(np.int16),

@@ -66,13 +66,21 @@ def tracer_seed(name: str) -> int:
     return zlib.crc32(name.encode())
 
 
-def draw_disease(rng: np.random.Generator, age: float) -> dict:
-    """Latent disease parameters of one subject (independent of the tracers asked for)."""
+def draw_disease(rng: np.random.Generator, age: float,
+                 amyloid: tuple[bool, float] | None = None) -> dict:
+    """Latent disease parameters of one subject (independent of the tracers asked for).
+
+    ``amyloid``: ``(positive, centiloid)`` drawn elsewhere (a consortium's cohort,
+    :meth:`~bids_harmonize.synth.consortium.Cohort.draw_amyloid`); the default draw is
+    still made (and discarded) so the other parameters come from the same stream.
+    """
     positive = bool(rng.random() < 0.45)
     if positive:
         centiloid = float(rng.uniform(25.0, 150.0))
     else:
         centiloid = float(np.clip(rng.normal(2.0, 8.0), -15.0, 20.0))
+    if amyloid is not None:
+        positive, centiloid = bool(amyloid[0]), float(amyloid[1])
     if positive:
         braak = int(np.clip(np.round(centiloid / 25.0 + rng.normal(0, 1)), 1, 6))
     else:
