@@ -132,6 +132,30 @@ def parse_name(filename: str | os.PathLike, *, strict: bool = True) -> dict[str,
     return out
 
 
+def with_tracer(path: str | os.PathLike, label: str) -> Path:
+    """The name outputs of a PET series are derived from: the input's, with ``trc-<label>``
+    put in its place when the input has no ``trc-`` entity (bids-examples pet005); an input
+    that has one is returned unchanged, so its outputs' names never change.
+
+    >>> with_tracer("/d/sub-01/ses-a/pet/sub-01_ses-a_rec-OSEM_run-1_pet.nii.gz", "AZ10419369").name
+    'sub-01_ses-a_trc-AZ10419369_rec-OSEM_run-1_pet.nii.gz'
+    >>> with_tracer("/d/sub-01_ses-a_trc-PiB_pet.nii.gz", "PIB").name
+    'sub-01_ses-a_trc-PiB_pet.nii.gz'
+    """
+    path = Path(path)
+    stem, dot, ext = path.name.partition(".")
+    parts = stem.split("_")
+    if not label or any(p.startswith("trc-") for p in parts[:-1]):
+        return path
+    order = entity_order()
+    later = set(order[order.index("tracer") + 1:])
+    by_key = _tables()[1]
+    at = next((i for i, part in enumerate(parts[:-1])
+               if by_key.get(part.partition("-")[0]) in later), len(parts) - 1)
+    parts.insert(at, f"trc-{_check_value('tracer', label)}")
+    return path.with_name("_".join(parts) + dot + ext)
+
+
 def _matches(value: str | None, wanted) -> bool:
     if wanted == "*":
         return value is not None

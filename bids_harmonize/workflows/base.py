@@ -7,7 +7,7 @@ from pathlib import Path
 from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
 from bids_harmonize.bids import InputError, SubjectPlan, bids_uri
-from bids_harmonize.derivatives import build_name, node_key, parse_name
+from bids_harmonize.derivatives import build_name, node_key, parse_name, with_tracer
 from bids_harmonize.harmonizer.uncertainty import model_has_ensemble
 from bids_harmonize.petmath import body_weight
 from bids_harmonize.provenance import software_versions
@@ -151,7 +151,7 @@ def _pet_stage(workflow, anat_wf, plan, series, ctx: dict):
     window_policy = ctx["window_policy"]
     window = session_window(ctx["uptake_windows"], tracer, series.session)
     weight = body_weight(bids_dir, plan.subject, series.session, series.metadata)
-    pet_source = str(series.path)
+    pet_source = naming_source(series)  # output names (the data input is series.path)
     sources = [bids_uri(series.path, bids_dir), ctx["t1w_uri"]]
     if series.ct is not None:
         sources.append(bids_uri(series.ct, bids_dir))
@@ -168,10 +168,10 @@ def _pet_stage(workflow, anat_wf, plan, series, ctx: dict):
         metadata=series.metadata, window_min=window, half_life_min=tracer.half_life_min,
         window_policy=window_policy, body_weight=weight,
         has_ct=series.ct is not None, sloppy=sloppy, seed=seed, omp_nthreads=omp_nthreads,
-        tpl_name=template_space_name(series.path, template.name, "preproc"),
+        tpl_name=template_space_name(pet_source, template.name, "preproc"),
         name=f"pet_{key}_wf",
     )
-    pet_wf.inputs.inputnode.pet_file = pet_source
+    pet_wf.inputs.inputnode.pet_file = str(series.path)
     if series.ct is not None:
         pet_wf.inputs.inputnode.ct_file = str(series.ct)
     ds_pet_wf = init_ds_pet_wf(output_dir=output_dir, pet_source=pet_source,
@@ -214,7 +214,7 @@ def _harmonization_stage(workflow, anat_wf, pet_wf, series, base_meta: dict,
     key = series_key(series)
     tracer = get_tracer(series.tracer)
     output_dir, template, t1w_uri = ctx["output_dir"], ctx["template"], ctx["t1w_uri"]
-    model_dir, pet_source = ctx["model_dir"], str(series.path)
+    model_dir, pet_source = ctx["model_dir"], naming_source(series)
     att = series.attenuation
     use_mumap = bool(att is not None and att.mumap is not None)
     with_uncertainty = model_has_ensemble(model_dir)
@@ -225,7 +225,7 @@ def _harmonization_stage(workflow, anat_wf, pet_wf, series, base_meta: dict,
         mumap_notes=att.notes if att else (), use_mumap=use_mumap,
         with_uncertainty=with_uncertainty, ood_policy=ctx["ood_policy"], device=ctx["device"],
         omp_nthreads=ctx["omp_nthreads"],
-        tpl_name=template_space_name(series.path, template.name, "harmonized"),
+        tpl_name=template_space_name(pet_source, template.name, "harmonized"),
         **model_facts(model_dir), name=f"harmonize_{key}_wf",
     )
     if use_mumap:
@@ -286,6 +286,18 @@ def model_facts(model_dir) -> dict:
     model = HarmonizerModel(path=Path(model_dir), card=card, card_sha256="", net=None)
     return {"model_name": str(model.name), "model_version": model.version,
             "model_trained_on": model.trained_on}
+
+
+def naming_source(series) -> str:
+    """The file name a PET series' outputs are named after: its own, with ``trc-`` added from
+    :attr:`~bids_harmonize.bids.PetSeries.tracer_label` when it has none (bids-examples
+    pet005), so that the group level finds them; a name with ``trc-`` is kept as it is.
+
+    >>> from types import SimpleNamespace as NS
+    >>> naming_source(NS(path=Path("/d/sub-01_ses-a_pet.nii.gz"), tracer_label="AZ10419369"))
+    '/d/sub-01_ses-a_trc-AZ10419369_pet.nii.gz'
+    """
+    return str(with_tracer(series.path, getattr(series, "tracer_label", "")))
 
 
 def _check_series_keys(series_list) -> None:

@@ -167,3 +167,36 @@ def test_methods_text_names_model_reference_region_atlas_and_sloppy(tmp_path, te
     text = "\n\n".join(collect_descriptions(
         init_bids_harmonize_wf([_plan(Path("/data"))], model_dir=empty, **kwargs)))
     assert "harmonized towards PET-CT" in text and "the model *" not in text
+
+
+def test_series_without_trc_entity_get_it_in_output_names_only(tmp_path, templateflow_home):
+    """bids-examples pet005 names its PET without trc-: the outputs carry trc-<tracer_label>
+    (the group level needs it), the data input stays the file; a trc- name is unchanged."""
+    root = Path("/data")
+    t1w = root / "sub-01/anat/sub-01_T1w.nii.gz"
+    bare = PetSeries(root / "sub-01/ses-baseline/pet/sub-01_ses-baseline_pet.nii.gz", "01",
+                     "baseline", "PiB", META, "PET-MR", "test", tracer_label="PIB")
+    named = PetSeries(root / "sub-01/ses-petct/pet/sub-01_ses-petct_trc-PiB_pet.nii.gz", "01",
+                      "petct", "PiB", META, "PET-CT", "test", tracer_label="PiB")
+    model = tmp_path / "model"
+    model.mkdir()
+    wf = init_bids_harmonize_wf(
+        [SubjectPlan("01", t1w, [bare, named])], bids_dir=root, output_dir=tmp_path / "out",
+        template=get_template("MNI152NLin2009aSym"), model_dir=model, sloppy=True,
+        uptake_windows={"PiB": [50, 70]})
+    nodes = wf._get_all_nodes()
+    sources = {n.inputs.source_file[0] for n in nodes
+               if n.name.startswith("ds_") and hasattr(n.inputs, "source_file")
+               and "/pet/" in str(n.inputs.source_file[0])}
+    assert sources == {
+        "/data/sub-01/ses-baseline/pet/sub-01_ses-baseline_trc-PIB_pet.nii.gz",
+        str(named.path)}
+    assert {n.inputs.pet_file for n in nodes if n.name == "inputnode"
+            and "pet_file" in n.inputs.copyable_trait_names()
+            and n.inputs.pet_file} == {str(bare.path), str(named.path)}
+    tpl = {n.inputs.out_name for n in nodes if n.name in ("pet_to_template",
+                                                           "harmonized_to_template")}
+    assert tpl == {
+        "sub-01_ses-baseline_trc-PIB_space-MNI152NLin2009aSym_desc-preproc_pet.nii.gz",
+        "sub-01_ses-baseline_trc-PIB_space-MNI152NLin2009aSym_desc-harmonized_pet.nii.gz",
+        "sub-01_ses-petct_trc-PiB_space-MNI152NLin2009aSym_desc-preproc_pet.nii.gz"}
