@@ -53,6 +53,8 @@ class RunConfig:
     verbose: int = 0
     uptake_windows: dict[str, list[float]] = field(default_factory=dict)
     window_policy: str = "strict"
+    common_resolution: float | None = None
+    scanner_resolutions: dict[str, float] | None = None
     tracer_file: Path | None = None
     reference_regions: dict[str, str] = field(default_factory=dict)
     atlas: str = "synth"
@@ -123,6 +125,8 @@ _CHECKS = {
                        "a table of text"),
     "dict[str, float]": (lambda v: isinstance(v, dict) and all(_is_number(x) for x in v.values()),
                          "a table of numbers"),
+    "dict[str, float] | None": (lambda v: v is None or (isinstance(v, dict) and all(
+        _is_number(x) for x in v.values())), "a table of numbers"),
     "dict[str, int]": (lambda v: isinstance(v, dict) and all(_is_int(x) for x in v.values()),
                        "a table of integers"),
     "dict[str, list[float]]": (

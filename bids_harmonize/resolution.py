@@ -169,3 +169,47 @@ def scanner_resolution(model: str | None) -> ScannerResolution | None:
     words = {_norm(w) for w in re.split(r"[\s(),/;]+", str(model))}
     found = {table[w].model: table[w] for w in words if len(w) >= 3 and w in table}
     return found.popitem()[1] if len(found) == 1 else None
+
+
+def resolution_record(model: str | None, target_mm: float,
+                      overrides: dict[str, float] | None = None) -> dict:
+    """What smoothing a series of scanner ``model`` to ``target_mm`` does, for its sidecar.
+
+    The scanner's effective resolution comes from ``overrides`` (model -> FWHM mm, the
+    user's) or ``data/scanner_resolution.tsv``; an unknown model or one coarser than the
+    target is a :class:`ResolutionError` naming the model and how to fix it.
+
+    >>> r = resolution_record("Biograph mMR", 8.0)
+    >>> r["ScannerEffectiveResolutionFWHM"], round(r["SmoothingKernelFWHM"], 2)
+    (6.0, 5.29)
+    >>> resolution_record("Unknown 3000", 8.0)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    bids_harmonize.resolution.ResolutionError: scanner 'Unknown 3000': effective resolution unknown ...
+    """
+    overrides = {_norm(k): float(v) for k, v in (overrides or {}).items()}
+    if model and _norm(model) in overrides:
+        fwhm, source, recon = overrides[_norm(model)], "user (--scanner-resolution)", ""
+    else:
+        known = scanner_resolution(model)
+        if known is None:
+            raise ResolutionError(
+                f"scanner {model!r}: effective resolution unknown (not in {RESOLUTION_TABLE}); "
+                "give it with --scanner-resolution MODEL=MM, e.g. from a Hoffman phantom "
+                "scan reconstructed like the data")
+        fwhm, source, recon = known.fwhm_mm, known.source, known.reconstruction
+    try:
+        kernel = smoothing_fwhm(fwhm, target_mm)
+    except ResolutionError as exc:
+        raise ResolutionError(f"scanner {model!r}: {exc}") from None
+    return {
+        "CommonResolutionFWHM": float(target_mm),
+        "ScannerEffectiveResolutionFWHM": float(fwhm),
+        "ScannerEffectiveResolutionSource": source,
+        "ScannerReconstruction": recon,
+        "SmoothingKernelFWHM": round(kernel, 4),
+        "Units": "mm",
+        "Description": "static PET smoothed in its own space with an isotropic Gaussian of "
+                       "SmoothingKernelFWHM, sqrt(common^2 - scanner^2), before registration, "
+                       "harmonization and quantification",
+    }

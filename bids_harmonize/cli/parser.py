@@ -93,6 +93,36 @@ def _scale(value: str) -> float:
     return number
 
 
+def _resolution_mm(value: str) -> float:
+    """A common effective resolution (FWHM, mm), 1-20.
+
+    >>> _resolution_mm("8")
+    8.0
+    """
+    try:
+        number = float(value.lower().removesuffix("mm"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of mm: {value}") from None
+    if not 1.0 <= number <= 20.0:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 20 mm: {value}")
+    return number
+
+
+def _scanner_resolution(value: str) -> tuple[str, float]:
+    """``MODEL=MM``: a scanner's effective resolution (FWHM, mm).
+
+    >>> _scanner_resolution("Biograph 64=6.5")
+    ('Biograph 64', 6.5)
+    """
+    model, equals, number = value.rpartition("=")
+    if not equals or not model.strip():
+        raise argparse.ArgumentTypeError(f"expected MODEL=MM (e.g. 'Biograph 64=6.5'): {value}")
+    try:
+        return model.strip(), _resolution_mm(number)
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"{value}: {exc}") from None
+
+
 def _plugin_args(value: str) -> dict:
     """A JSON object, given inline or as a ``.json`` file."""
     import json
@@ -283,6 +313,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="frames that do not cover the uptake window: 'strict' refuses the series, "
         "'nearest' averages the nearest span of the same length that the frames cover "
         "(the window used is in the sidecar's TimeWindow)",
+    )
+    proc.add_argument(
+        "--common-resolution", type=_resolution_mm, metavar="MM",
+        help="smooth every PET (PET-CT and PET-MR) to this common effective resolution "
+        "(FWHM, mm; e.g. 8, as ADNI and AMYPAD do) before registration, harmonization and "
+        "quantification, from each scanner's effective resolution "
+        "(bids_harmonize/data/scanner_resolution.tsv or --scanner-resolution); recorded in "
+        "the sidecars (ResolutionHarmonization) and the methods text; off by default",
+    )
+    proc.add_argument(
+        "--scanner-resolution", action=_ListAction, type=_scanner_resolution, default=[],
+        metavar="MODEL=MM",
+        help="effective resolution (FWHM, mm) of a scanner model as reconstructed, for "
+        "--common-resolution; overrides the built-in table (several: "
+        "'Biograph 64=6.5' 'Discovery 690=5.3')",
     )
     proc.add_argument(
         "--tracer-file", type=_existing_file, metavar="YAML",

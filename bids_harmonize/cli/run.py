@@ -111,6 +111,8 @@ def config_from_args(args) -> RunConfig:
         work_dir=args.work_dir, stop_on_first_crash=args.stop_on_first_crash,
         sloppy=args.sloppy, write_graph=args.write_graph, verbose=args.verbose,
         uptake_windows=dict(args.uptake_window), window_policy=args.window_policy,
+        common_resolution=args.common_resolution,
+        scanner_resolutions=dict(args.scanner_resolution) or None,
         tracer_file=args.tracer_file, reference_regions=dict(args.reference_region),
         atlas=args.atlas,
         atlas_labels=args.atlas_labels, centiloid_vois=args.centiloid_vois,
@@ -120,6 +122,27 @@ def config_from_args(args) -> RunConfig:
         ensemble_members=args.ensemble_members, calibration_subjects=args.calibration_subjects,
         overwrite_model=args.overwrite_model,
     )
+
+
+def resolution_checked(plans, excluded: dict, config: RunConfig) -> list:
+    """Plans whose every PET scanner has a known effective resolution no coarser than
+    ``--common-resolution``; the others join ``excluded`` with one line per problem."""
+    from bids_harmonize.resolution import ResolutionError, resolution_record
+
+    kept = []
+    for plan in plans:
+        problems = []
+        for series in plan.pet:
+            try:
+                resolution_record(series.model_name, config.common_resolution,
+                                  config.scanner_resolutions)
+            except ResolutionError as exc:
+                problems.append(f"{series.path.name}: --common-resolution: {exc}")
+        if problems:
+            excluded.setdefault(plan.subject, []).extend(problems)
+        else:
+            kept.append(plan)
+    return kept
 
 
 def check_paths(config: RunConfig) -> None:
@@ -223,9 +246,11 @@ def run_participant(config: RunConfig, run_id: str | None = None) -> int:
     except InputError as exc:
         raise UsageError(str(exc)) from None
     excluded = dict(found.excluded)
+    plans = found.plans
+    if config.common_resolution:
+        plans = resolution_checked(plans, excluded, config)
     if excluded and config.stop_on_first_crash:
         raise UsageError(f"--stop-on-first-crash: {_excluded_summary(excluded)}; nothing was run")
-    plans = found.plans
     if not plans:
         raise UsageError("no participant can be processed: "
                          + "; ".join(filter(None, [_excluded_summary(excluded),
@@ -417,6 +442,9 @@ def _run_plans(config: RunConfig, plans, excluded, held, skipped, *, run_id, exe
         window_policy=config.window_policy,
         atlas=config.atlas, atlas_labels=config.atlas_labels,
         centiloid_vois=config.centiloid_vois, ood_policy=config.ood_policy,
+        **({"common_resolution": config.common_resolution,
+            "scanner_resolutions": config.scanner_resolutions}
+           if config.common_resolution else {}),
     )
     records = {}
     for plan in plans:

@@ -127,3 +127,40 @@ class PETStaticImage(SimpleInterface):
         (cwd / "static_info.json").write_text(json.dumps(info, indent=2))
         self._results.update(out_file=str(out), out_info=str(cwd / "static_info.json"), info=info)
         return runtime
+
+
+class _SmoothInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="static PET in its own space")
+    scanner_fwhm_mm = traits.Float(mandatory=True,
+                                   desc="the scanner's effective resolution (FWHM, mm)")
+    target_fwhm_mm = traits.Float(mandatory=True, desc="common effective resolution (FWHM, mm)")
+
+
+class _SmoothOutputSpec(TraitedSpec):
+    out_file = File(exists=True, desc="the PET at the common effective resolution")
+    kernel_fwhm_mm = traits.Float(desc="FWHM (mm) of the Gaussian applied")
+
+
+class SmoothToResolution(SimpleInterface):
+    """Smooth a PET image to a common effective resolution
+    (:func:`bids_harmonize.resolution.smooth_to_resolution`)."""
+
+    input_spec = _SmoothInputSpec
+    output_spec = _SmoothOutputSpec
+
+    def _run_interface(self, runtime):
+        import nibabel as nb
+        import numpy as np
+
+        from bids_harmonize.resolution import smooth_to_resolution
+
+        img = nb.load(self.inputs.in_file)
+        data, kernel = smooth_to_resolution(np.asarray(img.dataobj, dtype=np.float32),
+                                            img.affine, self.inputs.scanner_fwhm_mm,
+                                            self.inputs.target_fwhm_mm)
+        out = Path(runtime.cwd) / "pet_static_smoothed.nii.gz"
+        out_img = nb.Nifti1Image(data, img.affine, img.header)
+        out_img.set_data_dtype(np.float32)
+        nb.save(out_img, out)
+        self._results.update(out_file=str(out), kernel_fwhm_mm=float(kernel))
+        return runtime

@@ -11,6 +11,7 @@ from bids_harmonize.derivatives import build_name, node_key, parse_name, with_tr
 from bids_harmonize.harmonizer.uncertainty import model_has_ensemble
 from bids_harmonize.petmath import body_weight
 from bids_harmonize.provenance import software_versions
+from bids_harmonize.resolution import resolution_record
 from bids_harmonize.templates import TemplateFiles
 from bids_harmonize.tracers import get_tracer, session_window
 from bids_harmonize.workflows.anat import init_anat_wf
@@ -53,6 +54,7 @@ def init_single_subject_wf(
     atlas: str = "synth",
     atlas_labels: Path | None = None, centiloid_vois: Path | None = None,
     ood_policy: str = "warn", name: str | None = None,
+    common_resolution: float | None = None, scanner_resolutions: dict | None = None,
 ) -> Workflow:
     """Preprocess, harmonize and quantify every PET series of one subject.
 
@@ -83,6 +85,10 @@ def init_single_subject_wf(
     ood_policy
         What an image out of the model's distribution gets: ``warn``, ``passthrough`` or
         ``fail`` (:mod:`bids_harmonize.harmonizer.ood`).
+    common_resolution, scanner_resolutions
+        ``None`` (default): no smoothing. Else every PET is smoothed to this effective
+        resolution (FWHM, mm) from its scanner's (:mod:`bids_harmonize.resolution`; the
+        user's ``{model: mm}`` first) before registration and quantification.
 
     .. workflow::
 
@@ -124,7 +130,8 @@ def init_single_subject_wf(
            "t1w_uri": t1w_uri, "versions": versions, "sloppy": sloppy, "seed": seed,
            "omp_nthreads": omp_nthreads, "uptake_windows": uptake_windows,
            "window_policy": window_policy, "model_dir": model_dir, "device": device,
-           "ood_policy": ood_policy,
+           "ood_policy": ood_policy, "common_resolution": common_resolution,
+           "scanner_resolutions": scanner_resolutions,
            "references": {"T1w": t1w_uri,
                           template.name: f"tpl-{template.name}_res-02_T1w.nii.gz"},
            "quantify": {"output_dir": output_dir, "atlas": atlas, "atlas_labels": atlas_labels,
@@ -161,12 +168,17 @@ def _pet_stage(workflow, anat_wf, plan, series, ctx: dict):
                   "uptake_window_min": list(window) if window else None,
                   "window_policy": window_policy, "body_weight_source": weight[1]},
     )
+    smoothing = None
+    if ctx["common_resolution"]:  # --common-resolution: recorded in every PET sidecar
+        smoothing = resolution_record(series.model_name, ctx["common_resolution"],
+                                      ctx["scanner_resolutions"])
+        base_meta["ResolutionHarmonization"] = smoothing
     if series.attenuation is not None:  # PET-MR: setup, its inference, scanner mu-map
         base_meta.update(series.attenuation.sidecar())
 
     pet_wf = init_pet_wf(
         metadata=series.metadata, window_min=window, half_life_min=tracer.half_life_min,
-        window_policy=window_policy, body_weight=weight,
+        window_policy=window_policy, body_weight=weight, common_resolution=smoothing,
         has_ct=series.ct is not None, sloppy=sloppy, seed=seed, omp_nthreads=omp_nthreads,
         tpl_name=template_space_name(pet_source, template.name, "preproc"),
         name=f"pet_{key}_wf",

@@ -7,7 +7,7 @@ from nipype.pipeline import engine as pe
 from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
 from bids_harmonize.interfaces.anat import ApplyTransforms, RigidRegistration
-from bids_harmonize.interfaces.pet import PETStaticImage
+from bids_harmonize.interfaces.pet import PETStaticImage, SmoothToResolution
 
 
 def init_pet_wf(
@@ -15,6 +15,7 @@ def init_pet_wf(
     has_ct: bool = False, sloppy: bool = False, seed: int = 0, omp_nthreads: int = 1,
     tpl_name: str = "pet_tpl.nii.gz", name: str = "pet_wf", window_policy: str = "strict",
     body_weight: tuple[float | None, str] = (None, "none"),
+    common_resolution: dict | None = None,
 ) -> Workflow:
     """Turn one PET series into a static uptake image on the T1w grid and in the template.
 
@@ -37,6 +38,10 @@ def init_pet_wf(
     tpl_name
         File name of the template-space image (BIDS-like, so that tables named
         after it carry the right entities).
+    common_resolution
+        ``None`` (default): no smoothing. Else the record of
+        :func:`bids_harmonize.resolution.resolution_record`: the static image is smoothed
+        from the scanner's effective resolution to the common one before registration.
 
     Inputs
     ------
@@ -72,6 +77,14 @@ def init_pet_wf(
         "T1w by mutual information [@ants]"
         + ("; the session's CT was registered to the T1w likewise." if has_ct else ".")
     )
+    if common_resolution:
+        workflow.__desc__ += (
+            f" The static image was smoothed to a common effective resolution of "
+            f"{common_resolution['CommonResolutionFWHM']:g} mm FWHM with an isotropic "
+            f"Gaussian of {common_resolution['SmoothingKernelFWHM']:.2f} mm (the scanner's "
+            f"{common_resolution['ScannerEffectiveResolutionFWHM']:g} mm added in "
+            "quadrature), as multi-site amyloid studies do [@joshi2009resolution]."
+        )
     inputnode = pe.Node(
         niu.IdentityInterface(fields=["pet_file", "ct_file", "t1w_preproc", "brain_mask",
                                       "t1w2tpl_xfm", "template_t1w"]),
@@ -96,13 +109,22 @@ def init_pet_wf(
                       name="pet2t1w", n_procs=omp_nthreads)
     to_template = pe.Node(ApplyTransforms(out_name=tpl_name), name="pet_to_template")
 
+    static_out = static
+    if common_resolution:
+        static_out = pe.Node(
+            SmoothToResolution(
+                scanner_fwhm_mm=common_resolution["ScannerEffectiveResolutionFWHM"],
+                target_fwhm_mm=common_resolution["CommonResolutionFWHM"]),
+            name="smooth_to_resolution")
+        workflow.connect(static, "out_file", static_out, "in_file")
     workflow.connect([
         (inputnode, static, [("pet_file", "in_file")]),
-        (static, pet2t1w, [("out_file", "moving")]),
+        (static_out, pet2t1w, [("out_file", "moving")]),
         (inputnode, pet2t1w, [("t1w_preproc", "fixed"), ("brain_mask", "fixed_mask")]),
         (pet2t1w, to_template, [("out_file", "in_file")]),
         (inputnode, to_template, [("template_t1w", "reference"), ("t1w2tpl_xfm", "transforms")]),
-        (static, outputnode, [("out_file", "pet_static"), ("info", "static_info")]),
+        (static_out, outputnode, [("out_file", "pet_static")]),
+        (static, outputnode, [("info", "static_info")]),
         (pet2t1w, outputnode, [("out_file", "pet_t1w"), ("forward_transforms", "pet2t1w_xfm")]),
         (to_template, outputnode, [("out_file", "pet_tpl")]),
     ])  # fmt: skip
