@@ -426,8 +426,10 @@ def _write_all(root: Path, *, n_subjects, tracers, seed, config, progress,
                 progress(msg)
     pd.DataFrame(participants).to_csv(root / "participants.tsv", sep="\t", index=False,
                                       lineterminator="\n", na_rep="n/a")
-    write_json(root / "participants.json", {**PARTICIPANTS_JSON, **(SITE_JSON if
-                                                                  config.consortium else {})})
+    cohort = config.consortium.cohort if config.consortium else None
+    write_json(root / "participants.json", {
+        **PARTICIPANTS_JSON, **(SITE_JSON if config.consortium else {}),
+        **(COHORT_JSON if cohort else {})})
     table = pd.concat(tables, ignore_index=True)
     table.to_csv(truth / "regional.tsv", sep="\t", index=False, lineterminator="\n",
                  float_format="%.6g", na_rep="n/a")
@@ -460,6 +462,14 @@ PARTICIPANTS_JSON = {
 SITE_JSON = {
     "site": {"Description": "site of the consortium (bids_harmonize/data/consortia.yaml)"},
     "institution": {"Description": "InstitutionName of the site's sidecars"},
+}
+#: participants.json entry of a consortium with a cohort.
+COHORT_JSON = {
+    "amyloid_status": {"Description": "true amyloid status drawn by the consortium's cohort "
+                                      "(positive subjects have a Centiloid above the cohort's "
+                                      "positive_centiloid_min, negative ones at most 20)",
+                       "Levels": {"positive": "amyloid positive",
+                                  "negative": "amyloid negative"}},
 }
 
 

@@ -97,7 +97,8 @@ def test_cohort_writer_files_do_not_depend_on_jobs(tmp_path):
     root = tmp_path / "one"
     parts = pd.read_csv(root / "participants.tsv", sep="\t")
     assert parts["site"].tolist() == ["A", "B", "C"]
-    assert "site" in json.loads((root / "participants.json").read_text())
+    pjson = json.loads((root / "participants.json").read_text())
+    assert "site" in pjson and "cohort" in pjson["amyloid_status"]["Description"]
     side = json.loads((root / "sub-03/ses-petmr/pet/sub-03_ses-petmr_trc-PiB_pet.json")
                       .read_text())
     assert side["InstitutionName"] == "Site C Memory Clinic (simulated)"
