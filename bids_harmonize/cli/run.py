@@ -671,6 +671,8 @@ def run_train(config: RunConfig, run_id: str | None = None) -> int:
             with single_process_env():  # members are trained in one process, by design
                 fit_uncertainty(partial, train_pairs, validation_pairs=calibration_pairs,
                                 n_members=config.ensemble_members, device=config.device)
+        # checkpoints only serve a resumed run of this training; the model ships without them
+        shutil.rmtree(partial / "checkpoints", ignore_errors=True)
         install_model(partial, model_dir, run_id=run_id)
         shutil.rmtree(staging, ignore_errors=True)
     finally:
