@@ -150,14 +150,15 @@ def test_methods_text_names_model_reference_region_atlas_and_sloppy(tmp_path, te
                                                                     sloppy):
     """The methods text says which model (name, version, simulated training data), which
     reference region and atlas, and whether --sloppy was used; the graph is unchanged."""
-    from bids_harmonize.harmonizer.weights import default_model_dir
+    from bids_harmonize.harmonizer.weights import default_model_dir, load_model
     from bids_harmonize.reports.boilerplate import collect_descriptions
 
     kwargs = {"bids_dir": Path("/data"), "output_dir": tmp_path / "out",
               "template": get_template("MNI152NLin2009aSym"), "sloppy": sloppy}
     wf = init_bids_harmonize_wf([_plan(Path("/data"))], model_dir=default_model_dir(), **kwargs)
     text = "\n\n".join(collect_descriptions(wf))
-    assert "the model *demo* (version 0.3.0; trained on simulated data only" in text
+    version = load_model(default_model_dir()).version
+    assert f"the model *demo* (version {version}; trained on simulated data only" in text
     assert "PiB uptake was summarised" in text and "reference region whole cerebellum" in text
     assert "*synth* atlas" in text
     assert ("`--sloppy`" in text) is sloppy
