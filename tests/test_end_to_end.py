@@ -185,10 +185,11 @@ def test_group_outputs(derivatives):
 def _mean_abs_suvr_diff(regions, subject, version):
     """Mean absolute regional SUVR difference (%) of one PET-MR version to PET-CT, over the
     synth atlas' regions outside the reference region (whole cerebellum, for PiB)."""
-    from bids_harmonize.atlas import COMPOSITES
+    from bids_harmonize.atlas import COMPOSITES, synth_label_table
 
     reference = set(COMPOSITES["whole_cerebellum"])
-    base = [c for c in COMPOSITES["whole_brain"] if c not in reference] + ["ventricles_csf"]
+    base = [n for n in synth_label_table()["name"] if n not in reference]
+    assert len(base) == 21
     rows = regions[regions["subject"] == subject].set_index(["platform", "version"])
     ct = rows.loc[("PET-CT", "raw"), base].astype(float)
     mr = rows.loc[("PET-MR", version), base].astype(float)
