@@ -360,6 +360,8 @@ def cutoff_for(tracer: str, cutoffs: dict | None = None) -> tuple[str, float] | 
 
     >>> cutoff_for("PiB"), cutoff_for("PiB", {"pib": 20}), cutoff_for("FDG")
     (('centiloid', 20.1), ('centiloid', 20.0), None)
+    >>> cutoff_for("flortaucipir"), cutoff_for("FPCIT")  # in the table without a value
+    (None, None)
     >>> cutoff_for("PiB", {"[11C]PiB": 24.1}), cutoff_for("AZ10419369", {"AZ-10419369": 1.2})
     (('centiloid', 24.1), None)
     >>> cutoff_for("AZ10419369", {"AZ-10419369": {"measure": "suvr_cortical", "value": 1.2}})
@@ -379,7 +381,7 @@ def cutoff_for(tracer: str, cutoffs: dict | None = None) -> tuple[str, float] | 
         base.update(given)
     elif given is not None:
         base["value"] = float(given)
-    if "measure" not in base or "value" not in base:
+    if base.get("measure") is None or base.get("value") is None:  # tau, DaT: none published
         return None
     return str(base["measure"]), float(base["value"])
 
