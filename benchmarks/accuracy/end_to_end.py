@@ -132,7 +132,9 @@ def run_dataset(name: str, work: Path, **kwargs) -> float:
         if step in marks:
             marks[step].write_text(shlex.join(cmd) + "\n")
     seconds = time.perf_counter() - t0
-    (root / "seconds.json").write_text(json.dumps({"seconds": seconds}))
+    record = root / "seconds.json"  # a resumed run adds to the time already spent
+    before = json.loads(record.read_text())["seconds"] if record.is_file() else 0.0
+    record.write_text(json.dumps({"seconds": before + seconds}))
     return seconds
 
 
@@ -192,7 +194,7 @@ def combat_from_training(training_out: Path) -> dict | None:
     ct, mr = _wide(regions, "raw", "PET-CT"), _wide(regions, "raw", "PET-MR")
     keys = ct.index.intersection(mr.index)
     cols = [c for c in [*REGIONS, "cortical_composite"] if c in ct.columns]
-    ok = (ct.loc[keys, cols] > 0).all(1) & (mr.loc[keys, cols] > 0).all(1)
+    ok = (ct.loc[keys, cols] > 0).all(axis=1) & (mr.loc[keys, cols] > 0).all(axis=1)
     keys = keys[ok.to_numpy()]
     LOGGER.info("ComBat fitted on %d training cases", len(keys))
     return fit_combat(ct.loc[keys, cols], mr.loc[keys, cols])
