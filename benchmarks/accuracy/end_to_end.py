@@ -422,6 +422,29 @@ def markdown(summary: dict, meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def card_evaluation(summary: dict, meta: dict) -> dict:
+    """The model card's ``evaluation``: the headline numbers of this benchmark."""
+    out = {"benchmark": "benchmarks/accuracy/end_to_end.py (benchmarks/README.md: end-to-end "
+                        "accuracy): participant and group outputs against the same subject's "
+                        "PET-CT, simulated test subjects never seen in training",
+           "date": meta["date"], "command": meta["command"],
+           "metric": "mean absolute regional SUVR difference to PET-CT, % (synth atlas, tracer "
+                     "reference region), mean [95 % bootstrap CI over subjects]; Centiloid "
+                     "mean |dCL|", "sets": {}}
+    for name, block in summary.items():
+        m = block["methods"]
+        entry = {"n_subjects": block["n_subjects"],
+                 **{f"suvr_{k}_pct": [round(v, 2) for v in m[k]["mean_abs_pct"]]
+                    for k in ("raw", "harmonized") if k in m},
+                 "paired_harmonized_minus_raw": [
+                     round(v, 2) for v in block["paired"]["harmonized - raw"]["mean_abs_pct"]]}
+        for k in ("raw", "harmonized"):
+            if "abs_dcl" in m.get(k, {}):
+                entry[f"abs_dcl_{k}"] = round(m[k]["abs_dcl"][0], 2)
+        out["sets"][name] = entry
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--work", type=Path, required=True, help="folder for datasets and outputs")
@@ -436,6 +459,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nprocs", type=int, default=os.cpu_count() or 1)
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="simulation processes")
     p.add_argument("--score-only", action="store_true", help="score what --work holds")
+    p.add_argument("--record-in-card", type=Path, default=None, metavar="MODEL_DIR",
+                   help="write the headline numbers into this model's card (evaluation)")
     p.add_argument("--results", type=Path, default=Path(__file__).with_name("END_TO_END"),
                    help="write RESULTS.md/.json/cases.tsv with this stem")
     return p
@@ -475,6 +500,13 @@ def main(argv=None) -> int:
     Path(f"{stem}.md").write_text(text)
     Path(f"{stem}.json").write_text(json.dumps({"meta": meta, "summary": summary}, indent=1,
                                                default=float) + "\n")
+    if args.record_in_card is not None:
+        from bids_harmonize.harmonizer.uncertainty import write_card
+        from bids_harmonize.harmonizer.weights import read_card
+
+        card, _ = read_card(args.record_in_card)
+        card["evaluation"] = card_evaluation(summary, meta)
+        write_card(args.record_in_card, card)
     return 0
 
 
