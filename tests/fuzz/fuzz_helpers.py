@@ -28,3 +28,19 @@ def error_line(err: str) -> str:
     lines = [line for line in err.splitlines() if line.startswith("bids_harmonize: error:")]
     assert len(lines) == 1, err
     return lines[0]
+
+
+def pet_mr_sidecar(bids: Path) -> dict:
+    """The PET-MR sidecar of sub-01 as a dict."""
+    import json
+
+    return json.loads((bids / f"{PET_MR}.json").read_text())
+
+
+def with_pet_mr_sidecar(bids: Path, **changes) -> Path:
+    """Rewrite sub-01's PET-MR sidecar with ``changes`` applied."""
+    import json
+
+    meta = pet_mr_sidecar(bids)
+    meta.update(changes)
+    return replace(bids / f"{PET_MR}.json", json.dumps(meta))

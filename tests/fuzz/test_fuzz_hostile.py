@@ -16,19 +16,9 @@ import sys
 import nibabel as nb
 import numpy as np
 import pytest
-from fuzz_helpers import PET_MR, T1W, error_line, fast_args, replace
+from fuzz_helpers import PET_MR, T1W, error_line, fast_args, pet_mr_sidecar, replace, with_pet_mr_sidecar
 
 from bids_harmonize.bids import discover
-
-
-def _sidecar(bids):
-    return json.loads((bids / f"{PET_MR}.json").read_text())
-
-
-def _with(bids, **changes):
-    meta = _sidecar(bids)
-    meta.update(changes)
-    return replace(bids / f"{PET_MR}.json", json.dumps(meta))
 
 
 def _rewrite_image(path, make):
@@ -112,14 +102,14 @@ def test_ct_keeps_its_negative_values(bids):
 def test_injection_after_time_zero_shifts_the_frames(bids):
     """Frames 50-70 min after TimeZero, injection 20 min after it: 30-50 min after injection,
     which does not cover PiB's 50-70 min window (before the fix they were used as 50-70)."""
-    _with(bids, ScanStart=0, InjectionStart=1200,
+    with_pet_mr_sidecar(bids, ScanStart=0, InjectionStart=1200,
           FrameTimesStart=[3000 + 200 * i for i in range(6)], FrameDuration=[200] * 6)
     _only_01_excluded(bids, "frames cover 0.0 of 20.0 min of the window 50-70", PET_MR)
 
 
 def test_injection_shift_keeps_a_covered_window(bids):
     """The same frames with the injection at TimeZero cover the window: planned."""
-    _with(bids, ScanStart=0, InjectionStart=0,
+    with_pet_mr_sidecar(bids, ScanStart=0, InjectionStart=0,
           FrameTimesStart=[3000 + 200 * i for i in range(6)], FrameDuration=[200] * 6)
     found = discover(bids)
     assert sorted(p.subject for p in found.plans) == ["01", "02"]
@@ -131,7 +121,7 @@ def test_injection_shift_keeps_a_covered_window(bids):
     ({"ScanStart": [0]}, "ScanStart must be a finite number"),
 ])
 def test_bad_injection_or_scan_start(bids, changes, message):
-    _with(bids, **changes)
+    with_pet_mr_sidecar(bids, **changes)
     _only_01_excluded(bids, message, PET_MR)
 
 
@@ -191,7 +181,7 @@ def test_any_exception_excludes_only_its_participant(bids, monkeypatch):
 
 
 def test_cli_reports_one_line_for_a_nested_sidecar(bids, tmp_path, run_app):
-    raw = _sidecar(bids)
+    raw = pet_mr_sidecar(bids)
     raw["Deep"] = json.loads("[" * 200 + "]" * 200)
     replace(bids / f"{PET_MR}.json", json.dumps(raw))
     out = tmp_path / "out"
@@ -211,7 +201,7 @@ def test_cli_reports_one_line_for_a_nested_sidecar(bids, tmp_path, run_app):
     ({"ScanStart": 9000}, "ScanStart (9000 s) is after the first frame starts"),
 ])
 def test_unusual_values_are_warned_not_refused(bids, caplog, changes, message):
-    _with(bids, **changes)
+    with_pet_mr_sidecar(bids, **changes)
     with caplog.at_level("WARNING", logger="bids_harmonize.bids"):
         found = discover(bids)
     assert sorted(p.subject for p in found.plans) == ["01", "02"]
@@ -246,7 +236,7 @@ def test_sidecar_linked_to_dev_zero(bids):
 def test_oversized_sidecar_is_refused_unread(bids):
     from bids_harmonize.safeio import SIDECAR_LIMIT
 
-    meta = _sidecar(bids)
+    meta = pet_mr_sidecar(bids)
     meta["Padding"] = "x" * (SIDECAR_LIMIT + 10)
     replace(bids / f"{PET_MR}.json", json.dumps(meta))
     _only_01_excluded(bids, "more than the", f"{PET_MR}.json")

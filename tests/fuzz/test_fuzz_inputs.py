@@ -17,20 +17,9 @@ import time
 import nibabel as nb
 import numpy as np
 import pytest
-from fuzz_helpers import PET_MR, T1W, error_line, fast_args, replace
+from fuzz_helpers import PET_MR, T1W, error_line, fast_args, replace, with_pet_mr_sidecar
 
 from bids_harmonize.bids import InputError, discover, read_participants
-
-
-def _sidecar(bids):
-    return json.loads((bids / f"{PET_MR}.json").read_text())
-
-
-def _with(bids, **changes):
-    meta = _sidecar(bids)
-    meta.update(changes)
-    return replace(bids / f"{PET_MR}.json", json.dumps(meta))
-
 
 # ------------------------------------------------------------------ sidecars (frame timing, types)
 
@@ -62,7 +51,7 @@ SIDECAR_CASES = {
 @pytest.mark.parametrize("case", sorted(SIDECAR_CASES))
 def test_bad_sidecar_values(bids, tmp_path, run_app, case):
     changes, message = SIDECAR_CASES[case]
-    _with(bids, **changes)
+    with_pet_mr_sidecar(bids, **changes)
     out = tmp_path / "out"
     code, err = run_app(*fast_args(bids, out, "--participant-label", "01"))
     line = error_line(err)
@@ -103,7 +92,7 @@ def test_truncated_sidecar_of_another_subject_does_not_matter(bids):
 
 def test_every_problem_reported_and_good_participant_kept(bids):
     # sub-01: two problems in one sidecar; sub-02 untouched
-    _with(bids, FrameDuration=[300, None, 300, 300, 300, 300], ManufacturersModelName=["x"])
+    with_pet_mr_sidecar(bids, FrameDuration=[300, None, 300, 300, 300, 300], ManufacturersModelName=["x"])
     found = discover(bids)
     assert [p.subject for p in found.plans] == ["02"]
     problems = found.excluded["01"]
