@@ -162,7 +162,8 @@ def test_training_recipe_runs_torchrun_under_srun(array_run, dataset):
     env, model = array_run["env"], dataset / "model"
     printed = _slurm([str(dataset / "bids"), str(array_run["out"]), "--level", "train",
                       "--procs-per-node", "2", "--cpus", "2", "--mem", "6", "--submit", "--",
-                      "--train-epochs", "ct=1", "mri=1", "residual=1", "--model-dir", str(model)],
+                      "--train-epochs", "ct=1", "mri=1", "residual=1", "--train-steps-scale", "0.1",
+                      "--train-batch-size", "2", "--model-dir", str(model)],
                      env)
     job = re.search(r"train job (\d+)", printed).group(1)
     seconds = _wait([job])
