@@ -214,10 +214,12 @@ def test_killed_node_job_fails_the_run_and_leaves_no_jobs(dataset, slurm_cluster
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     started, victim = time.monotonic(), None
-    while victim is None and time.monotonic() - started < 120:
+    while victim is None and time.monotonic() - started < 240:
         out = _squeue(["--noheader", "--states=RUNNING", "--format=%i %j"], env)
-        victim = next((line.split()[0] for line in out.splitlines() if line.split()[1].startswith(
-            ("n4.", "register_template."))), None)
+        # the registration, not N4: a job of a few seconds can finish between squeue and
+        # scancel, and the run then rightly succeeds (seen once in a fresh-clone CI run)
+        victim = next((line.split()[0] for line in out.splitlines()
+                       if line.split()[1].startswith("register_template.")), None)
         time.sleep(0.5)
     assert victim is not None, "no registration job ever ran"
     time.sleep(2)
