@@ -65,8 +65,8 @@ def main(argv=None) -> int:
     from bids_harmonize.tracers import get_tracer
 
     torch.set_num_threads(args.threads)
-    index = {n: int(i) for i, n in zip(load_atlas("synth").labels["index"],
-                                       load_atlas("synth").labels["name"], strict=True)}
+    table = load_atlas("synth").labels
+    index = {n: int(i) for i, n in zip(table["index"], table["name"], strict=True)}
     variants = []
     for spec in args.variant:
         name, _, rest = spec.partition("=")

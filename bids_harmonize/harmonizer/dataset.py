@@ -106,18 +106,20 @@ def _match_ct(mr, cts: list):
 
 
 def atlas_on_t1w(t1w, tpl2t1w_xfm, atlas="synth", labels=None, out_file=None) -> np.ndarray:
-    """Integer region labels of ``atlas`` (template space, :func:`~bids_harmonize.quant.
-    atlases.load_atlas`) on the grid of ``t1w``, through the participant level's composite
-    template-to-T1w transform (ANTs, ``genericLabel`` interpolation). A mask-stack atlas
-    (Centiloid VOIs) is flattened, later masks winning where they overlap."""
+    """Integer region labels of ``atlas`` (template space: a loaded
+    :class:`~bids_harmonize.quant.atlases.Atlas`, or a spec for
+    :func:`~bids_harmonize.quant.atlases.load_atlas` with its ``labels``) on the grid of
+    ``t1w``, through the participant level's composite template-to-T1w transform (ANTs,
+    ``genericLabel`` interpolation). A mask-stack atlas (Centiloid VOIs) is flattened,
+    later masks winning where they overlap."""
     import tempfile
 
     import nibabel as nb
 
-    from bids_harmonize.quant.atlases import load_atlas
+    from bids_harmonize.quant.atlases import Atlas, load_atlas
     from bids_harmonize.registration import apply_transforms
 
-    spec = load_atlas(atlas, labels=labels)
+    spec = atlas if isinstance(atlas, Atlas) else load_atlas(atlas, labels=labels)
     img = spec.image
     data = np.asanyarray(img.dataobj)
     if data.ndim == 4:
@@ -134,7 +136,7 @@ def atlas_on_t1w(t1w, tpl2t1w_xfm, atlas="synth", labels=None, out_file=None) ->
         return np.rint(np.asanyarray(nb.load(out).dataobj)).astype(np.int16)
 
 
-def _subject_labels(root, sub, t1w, atlas, atlas_labels):
+def _subject_labels(root, sub, t1w, atlas):
     """Atlas labels on the subject's T1w grid, or ``None`` (brain mask as the only region)
     when the participant level left no template-to-T1w transform."""
     xfms = collect_derivatives(root, subject=sub, kinds=("tpl2t1w_xfm",))
@@ -142,7 +144,7 @@ def _subject_labels(root, sub, t1w, atlas, atlas_labels):
         LOGGER.warning("sub-%s: no template-to-T1w transform (*_to-T1w_mode-image_xfm.h5): "
                        "the regional losses use the brain mask as one region", sub)
         return None
-    return atlas_on_t1w(t1w, xfms[0].path, atlas, atlas_labels)
+    return atlas_on_t1w(t1w, xfms[0].path, atlas)
 
 
 def load_pairs_from_derivatives(
@@ -167,6 +169,11 @@ def load_pairs_from_derivatives(
     root = Path(derivatives_dir)
     if not root.is_dir():
         raise InsufficientDataError(f"derivatives folder {root} does not exist")
+    atlas_spec = None
+    if atlas:
+        from bids_harmonize.quant.atlases import load_atlas
+
+        atlas_spec = load_atlas(atlas, labels=atlas_labels)  # read once for every subject
     wanted_subjects = {s.removeprefix("sub-") for s in participant_labels or []}
     wanted_tracers = {t.lower() for t in tracers or []}
     pairs: list[TrainingPair] = []
@@ -179,7 +186,7 @@ def load_pairs_from_derivatives(
                                            "pet_preproc"))
         t1w = next((d.path for d in found if d.kind == "t1w_preproc"), None)
         mask = next((d.path for d in found if d.kind == "brain_mask"), None)
-        labels_of_subject = None
+        labels_of_subject, labels_done = None, False  # made once per subject, when needed
         by_tracer: dict[str, dict[str, list]] = {}
         for pet in found:
             if pet.kind != "pet_preproc" or pet.get("space") != "T1w":
@@ -223,8 +230,9 @@ def load_pairs_from_derivatives(
                     excluded.append((label, "no CT on the T1w grid (*_space-T1w_desc-preproc_CT)"
                                             f" in ses-{ct_pet.get('session')}"))
                     continue
-                if atlas and labels_of_subject is None:
-                    labels_of_subject = _subject_labels(root, sub, t1w, atlas, atlas_labels)
+                if atlas_spec is not None and not labels_done:
+                    labels_of_subject = _subject_labels(root, sub, t1w, atlas_spec)
+                    labels_done = True
                 pairs.append(
                     TrainingPair(
                         subject=sub,

@@ -44,6 +44,35 @@ def log_l1(harmonized_log: torch.Tensor, target: torch.Tensor, mask: torch.Tenso
     return masked_l1(harmonized_log, torch.log(target.clamp_min(0) + eps), mask)
 
 
+def _regional_log_ratios(harmonized, target, labels, n_labels: int, min_voxels: float):
+    """``log(mean_harmonized / mean_target)`` per patch and label ``(B, L)``, and which of
+    them count (at least ``min_voxels`` voxels in the patch, positive target)."""
+    b = harmonized.shape[0]
+    onehot = F.one_hot(labels.long().flatten(1).clamp_min(0), n_labels + 1).to(harmonized.dtype)
+    onehot = onehot[..., 1:]  # (B, V, L), background dropped
+    counts = onehot.sum(1)  # (B, L)
+    sum_h = torch.einsum("bv,bvl->bl", harmonized.reshape(b, -1), onehot)
+    sum_t = torch.einsum("bv,bvl->bl", target.reshape(b, -1), onehot)
+    valid = (counts >= min_voxels) & (sum_t > 0)
+    ratio = torch.log(sum_h.clamp_min(1e-6) / sum_t.clamp_min(1e-6))
+    return ratio, valid
+
+
+def _mean_abs(ratio, valid, centred: bool, like):
+    """Mean ``|ratio|`` over the valid entries; ``centred``: each patch's ratios minus their
+    mean over its valid regions, patches with fewer than two regions left out."""
+    if centred:
+        n = valid.sum(1, keepdim=True)
+        keep = (n >= 2).expand_as(valid) & valid
+        if not bool(keep.any()):
+            return like.sum() * 0.0
+        mean = (ratio * valid).sum(1, keepdim=True) / n.clamp_min(1)
+        return (ratio - mean).abs()[keep].mean()
+    if not bool(valid.any()):
+        return like.sum() * 0.0
+    return ratio.abs()[valid].mean()
+
+
 def regional_log_bias(
     harmonized: torch.Tensor,
     target: torch.Tensor,
@@ -67,24 +96,16 @@ def regional_log_bias(
     >>> float(regional_log_bias(1.1 * t, t, lab, 2, centred=True))
     0.0
     """
-    b = harmonized.shape[0]
-    onehot = F.one_hot(labels.long().flatten(1).clamp_min(0), n_labels + 1).to(harmonized.dtype)
-    onehot = onehot[..., 1:]  # (B, V, L), background dropped
-    counts = onehot.sum(1)  # (B, L)
-    sum_h = torch.einsum("bv,bvl->bl", harmonized.reshape(b, -1), onehot)
-    sum_t = torch.einsum("bv,bvl->bl", target.reshape(b, -1), onehot)
-    valid = (counts >= min_voxels) & (sum_t > 0)
-    if not bool(valid.any()):
-        return harmonized.sum() * 0.0
-    ratio = torch.log(sum_h.clamp_min(1e-6) / sum_t.clamp_min(1e-6))
-    if centred:
-        n = valid.sum(1, keepdim=True)
-        keep = (n >= 2).expand_as(valid) & valid
-        if not bool(keep.any()):
-            return harmonized.sum() * 0.0
-        mean = (ratio * valid).sum(1, keepdim=True) / n.clamp_min(1)
-        return (ratio - mean).abs()[keep].mean()
-    return ratio.abs()[valid].mean()
+    ratio, valid = _regional_log_ratios(harmonized, target, labels, n_labels, min_voxels)
+    return _mean_abs(ratio, valid, centred, harmonized)
+
+
+def regional_bias_and_pattern(harmonized, target, labels, n_labels: int, min_voxels: float = 8.0):
+    """:func:`regional_log_bias` plain and centred from one pass over the labels (the
+    stage-3 loss needs both every step)."""
+    ratio, valid = _regional_log_ratios(harmonized, target, labels, n_labels, min_voxels)
+    return (_mean_abs(ratio, valid, False, harmonized),
+            _mean_abs(ratio, valid, True, harmonized))
 
 
 def smoothness(r: torch.Tensor):

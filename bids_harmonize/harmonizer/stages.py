@@ -48,13 +48,13 @@ def stage3_terms(r, batch, config, n_labels):
     """Stage-3 loss terms from a log-ratio patch ``r`` (also used by the benchmark)."""
     import torch
 
-    from .losses import log_l1, regional_log_bias, smoothness
+    from .losses import log_l1, regional_bias_and_pattern, smoothness
 
     pet, target = batch["pet"], batch["target"]
     log_h = torch.log(pet + PET_EPS) + r
     voxel = log_l1(log_h, target, batch["mask"], PET_EPS)
-    harmonized = pet * torch.exp(r)
-    regional = regional_log_bias(harmonized, target, batch["labels"], n_labels)
+    regional, pattern = regional_bias_and_pattern(pet * torch.exp(r), target, batch["labels"],
+                                                  n_labels)
     smooth = smoothness(r)
     lw = config.loss
     loss = lw.voxel_weight * voxel + lw.regional_weight * regional + lw.smooth_weight * smooth
@@ -64,7 +64,6 @@ def stage3_terms(r, batch, config, n_labels):
         "smooth": float(smooth.detach()),
     }
     if lw.pattern_weight > 0:
-        pattern = regional_log_bias(harmonized, target, batch["labels"], n_labels, centred=True)
         loss = loss + lw.pattern_weight * pattern
         parts["pattern"] = float(pattern.detach())
     return loss, parts
