@@ -13,8 +13,9 @@ expected correction that turns the PET-MR image into the PET-CT one is therefore
 
     e(x) = -log( mean over LORs through x of exp(-integral (mu_true - mu_ac)) )
 
-:func:`expected_ac_error` computes ``e`` with the simulator's 2-D parallel-beam projector
-(:func:`bids_harmonize.synth.physics.system_matrix`), slice by slice along the axial axis,
+:func:`expected_ac_error` computes ``e`` with the 2-D parallel-beam projector the simulator
+also uses (:func:`bids_harmonize.physics.tomography.system_matrix`), slice by slice along
+the axial axis,
 on a grid ``downsample`` times coarser than the input and over few angles: the map is
 smooth, so this costs well under a second for a 2 mm head. ``e > 0`` where the scanner's
 map lacks attenuation (bone as soft tissue: Dixon without bone), ``e ~ 0`` where it has
@@ -121,7 +122,7 @@ def expected_ac_error(
     """
     from scipy import ndimage
 
-    from bids_harmonize.synth.physics import fbp, system_matrix
+    from bids_harmonize.physics.tomography import fbp, system_matrix
 
     mu_true = np.asarray(mu_true, dtype=np.float32)
     mu_ac = np.asarray(mu_ac, dtype=np.float32)

@@ -18,6 +18,7 @@ from scipy import ndimage
 from bids_harmonize.__about__ import __version__
 from bids_harmonize.acsetups import get_setup
 from bids_harmonize.atlas import synth_label_table
+from bids_harmonize.physics import tomography
 from bids_harmonize.synth import anatomy as anat_mod
 from bids_harmonize.synth import mrac, uptake
 from bids_harmonize.synth import physics as phy
@@ -160,11 +161,11 @@ def _acquire(*, anat, pose, scanner, mu_true, mu_ac, mu_ac_affine, tracer_data, 
     post = scanner.postfilter_fwhm_mm / 2.3548
     voxel_ml = float(np.prod(scanner.voxel_mm)) / 1000.0
     mu_ac_pet = phy.resample(mu_ac, mu_ac_affine, pet_shape, pet_aff)
-    ac_line = phy.project(mu_ac_pet, n_ang) * step_cm
+    ac_line = tomography.project(mu_ac_pet, n_ang) * step_cm
     tails = ac_line < 1e-3  # lines of response outside the head (scanner's own map)
     hw_line = np.float32(0.0)
     if scanner.platform == "PET-MR":
-        hw_line = phy.project(phy.hardware_mu(pet_shape, scanner.voxel_mm), n_ang) * step_cm
+        hw_line = tomography.project(phy.hardware_mu(pet_shape, scanner.voxel_mm), n_ang) * step_cm
     af_ac = np.exp(-(ac_line + np.float32(1.0 - coil_missing) * hw_line))
     af_hw = np.exp(-hw_line)
     # 3-D acquisition: the correction error of oblique lines (scanner map differs from
@@ -198,7 +199,7 @@ def _acquire(*, anat, pose, scanner, mu_true, mu_ac, mu_ac_affine, tracer_data, 
     def project_at(aff_subj, which):
         srcs = [mu_true] + [tracer_data[nm][k] for nm in which for k in ("window", "flow")]
         vols = phy.resample_many(srcs, aff_subj, pet_shape, pet_aff)
-        proj = phy.project(np.stack(vols, axis=-1), n_ang)  # (n_ang, n, nz, 1 + 2 k)
+        proj = tomography.project(np.stack(vols, axis=-1), n_ang)  # (n_ang, n, nz, 1 + 2 k)
         af = np.exp(-proj[..., 0] * step_cm) * af_hw
         out = {}
         for i, nm in enumerate(which):
@@ -239,7 +240,7 @@ def _acquire(*, anat, pose, scanner, mu_true, mu_ac, mu_ac_affine, tracer_data, 
             scatter_fraction.setdefault(name, []).append(
                 float(scat.sum() / max(float((emission * af_true + scat).sum()), 1e-12)))
             sino[:, :, f, :] = (counts - scat_est * k) / (af_ac_used * k)
-        frames = phy.fbp(sino, scanner.hann_cutoff, post_sigma=(post / vx, post / vz),
+        frames = tomography.fbp(sino, scanner.hann_cutoff, post_sigma=(post / vx, post / vz),
                          recover_sigma=recover)
         out[name] = np.ascontiguousarray(np.moveaxis(frames, 2, 3), dtype=np.float32)
     LOGGER.debug("%s scatter fractions: %s", scanner.model,
