@@ -19,6 +19,8 @@ from pathlib import Path
 
 import tomli_w
 
+from bids_harmonize.safeio import atomic_write_text
+
 ANALYSIS_LEVELS = ("participant", "group", "train")
 DEFAULT_OUTPUT_SPACES = ("MNI152NLin2009cAsym", "T1w")
 
@@ -172,7 +174,7 @@ def config_from_dict(data: dict, *, source: str = "config") -> RunConfig:
 def save_config(config: RunConfig, path: Path) -> Path:
     """Write the settings as TOML (``[run]`` table) and return the path."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(tomli_w.dumps({"run": config_to_dict(config)}))
+    atomic_write_text(path, tomli_w.dumps({"run": config_to_dict(config)}))
     return path
 
 

@@ -8,6 +8,7 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 
 from bids_harmonize.__about__ import __version__
+from bids_harmonize.safeio import atomic_write_json, atomic_write_text
 
 TRACKED_PACKAGES = ("torch", "monai", "antspyx", "nipype", "niworkflows", "pybids", "nibabel",
                     "templateflow", "numpy")
@@ -58,16 +59,17 @@ def write_dataset_description(output_dir: Path, bids_dir: Path) -> Path:
     """Write (or refresh) the derivatives' description and their ``.bidsignore``."""
     output_dir.mkdir(parents=True, exist_ok=True)
     path = output_dir / "dataset_description.json"
-    path.write_text(json.dumps(dataset_description(bids_dir), indent=2) + "\n")
+    atomic_write_json(path, dataset_description(bids_dir))
     ignore = output_dir / ".bidsignore"
     # files BIDS has no name for yet (CT, regional tables, ANTs .h5), and non-data folders
     patterns = ["*_CT.nii.gz", "*_CT.json", "*_suvr.tsv", "*_suvr.json", "*_measures.tsv",
                 "*_measures.json", "*_xfm.h5", "**/figures", "**/log", "logs", "group",
                 "work", "models", "*.html", "CITATION.md"]
-    ignore.write_text("\n".join(patterns) + "\n")
+    atomic_write_text(ignore, "\n".join(patterns) + "\n")
     readme = output_dir / "README.md"
     if not readme.exists():
-        readme.write_text(
+        atomic_write_text(
+            readme,
             "# bids_harmonize derivatives\n\nPreprocessed and harmonized PET, regional tables "
             "and reports written by bids_harmonize; see each sidecar's provenance and "
             "logs/CITATION.md for the methods.\n"

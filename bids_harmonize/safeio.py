@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import stat
-import tempfile
 from pathlib import Path
 
 #: Size limits (bytes) of the small files read from the user. Not published constants:
@@ -167,28 +167,75 @@ def safe_yaml_load(text: str, *, what: str):
     return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
 
 
-def atomic_write_bytes(path, data: bytes, *, mode: int = 0o644) -> Path:
+def atomic_write_bytes(path, data: bytes, *, mode: int | None = None) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same folder, then rename.
 
     A failure (disk full, kill) leaves the previous file or none, never a partial one;
-    the temporary file is removed on failure.
+    the temporary file is removed on failure. Without ``mode`` the file gets the
+    permissions a plain ``open(path, "w")`` would give (``0o666`` less the umask, so a
+    group-writable umask on a shared cluster is kept); ``mode`` sets them exactly.
+
+    >>> import tempfile
+    >>> out = Path(tempfile.mkdtemp()) / "a" / "b.txt"
+    >>> atomic_write_bytes(out, b"one").read_bytes(), sorted(p.name for p in out.parent.iterdir())
+    (b'one', ['b.txt'])
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            # 0o666: the umask applies, as for open(path, "w")
+            fd = os.open(tmp, flags, 0o666 if mode is None else 0o600)
+            break
+        except FileExistsError:
+            continue
+    else:  # pragma: no cover - 100 collisions of 32 random bits
+        raise FileExistsError(f"{path}: no free temporary name")
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
+        if mode is not None:
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
 
 
-def atomic_write_text(path, text: str, *, mode: int = 0o644) -> Path:
+def atomic_write_text(path, text: str, *, mode: int | None = None) -> Path:
     """:func:`atomic_write_bytes` of UTF-8 text."""
     return atomic_write_bytes(path, text.encode("utf-8"), mode=mode)
+
+
+def atomic_write_json(path, data, *, indent: int | None = 2, **dumps) -> Path:
+    """:func:`atomic_write_text` of ``json.dumps(data)`` and a final newline."""
+    return atomic_write_text(path, json.dumps(data, indent=indent, **dumps) + "\n")
+
+
+def atomic_write_table(table, path, **to_csv) -> Path:
+    """A pandas table as a BIDS TSV (tab, ``n/a``, ``\\n``), rendered whole, then written
+    atomically. ``to_csv`` keywords override those defaults.
+
+    >>> import pandas as pd, tempfile
+    >>> out = Path(tempfile.mkdtemp()) / "t.tsv"
+    >>> atomic_write_table(pd.DataFrame({"a": [1, None]}), out).read_text()
+    'a\\n1.0\\nn/a\\n'
+    """
+    options = {"sep": "\t", "index": False, "na_rep": "n/a", "lineterminator": "\n", **to_csv}
+    return atomic_write_text(path, table.to_csv(None, **options))
+
+
+def atomic_savefig(fig, path, **savefig) -> Path:
+    """``fig.savefig`` rendered in memory, then written atomically (a kill or a full disk
+    while matplotlib writes leaves no half figure). ``format`` defaults to the suffix."""
+    import io
+
+    buffer = io.BytesIO()
+    savefig.setdefault("format", Path(path).suffix.lstrip(".") or "svg")
+    fig.savefig(buffer, **savefig)
+    return atomic_write_bytes(path, buffer.getvalue())

@@ -13,10 +13,11 @@ tests, the demo and a container built without network have a template.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from bids_harmonize.safeio import atomic_write_json
 
 NILEARN_TEMPLATE = "MNI152NLin2009aSym"
 
@@ -121,7 +122,7 @@ def build_nilearn_template(home: Path | None = None) -> Path:
         "res": {"02": {"origin": [float(v) for v in affine[:3, 3]], "shape": list(t1w.shape),
                        "zooms": [2.0, 2.0, 2.0]}},
     }
-    (folder / "template_description.json").write_text(json.dumps(description, indent=2))
+    atomic_write_json(folder / "template_description.json", description)
     return folder
 
 

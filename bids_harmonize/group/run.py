@@ -24,7 +24,6 @@ Every TSV has a JSON data dictionary next to it.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -33,6 +32,7 @@ import pandas as pd
 
 from bids_harmonize.group import agreement as ag
 from bids_harmonize.group.collect import KEYS, Collection, collect_participant_tables
+from bids_harmonize.safeio import atomic_write_json, atomic_write_table, atomic_write_text
 
 LOGGER = logging.getLogger(__name__)
 
@@ -127,15 +127,14 @@ def write_tsv(df: pd.DataFrame, path: Path) -> Path:
     cols = [_column_text(df[c]) for c in df.columns]
     lines = ["\t".join(map(str, df.columns))]
     lines += ["\t".join(row) for row in zip(*cols, strict=True)] if cols else []
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 def _write(df: pd.DataFrame, path: Path, extra: dict | None = None) -> Path:
     write_tsv(df, path)
     dictionary = {**KEY_DICTIONARY, **STAT_DICTIONARY, **(extra or {})}
     described = {c: dictionary[c] for c in df.columns if c in dictionary}
-    path.with_suffix(".json").write_text(json.dumps(described, indent=2) + "\n")
+    atomic_write_json(path.with_suffix(".json"), described)
     return path
 
 
@@ -569,9 +568,7 @@ def run_group(output_dir: str | Path, *, cutoffs: dict | None = None, atlas: str
     for (tracer, seg, cond), mat in matrices.items():
         name = f"trc-{tracer}_seg-{seg}_desc-{cond.replace('_', '')}_corr.tsv"
         path = group_dir / "correlations" / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        mat.rename_axis("region").reset_index().to_csv(path, sep="\t", index=False,
-                                                       na_rep="n/a", lineterminator="\n")
+        atomic_write_table(mat.rename_axis("region").reset_index(), path)
         written[f"corr_{tracer}_{seg}_{cond}"] = path
 
     notes = []
@@ -613,7 +610,7 @@ def run_group(output_dir: str | Path, *, cutoffs: dict | None = None, atlas: str
     if report:
         files["report"] = "group_report.html"
     summary["Files"] = files
-    summary_path.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    atomic_write_json(summary_path, summary, default=str)
     if report:
         from bids_harmonize.reports.group import write_group_report
 

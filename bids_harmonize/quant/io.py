@@ -19,7 +19,6 @@ where ``<series>`` are every entity of the PET series (``sub``, ``ses``, ``task`
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -27,6 +26,7 @@ import pandas as pd
 from bids_harmonize.derivatives import DerivativeNameError, build_name, parse_name, series_entities
 from bids_harmonize.quant.measures import MEASURE_DICTIONARY
 from bids_harmonize.quant.regional import REGION_DICTIONARY
+from bids_harmonize.safeio import atomic_write_json, atomic_write_table
 
 
 def derivative_name(in_file: str | Path, *, seg: str, desc: str, suffix: str,
@@ -46,13 +46,12 @@ def write_tsv(table: pd.DataFrame, path: str | Path,
               dictionary: dict[str, dict] | None = None) -> tuple[Path, Path | None]:
     """Write a BIDS TSV (``n/a`` for missing) and, if given, its JSON data dictionary."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(path, sep="\t", index=False, na_rep="n/a", lineterminator="\n")
+    atomic_write_table(table, path)
     if dictionary is None:
         return path, None
     sidecar = path.with_name(path.name.split(".")[0] + ".json")
     described = {c: dictionary[c] for c in table.columns if c in dictionary}
-    sidecar.write_text(json.dumps(described, indent=2) + "\n")
+    atomic_write_json(sidecar, described)
     return path, sidecar
 
 

@@ -22,6 +22,8 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
+from bids_harmonize.safeio import atomic_write_text
+
 _CITE = re.compile(r"\[(@[\w:.-]+(?:\s*;\s*@[\w:.-]+)*)\]")
 _STRONG = re.compile(r"\*\*(.+?)\*\*")
 _EM = re.compile(r"(?<![\w*])\*(?!\s)(.+?)(?<!\s)\*(?![\w*])")
@@ -305,6 +307,6 @@ def write_citation_files(logs_dir: Path, boilerplate: Boilerplate) -> list[Path]
     for name, text in (("CITATION.md", boilerplate.markdown()),
                        ("CITATION.txt", boilerplate.plain() + "\n"),
                        ("CITATION.bib", boilerplate.bibtex())):
-        (logs_dir / name).write_text(text)
+        atomic_write_text(logs_dir / name, text)
         written.append(logs_dir / name)
     return written

@@ -24,6 +24,7 @@ import pandas as pd  # noqa: E402
 
 from bids_harmonize.reports.html import CSS  # noqa: E402
 from bids_harmonize.reports.reportlets import region_bars  # noqa: E402
+from bids_harmonize.safeio import atomic_savefig, atomic_write_text  # noqa: E402
 
 LOGGER = logging.getLogger(__name__)
 
@@ -91,10 +92,9 @@ def _read(path: Path) -> pd.DataFrame:
 
 
 def _svg(fig, path: Path) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
     # text as SVG text, not glyph paths: smaller files, much faster to write
     with plt.rc_context({"svg.fonttype": "none"}):
-        fig.savefig(path, format="svg", bbox_inches="tight")
+        atomic_savefig(fig, path, format="svg", bbox_inches="tight")
     plt.close(fig)
     text = path.read_text()
     return text[text.index("<svg"):]
@@ -416,7 +416,7 @@ def write_group_report(group_dir: str | Path) -> Path:
     parts.append(methods_section(group_dir))
     parts.append("</body></html>")
     out = group_dir / "group_report.html"
-    out.write_text("\n".join(parts))
+    atomic_write_text(out, "\n".join(parts))
     LOGGER.info("group report written to %s", out)
     return out
 

@@ -10,6 +10,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import nibabel as nb  # noqa: E402
 import numpy as np  # noqa: E402
 
+from bids_harmonize.safeio import atomic_savefig  # noqa: E402
+
 VIEWS = ("sagittal", "coronal", "axial")
 
 
@@ -76,7 +78,7 @@ def plot_overlay(background, overlay, out_file, *, contour=None, title="", overl
         ax.axis("off")
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    fig.savefig(out_file, format="svg")
+    atomic_savefig(fig, out_file, format="svg")
     plt.close(fig)
     return out_file
 
@@ -96,7 +98,7 @@ def plot_uptake_window(info: dict, out_file, *, title=""):
     ax.legend(loc="upper left", fontsize=8)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(out_file, format="svg")
+    atomic_savefig(fig, out_file, format="svg")
     plt.close(fig)
     return out_file
 
@@ -113,7 +115,7 @@ def plot_harmonization(before, after, mask, out_file, *, title=""):
             ("ratio harmonized / before", ratio, "coolwarm", 0.8, 1.2)]
     fig = _slice_grid(rows, centre, zooms, row_height=3.0, shrink=0.7)
     fig.suptitle(title, fontsize=11)
-    fig.savefig(out_file, format="svg")
+    atomic_savefig(fig, out_file, format="svg")
     plt.close(fig)
     return out_file
 
@@ -121,7 +123,7 @@ def plot_harmonization(before, after, mask, out_file, *, title=""):
 def _save_svg(fig, out_file):
     # text as SVG text, not glyph paths: smaller files, much faster to write
     with plt.rc_context({"svg.fonttype": "none"}):
-        fig.savefig(out_file, format="svg", bbox_inches="tight")
+        atomic_savefig(fig, out_file, format="svg", bbox_inches="tight")
     plt.close(fig)
     return out_file
 

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from bids_harmonize.reports.html import fmt, page, table
+from bids_harmonize.safeio import atomic_write_text
 
 LOGGER = logging.getLogger(__name__)
 
@@ -139,7 +140,7 @@ def write_run_summary(out_dir: Path, records: list[dict] | None = None) -> Path:
     out_dir = Path(out_dir)
     records = records_on_disk(out_dir) if records is None else records
     out = out_dir / "index.html"
-    out.write_text(render_run_summary(records, out_dir))
+    atomic_write_text(out, render_run_summary(records, out_dir))
     LOGGER.info("Run summary written to %s (%d participant(s))", out, len(records))
     return out
 

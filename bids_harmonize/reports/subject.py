@@ -28,6 +28,7 @@ import pandas as pd
 from bids_harmonize.derivatives import bids_keys, build_path, collect_derivatives
 from bids_harmonize.reports.boilerplate import Boilerplate, boilerplate_from
 from bids_harmonize.reports.html import fmt, missing, page, table
+from bids_harmonize.safeio import atomic_write_text
 
 LOGGER = logging.getLogger(__name__)
 
@@ -410,7 +411,7 @@ def build_subject_report(output_dir: Path, subject: str, *,
                  "processing, written by the workflows themselves, to adapt for a paper's "
                  "methods section.</p>" + boilerplate.html())
     out = output_dir / f"sub-{subject}.html"
-    out.write_text(page(f"bids_harmonize: sub-{subject}", parts))
+    atomic_write_text(out, page(f"bids_harmonize: sub-{subject}", parts))
     return out
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from bids_harmonize.__about__ import __version__
 from bids_harmonize.cli.parser import existing_dir, positive_int
+from bids_harmonize.safeio import atomic_write_text
 from bids_harmonize.slurm import scheduler
 from bids_harmonize.slurm.recipe import (
     SLURM_DEFAULT_MAX_ARRAY,
@@ -157,13 +158,13 @@ def recipe_from_args(args, app_args: list[str]) -> SlurmRecipe:
 
 def _log_jobs(recipe: SlurmRecipe, rows: list[tuple[str, str, str]]) -> None:
     path = recipe.script_dir / "jobs.tsv"
-    new = not path.exists()
-    with open(path, "a") as handle:
-        if new:
-            handle.write("submitted\tkind\tjob_id\tarray\tlist\n")
-        for kind, job_id, spec in rows:
-            handle.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')}\t{kind}\t{job_id}\t{spec}"
-                         f"\t{recipe.list_name if kind == 'participant' else ''}\n")
+    # rewritten whole (a small file): a full disk leaves the previous log, not half a line
+    old = path.read_text() if path.is_file() else ""
+    lines = [old if old else "submitted\tkind\tjob_id\tarray\tlist\n"]
+    for kind, job_id, spec in rows:
+        lines.append(f"{time.strftime('%Y-%m-%dT%H:%M:%S')}\t{kind}\t{job_id}\t{spec}"
+                     f"\t{recipe.list_name if kind == 'participant' else ''}\n")
+    atomic_write_text(path, "".join(lines))
 
 
 def _last_list(recipe: SlurmRecipe) -> list[str] | None:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bids_harmonize.__about__ import __version__
+from bids_harmonize.safeio import atomic_write_text
 
 #: where the BIDS dataset, the outputs and the work directory appear inside the container
 CONTAINER_BIDS, CONTAINER_OUT, CONTAINER_WORK = "/data", "/out", "/work"
@@ -421,12 +422,11 @@ def write_recipe(recipe: SlurmRecipe, level: str = "participant", *, train_nodes
     if level != "train":
         text = "\n".join(recipe.participants) + "\n"
         paths["participants"] = folder / recipe.list_name
-        paths["participants"].write_text(text)
-        (folder / "participants.txt").write_text(text)  # the latest list, for people
+        atomic_write_text(paths["participants"], text)
+        atomic_write_text(folder / "participants.txt", text)  # the latest list, for people
     for key, text in texts.items():
         paths[key] = folder / f"{key}.sbatch"
-        paths[key].write_text(text)
-        paths[key].chmod(0o755)
+        atomic_write_text(paths[key], text, mode=0o755)
     return paths
 
 
