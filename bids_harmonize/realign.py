@@ -122,7 +122,9 @@ def realign_frames(data: np.ndarray, affine: np.ndarray, indices: Sequence[int] 
 
 def _ants_matrix(transform_file: str) -> np.ndarray:
     """The 3x4 matrix (rotation | translation) of an ANTs rigid/affine ``.mat`` file."""
-    import ants
+    from bids_harmonize.registration import _ants
+
+    ants = _ants()
 
     params = np.asarray(ants.read_transform(transform_file).parameters, dtype=float)
     if params.size != 12:

@@ -30,7 +30,41 @@ SETTINGS = {
 }
 
 
+#: HDF5's file-locking switch, read by the HDF5 library inside ANTsPy (ITK's bundled 1.12)
+HDF5_LOCKING_VARIABLE = "HDF5_USE_FILE_LOCKING"
+
+
+def hdf5_file_locking() -> str:
+    """Set HDF5's file locking to ``BEST_EFFORT`` unless the user chose a value; return it.
+
+    The only HDF5 files this app opens are ANTs composite transforms (``*_xfm.h5``): written
+    once by the registration node, then read by several nodes, possibly at once. HDF5 takes
+    a shared lock for reading, so parallel readers do not conflict; what fails is a
+    file system without locks (some NFS and Lustre mounts: "unable to lock file, errno =
+    38"). ``BEST_EFFORT`` locks where the file system can and goes on where it cannot,
+    keeping the protection against a reader meeting a half-written transform (a second
+    run writing into the same work folder). ``FALSE``, which the app used to set for the
+    whole process, dropped that protection everywhere; a user who needs it still sets
+    ``HDF5_USE_FILE_LOCKING=FALSE`` and it is respected as is.
+
+    HDF5 reads the variable once, when it first opens a file in the process, so this runs
+    before each process's first ANTs call (:func:`_ants`), not around single reads.
+
+    >>> import os
+    >>> saved = os.environ.pop(HDF5_LOCKING_VARIABLE, None)
+    >>> hdf5_file_locking()
+    'BEST_EFFORT'
+    >>> os.environ[HDF5_LOCKING_VARIABLE] = "FALSE"
+    >>> hdf5_file_locking()
+    'FALSE'
+    >>> _ = os.environ.pop(HDF5_LOCKING_VARIABLE) if saved is None else os.environ.update(
+    ...     {HDF5_LOCKING_VARIABLE: saved})
+    """
+    return os.environ.setdefault(HDF5_LOCKING_VARIABLE, "BEST_EFFORT")
+
+
 def _ants(seed: int | None = None):
+    hdf5_file_locking()  # before ANTs' HDF5 opens its first file in this process
     import ants
 
     if seed is not None:  # antspyx passes this as --random-seed to every registration
