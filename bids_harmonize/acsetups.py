@@ -243,7 +243,7 @@ def infer_ac_setup(model: str | None, software_versions=None, ac_text: str | Non
     >>> infer_ac_setup("Unknown 3000", None, None)
     (None, 'no scanner model, software version or AttenuationCorrection text matches a known setup')
     """
-    from bids_harmonize.bids import platform_from_model
+    from bids_harmonize.platforms import platform_from_model
 
     table = load_setups()
     text = (ac_text or "").strip()

@@ -8,7 +8,8 @@ import nibabel as nb
 import numpy as np
 import pytest
 
-from bids_harmonize.bids import InputError, discover, infer_platform, read_platform_map
+from bids_harmonize.bids import InputError, discover, read_platform_map
+from bids_harmonize.platforms import infer_platform
 
 SIDECAR = {
     "TracerName": "PiB", "TracerRadionuclide": "C11", "Units": "Bq/mL",

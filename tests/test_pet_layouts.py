@@ -23,9 +23,10 @@ import numpy as np
 import pytest
 
 from bids_harmonize import tracers
-from bids_harmonize.bids import discover, infer_platform
+from bids_harmonize.bids import discover
 from bids_harmonize.cli.parser import build_parser
 from bids_harmonize.cli.run import config_from_args
+from bids_harmonize.platforms import infer_platform
 
 LAYOUTS = json.loads((Path(__file__).parent / "data" / "bids_examples_pet.json").read_text())
 

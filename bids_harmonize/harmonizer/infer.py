@@ -136,6 +136,22 @@ def pseudo_mu_volume(net, t1w_n, config, device, *, sw_batch_size=4, overlap=0.2
     return out[0, 0].float().cpu().numpy()
 
 
+def ensemble_log_ratios(net, members, voxel, t1w):
+    """Log ratios ``(B, M, S, S, S)`` of the extra stage-3 nets on one batch of patches.
+
+    Same inputs as :class:`~.nets.harmonizer.ThreeStageHarmonizer` ``forward(voxel, t1w)``;
+    the frozen anatomy stages run once for all members.
+    """
+    import torch
+
+    if net.config.correction.use_anatomy:
+        tokens, pseudo_mu = net.anatomy(t1w)
+        outs = [m(voxel, tokens, pseudo_mu) for m in members]
+    else:
+        outs = [m(voxel) for m in members]
+    return torch.cat([o.float() for o in outs], dim=1)
+
+
 def harmonize_volume(
     pet_mr,
     t1w,
@@ -244,9 +260,7 @@ def harmonize_volume(
         voxel, t1w_patch = patch[:, :n_voxel], patch[:, n_voxel : n_voxel + 1]
         out = net(voxel, t1w_patch).float()
         if members:
-            from .uncertainty import member_log_ratios
-
-            out = torch.cat([out, member_log_ratios(net, members, voxel, t1w_patch)], dim=1)
+            out = torch.cat([out, ensemble_log_ratios(net, members, voxel, t1w_patch)], dim=1)
         return out
 
     amp = dev.type == "cuda"

@@ -40,31 +40,13 @@ from .config import HarmonizerConfig, stage3_channels
 from .data import PatchDataset, prepare_pair, stage_keys
 from .dataset import TrainingPair
 from .engine import run_stage
+from .physics_channel import add_physics_channel
 from .runtime import Runtime
 from .stages import stage1_loss, stage2_loss, stage3_loss
 
 LOGGER = logging.getLogger(__name__)
 
 STAGES = ("stage1", "stage2", "stage3")
-
-
-def add_physics_channel(volumes, pairs, net, config, device) -> None:
-    """Add ``ac_error`` to every prepared volume (in place), as inference will make it."""
-    from .infer import pseudo_mu_volume
-    from .intensity import MU_WATER
-    from .physics import ac_error_for
-
-    pseudo = {}  # one pseudo-CT per subject (its pairs share the T1w)
-    for vol, pair in zip(volumes, pairs, strict=True):
-        if config.physics.mu_source == "ct":
-            mu_est = vol["mu"] * MU_WATER
-        else:
-            if pair.subject not in pseudo:
-                pseudo[pair.subject] = pseudo_mu_volume(net, vol["t1w"], config, device) * MU_WATER
-            mu_est = pseudo[pair.subject]
-        vol["ac_error"], _ = ac_error_for(
-            mu_est, vol.get("scanner_mu"), getattr(pair, "ac_setup", "unknown"), config.physics, vol["pet"]
-        )
 
 
 def train_model(

@@ -218,22 +218,6 @@ def write_card(model_dir, card: dict) -> None:
     tmp.replace(path)
 
 
-def member_log_ratios(net, members, voxel, t1w):
-    """Log ratios ``(B, M, S, S, S)`` of the extra stage-3 nets on one batch of patches.
-
-    Same inputs as :class:`~.nets.harmonizer.ThreeStageHarmonizer` ``forward(voxel, t1w)``;
-    the frozen anatomy stages run once for all members.
-    """
-    import torch
-
-    if net.config.correction.use_anatomy:
-        tokens, pseudo_mu = net.anatomy(t1w)
-        outs = [m(voxel, tokens, pseudo_mu) for m in members]
-    else:
-        outs = [m(voxel) for m in members]
-    return torch.cat([o.float() for o in outs], dim=1)
-
-
 def _member_seed(config, k: int) -> int:
     return int(config.seed) + MEMBER_SEED_STRIDE * int(k)
 
@@ -253,9 +237,9 @@ def train_members(model_dir, pairs, n_members: int = DEFAULT_MEMBERS, *, device:
     from .data import PatchDataset, prepare_pair, stage_keys
     from .engine import run_stage
     from .nets.correction import build_correction_net
+    from .physics_channel import add_physics_channel
     from .runtime import Runtime
     from .stages import stage3_loss
-    from .train import add_physics_channel
     from .weights import load_model, save_state
 
     model = load_model(model_dir)
