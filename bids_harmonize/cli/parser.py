@@ -262,7 +262,13 @@ def build_parser() -> argparse.ArgumentParser:
         "output_dir", type=lambda v: Path(v).expanduser().absolute(),
         help="where the BIDS-Derivatives go (created when missing)",
     )
-    parser.add_argument("analysis_level", choices=ANALYSIS_LEVELS, help="processing stage")
+    parser.add_argument(
+        "analysis_level", choices=ANALYSIS_LEVELS,
+        help="processing stage. 'group' exits 0 once its tables are written, also when "
+             "subjects are left out of the paired PET-MR vs PET-CT comparisons (no PET-CT, a "
+             "failed harmonization): one warning line per such subject on stderr, and "
+             "group/left_out.tsv and the group report list them with the reason",
+    )
     parser.add_argument("--version", action="version", version=f"bids_harmonize {__version__}")
 
     bids = parser.add_argument_group("Selecting data")

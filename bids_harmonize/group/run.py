@@ -246,6 +246,27 @@ def mark_window_differences(col: Collection, pairs: pd.DataFrame) -> pd.DataFram
     return out
 
 
+def left_out_lines(left_out: pd.DataFrame) -> list[str]:
+    """One warning line per subject left out of the paired comparisons (all its tracers,
+    atlases and reasons on that line): the group level still exits 0, but loudly.
+
+    >>> left = pd.DataFrame({"subject": ["02", "02", "05"], "tracer": ["PiB", "PiB", "FBB"],
+    ...                      "seg": ["synth", "schaefer", "synth"],
+    ...                      "reason": ["no harmonized PET-MR value"] * 2 + ["no PET-CT value"]})
+    >>> for line in left_out_lines(left): print(line)
+    group comparisons leave out sub-02: PiB seg-synth, seg-schaefer: no harmonized PET-MR value
+    group comparisons leave out sub-05: FBB seg-synth: no PET-CT value
+    """
+    lines = []
+    for subject, rows in left_out.groupby("subject", sort=True):
+        parts = []
+        for (tracer, reason), group in rows.groupby(["tracer", "reason"], sort=False):
+            segs = ", ".join(f"seg-{seg}" for seg in group["seg"])
+            parts.append(f"{tracer} {segs}: {reason}")
+        lines.append(f"group comparisons leave out sub-{subject}: " + "; ".join(parts))
+    return lines
+
+
 def paired_set(pairs: pd.DataFrame, status: dict[str, str] | None = None
                ) -> tuple[pd.Series, pd.DataFrame]:
     """Which rows of ``pairs`` take part in the before/after comparison, and who is left out.
@@ -508,9 +529,8 @@ def run_group(output_dir: str | Path, *, cutoffs: dict | None = None, atlas: str
     # before/after comparisons on the same subjects: those with PET-CT and every PET-MR version
     in_set, left_out = paired_set(mpairs_all, _run_status(output_dir))
     mpairs_all = mpairs_all.assign(paired_set=in_set.astype(float))
-    for row in left_out.itertuples():
-        LOGGER.warning("group comparisons leave out sub-%s %s (seg-%s): %s", row.subject,
-                       row.tracer, row.seg, row.reason)
+    for line in left_out_lines(left_out):
+        LOGGER.warning("%s", line)
     rpairs = paired(col, col.regions, "region", "suvr")
     rpairs = rpairs.loc[paired_set(rpairs)[0]].reset_index(drop=True)
     if not rpairs.empty:  # the same subjects in the regional tables

@@ -55,3 +55,27 @@ def test_raw_only_runs_compare_every_subject(tmp_path):
         ["measure", "comparison"])
     assert agree.loc[("centiloid", "petmr_raw"), "n"] == 4
     assert pd.read_csv(written["left_out"], sep="\t").empty
+
+
+def test_group_exits_0_and_warns_once_per_left_out_subject(tmp_path):
+    """The group level succeeded on the paired subjects: exit 0, but one warning line per
+    subject left out on stderr (the real command, in a subprocess), and the files that
+    list them."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    make_dataset(out)
+    _drop_harmonized(out, "02")
+    (tmp_path / "bids").mkdir()
+    proc = subprocess.run([sys.executable, "-m", "bids_harmonize.cli.run", str(tmp_path / "bids"),
+                           str(out), "group"], capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if "leave out sub-" in line]
+    assert len(lines) == 1 and "WARNING" in lines[0], proc.stderr
+    assert "sub-02: PiB seg-synth: no harmonized PET-MR value" in lines[0]
+    assert "Traceback" not in proc.stderr
+    left = pd.read_csv(out / "group" / "left_out.tsv", sep="\t", dtype=str)
+    assert left["subject"].tolist() == ["02"]
+    assert "no harmonized PET-MR value" in (out / "group" / "group_report.html").read_text()
