@@ -136,20 +136,36 @@ def pseudo_mu_volume(net, t1w_n, config, device, *, sw_batch_size=4, overlap=0.2
     return out[0, 0].float().cpu().numpy()
 
 
-def ensemble_log_ratios(net, members, voxel, t1w):
+def ensemble_log_ratios(net, members, voxel, t1w, anatomy=None):
     """Log ratios ``(B, M, S, S, S)`` of the extra stage-3 nets on one batch of patches.
 
     Same inputs as :class:`~.nets.harmonizer.ThreeStageHarmonizer` ``forward(voxel, t1w)``;
-    the frozen anatomy stages run once for all members.
+    the frozen anatomy stages run once for all members, or not at all when ``anatomy``
+    (the ``(tokens, pseudo_mu)`` of ``net.anatomy(t1w)``) is given.
     """
     import torch
 
     if net.config.correction.use_anatomy:
-        tokens, pseudo_mu = net.anatomy(t1w)
+        tokens, pseudo_mu = anatomy if anatomy is not None else net.anatomy(t1w)
         outs = [m(voxel, tokens, pseudo_mu) for m in members]
     else:
         outs = [m(voxel) for m in members]
     return torch.cat([o.float() for o in outs], dim=1)
+
+
+def _primary_and_members(net, members, voxel, t1w):
+    """``net(voxel, t1w)`` with the members' log ratios appended, the frozen anatomy stages
+    run once per patch for all of them (they are shared: every member was trained on the
+    same stage-1/2 weights)."""
+    import torch
+
+    if not net.config.correction.use_anatomy:
+        return torch.cat([net(voxel, t1w).float(), ensemble_log_ratios(net, members, voxel, t1w)],
+                         dim=1)
+    tokens, pseudo_mu = net.anatomy(t1w)
+    r = net.correction(voxel, tokens, pseudo_mu)
+    extra = ensemble_log_ratios(net, members, voxel, t1w, anatomy=(tokens, pseudo_mu))
+    return torch.cat([r.float(), pseudo_mu.float(), extra], dim=1)
 
 
 def harmonize_volume(
@@ -258,10 +274,9 @@ def harmonize_volume(
 
     def predictor(patch):
         voxel, t1w_patch = patch[:, :n_voxel], patch[:, n_voxel : n_voxel + 1]
-        out = net(voxel, t1w_patch).float()
         if members:
-            out = torch.cat([out, ensemble_log_ratios(net, members, voxel, t1w_patch)], dim=1)
-        return out
+            return _primary_and_members(net, members, voxel, t1w_patch)
+        return net(voxel, t1w_patch).float()
 
     amp = dev.type == "cuda"
     with torch.inference_mode(), torch.autocast(device_type=dev.type, enabled=amp):
