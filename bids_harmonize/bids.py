@@ -23,6 +23,7 @@ from pathlib import Path
 import nibabel as nb
 import numpy as np
 
+from bids_harmonize.derivatives import node_key, parse_name
 from bids_harmonize.petmath import (
     FrameWindowError,
     frame_times_after_injection,
@@ -66,6 +67,10 @@ class PetSeries:
     #: PET-MR: attenuation-correction setup and checked scanner mu-map
     #: (:class:`bids_harmonize.mumap.Attenuation`, from :func:`pet_attenuation`)
     attenuation: object | None = None
+    #: the tracer's table row (:class:`bids_harmonize.tracers.Tracer`) and the session's
+    #: uptake window, as discovery resolved them (None for a series made by hand)
+    tracer_record: object | None = None
+    uptake_window: tuple[float, float] | None = None
 
     @property
     def model_name(self) -> str:
@@ -73,11 +78,17 @@ class PetSeries:
 
     @property
     def key(self) -> str:
-        """A unique, Nipype-safe name keyed by every entity: ``ses_petmr_trc_PiB_rec_ac_run_2``."""
-        short = {"task": "task", "acquisition": "acq", "reconstruction": "rec", "run": "run"}
-        parts = ([f"ses_{self.session}"] if self.session else []) + [f"trc_{self.tracer}"]
-        parts += [f"{short.get(k, k)}_{v}" for k, v in self.entities.items()]
-        return "_".join("".join(ch for ch in part if ch.isalnum() or ch == "_") for part in parts)
+        """The one key of the series (graph branch, node names), from every entity of its
+        file name; the tracer is the resolved name, the session the discovered one.
+
+        >>> PetSeries(Path("sub-01_ses-mr_trc-PiB_run-2_pet.nii.gz"), "01", "mr", "PiB", {},
+        ...           "PET-MR", "test").key
+        'ses_mr_trc_PiB_run_2'
+        """
+        entities = {**(parse_name(self.path) or {}), "tracer": self.tracer}
+        if self.session:
+            entities["session"] = self.session
+        return node_key(entities)
 
 
 @dataclass
@@ -940,7 +951,8 @@ def _plan_series(layout, bids_dir, subject, pet, *, bids_filters, platform_map, 
                     "correction: preprocessed and quantified, never harmonized", path.name)
     attenuation = pet_attenuation(path, metadata, bids_dir) if platform == "PET-MR" else None
     return PetSeries(path, subject, session, tracer.name, metadata, platform, how, ct,
-                     entities=entities, attenuation=attenuation, tracer_label=label)
+                     entities=entities, attenuation=attenuation, tracer_label=label,
+                     tracer_record=tracer, uptake_window=window)
 
 
 def pet_attenuation(path: Path, metadata: dict, bids_dir: Path):

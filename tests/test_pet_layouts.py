@@ -149,8 +149,9 @@ def test_unknown_tracer_message_is_the_command_that_works(tmp_path, anatomy):
 def test_layout_plans_and_builds(tmp_path, anatomy, templateflow_home, name, caplog):
     """Each layout (durations as meant, a T1w where it has none) plans and builds its graph:
     PET-only scanners are preprocessed and quantified, never harmonized."""
+    from bids_harmonize.app.participant import build_workflow
+    from bids_harmonize.app.plan import Settings
     from bids_harmonize.templates import get_template
-    from bids_harmonize.workflows.base import init_bids_harmonize_wf
 
     platform, tracer_name, label, n_series = EXPECTED[name]
     root = _write(tmp_path / name, name, anatomy, mean_durations=True, add_t1w=True)
@@ -166,10 +167,9 @@ def test_layout_plans_and_builds(tmp_path, anatomy, templateflow_home, name, cap
     assert len(never) == (n_series if platform == "PET" else 0)
     model = tmp_path / "model"
     model.mkdir()
-    wf = init_bids_harmonize_wf(
-        found.plans, bids_dir=root, output_dir=tmp_path / "out",
+    wf = build_workflow(found.plans, Settings(bids_dir=root, output_dir=tmp_path / "out",
         template=get_template("MNI152NLin2009aSym"), model_dir=model, sloppy=True,
-        uptake_windows=options["uptake_windows"])
+        uptake_windows=options["uptake_windows"]))
     nodes = wf._get_all_nodes()
     names = {n.fullname for n in nodes}
     harmonized = {p for n in names for p in n.split(".") if p.startswith("harmonize_")}

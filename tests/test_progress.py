@@ -10,7 +10,7 @@ from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
-from bids_harmonize.cli.run import Progress
+from bids_harmonize.app.record import Progress
 
 
 def _work(x, pause):
@@ -74,13 +74,13 @@ def test_progress_lines_on_a_first_run_and_a_cached_rerun(tmp_path, caplog, plug
 
 
 def test_own_time_replaces_the_runs_time_in_the_status_record():
-    from bids_harmonize.cli.run import _own_time
+    from bids_harmonize.app.record import own_time
 
     class Measured:
         def own_time(self, subject):
             return {"01": 12.34}.get(subject)
 
     record = {"participant": "01", "runtime_s": 100.0}
-    assert _own_time(record, Measured())["runtime_s"] == 12.3
-    assert _own_time({"participant": "02", "runtime_s": 100.0}, Measured())["runtime_s"] == 100.0
-    assert _own_time(record, None)["runtime_s"] == 100.0
+    assert own_time(record, Measured())["runtime_s"] == 12.3
+    assert own_time({"participant": "02", "runtime_s": 100.0}, Measured())["runtime_s"] == 100.0
+    assert own_time(record, None)["runtime_s"] == 100.0

@@ -6,8 +6,9 @@ from types import SimpleNamespace
 
 import pytest
 
+from bids_harmonize.app.common import UsageError
+from bids_harmonize.app.train import split_calibration
 from bids_harmonize.cli.parser import build_parser
-from bids_harmonize.cli.run import UsageError, split_calibration
 
 
 def test_parser_defaults_and_bounds(tmp_path, capsys):

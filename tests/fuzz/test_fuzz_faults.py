@@ -115,7 +115,7 @@ def test_shared_work_folder_is_locked(bids, tmp_path, run_app):
     """A second run with another output folder but the same work folder is refused."""
     import socket
 
-    from bids_harmonize.cli.run import WORK_LOCK_DIR
+    from bids_harmonize.app.participant import WORK_LOCK_DIR
 
     work = tmp_path / "work"
     lock = work / WORK_LOCK_DIR / "sub-01.lock"
@@ -151,7 +151,7 @@ def test_fail_running_marks_only_this_runs_running_records(tmp_path):
 
 def test_run_ending_abnormally_never_stays_running(bids, tmp_path, run_app, monkeypatch):
     """Fault injection: the run dies after recording its participants (disk full)."""
-    import bids_harmonize.cli.run as cli_run
+    import bids_harmonize.app.participant as cli_run
     from bids_harmonize import runstatus
 
     def dies(config, plans, *args, run_id, **kwargs):
@@ -161,7 +161,7 @@ def test_run_ending_abnormally_never_stays_running(bids, tmp_path, run_app, monk
                                    runstatus.new_record(plan.subject, run_id=run_id))
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(cli_run, "_run_plans", dies)
+    monkeypatch.setattr(cli_run, "run_plans", dies)
     out = tmp_path / "out"
     code, err = run_app(*fast_args(bids, out, "--participant-label", "01"))
     assert code == 1 and "OSError" in error_line(err)

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from bids_harmonize.app.participant import build_workflow
+from bids_harmonize.app.plan import Settings
 from bids_harmonize.bids import PetSeries, SubjectPlan
 from bids_harmonize.templates import get_template
-from bids_harmonize.workflows.base import init_bids_harmonize_wf
 
 META = {"FrameTimesStart": [3000, 3600], "FrameDuration": [600, 600], "Units": "Bq/mL",
         "ManufacturersModelName": "Biograph mMR"}
@@ -31,12 +32,11 @@ def test_graph_builds(tmp_path, templateflow_home, with_model, centiloid):
     model = tmp_path / "model" if with_model else None
     if model:
         model.mkdir()
-    wf = init_bids_harmonize_wf(
-        [_plan(Path("/data"))], bids_dir=Path("/data"), output_dir=tmp_path / "out",
+    wf = build_workflow([_plan(Path("/data"))],
+        Settings(bids_dir=Path("/data"), output_dir=tmp_path / "out",
         template=template, model_dir=model, sloppy=True,
         centiloid_vois=tmp_path if centiloid else None,
-        uptake_windows={"PiB": [40, 60]},
-    )
+        uptake_windows={"PiB": [40, 60]}))
     names = {n.fullname for n in wf._get_all_nodes()}
     assert any("harmonize_ses_petmr_trc_PiB_wf.harmonize" in n for n in names) is with_model
     assert not any("harmonize_ses_petct" in n for n in names)  # PET-CT is the reference
@@ -57,9 +57,9 @@ def test_runs_and_reconstructions_of_one_session_build(tmp_path, templateflow_ho
                         "test") for n in names]
     model = tmp_path / "model"
     model.mkdir()
-    wf = init_bids_harmonize_wf(
-        [SubjectPlan("01", t1w, series)], bids_dir=root, output_dir=tmp_path / "out",
-        template=get_template("MNI152NLin2009aSym"), model_dir=model, sloppy=True)
+    wf = build_workflow([SubjectPlan("01", t1w, series)],
+        Settings(bids_dir=root, output_dir=tmp_path / "out",
+        template=get_template("MNI152NLin2009aSym"), model_dir=model, sloppy=True))
     nodes = wf._get_all_nodes()
     harmonize = sorted(n.fullname for n in nodes if n.name == "harmonize")
     assert [h.split(".")[-2] for h in harmonize] == [
@@ -113,9 +113,9 @@ def test_series_that_only_an_unknown_entity_separates_are_refused(tmp_path, temp
     series = [PetSeries(root / f"sub-01/ses-petmr/pet/sub-01_ses-petmr_trc-{t}_pet.nii.gz", "01",
                         "petmr", "PiB", META, "PET-MR", "test") for t in ("PiB", "pib")]
     with pytest.raises(InputError, match="sub-01_ses-petmr_trc-pib_pet.nii.gz: same session"):
-        init_bids_harmonize_wf(
-            [SubjectPlan("01", root / "sub-01/anat/sub-01_T1w.nii.gz", series)], bids_dir=root,
-            output_dir=tmp_path, template=get_template("MNI152NLin2009aSym"), sloppy=True)
+        build_workflow([SubjectPlan("01", root / "sub-01/anat/sub-01_T1w.nii.gz", series)],
+            Settings(bids_dir=root,
+            output_dir=tmp_path, template=get_template("MNI152NLin2009aSym"), sloppy=True))
 
 
 def _double(x):
@@ -155,7 +155,8 @@ def test_methods_text_names_model_reference_region_atlas_and_sloppy(tmp_path, te
 
     kwargs = {"bids_dir": Path("/data"), "output_dir": tmp_path / "out",
               "template": get_template("MNI152NLin2009aSym"), "sloppy": sloppy}
-    wf = init_bids_harmonize_wf([_plan(Path("/data"))], model_dir=default_model_dir(), **kwargs)
+    wf = build_workflow([_plan(Path("/data"))],
+        Settings(model_dir=default_model_dir(), **kwargs))
     text = "\n\n".join(collect_descriptions(wf))
     version = load_model(default_model_dir()).version
     assert f"the model *demo* (version {version}; trained on simulated data only" in text
@@ -166,7 +167,7 @@ def test_methods_text_names_model_reference_region_atlas_and_sloppy(tmp_path, te
     empty = tmp_path / "model"
     empty.mkdir()
     text = "\n\n".join(collect_descriptions(
-        init_bids_harmonize_wf([_plan(Path("/data"))], model_dir=empty, **kwargs)))
+        build_workflow([_plan(Path("/data"))], Settings(model_dir=empty, **kwargs))))
     assert "harmonized towards PET-CT" in text and "the model *" not in text
 
 
@@ -181,10 +182,10 @@ def test_series_without_trc_entity_get_it_in_output_names_only(tmp_path, templat
                       "petct", "PiB", META, "PET-CT", "test", tracer_label="PiB")
     model = tmp_path / "model"
     model.mkdir()
-    wf = init_bids_harmonize_wf(
-        [SubjectPlan("01", t1w, [bare, named])], bids_dir=root, output_dir=tmp_path / "out",
+    wf = build_workflow([SubjectPlan("01", t1w, [bare, named])],
+        Settings(bids_dir=root, output_dir=tmp_path / "out",
         template=get_template("MNI152NLin2009aSym"), model_dir=model, sloppy=True,
-        uptake_windows={"PiB": [50, 70]})
+        uptake_windows={"PiB": [50, 70]}))
     nodes = wf._get_all_nodes()
     sources = {n.inputs.source_file[0] for n in nodes
                if n.name.startswith("ds_") and hasattr(n.inputs, "source_file")

@@ -8,6 +8,7 @@ import nibabel as nb
 import numpy as np
 import pytest
 
+from bids_harmonize.app.plan import Settings, plan
 from bids_harmonize.bids import PetSeries, SubjectPlan
 from bids_harmonize.resolution import (
     FWHM_PER_SIGMA,
@@ -35,9 +36,10 @@ def _plan(ct_model="Biograph mCT", mr_model="Biograph mMR") -> SubjectPlan:
 
 
 def _build(tmp_path, **kwargs):
-    return init_single_subject_wf(_plan(), bids_dir=ROOT, output_dir=tmp_path / "out",
-                                  template=get_template("MNI152NLin2009aSym"), sloppy=True,
-                                  **kwargs)
+    settings = Settings(bids_dir=ROOT, output_dir=tmp_path / "out",
+                        template=get_template("MNI152NLin2009aSym"), sloppy=True, **kwargs)
+    (subject,) = plan([_plan()], settings).participants
+    return init_single_subject_wf(subject, settings)
 
 
 def _graph(wf) -> tuple[dict, set]:
@@ -146,20 +148,22 @@ def test_options_reach_the_config_and_replay(tmp_path):
 
 
 def test_unknown_or_coarser_scanner_excludes_the_participant(tmp_path):
-    from bids_harmonize.cli.run import resolution_checked
-    from bids_harmonize.config import RunConfig
+    from types import SimpleNamespace
 
     ok, unknown = _plan(), _plan(mr_model="Mystery PET/MR 1")
     unknown = SubjectPlan("02", unknown.t1w, unknown.pet)
-    config = RunConfig(bids_dir=tmp_path, output_dir=tmp_path / "o",
-                       analysis_level="participant", common_resolution=8.0)
-    excluded: dict = {}
-    assert [p.subject for p in resolution_checked([ok, unknown], excluded, config)] == ["01"]
-    assert "Mystery PET/MR 1" in excluded["02"][0]
-    config.common_resolution = 5.0  # sharper than the mMR's 6.0 mm
-    excluded = {}
-    assert resolution_checked([ok], excluded, config) == []
-    assert "cannot be sharpened" in excluded["01"][0]
-    config.scanner_resolutions = {"Mystery PET/MR 1": 5.0}
-    config.common_resolution = 8.0
-    assert len(resolution_checked([unknown], {}, config)) == 1
+
+    def planned(subjects, **options):
+        settings = Settings(bids_dir=ROOT, output_dir=tmp_path / "o",
+                            template=SimpleNamespace(name="MNI152NLin2009aSym"), **options)
+        return plan(subjects, settings)
+
+    result = planned([ok, unknown], common_resolution=8.0)
+    assert [p.subject for p in result.participants] == ["01"]
+    assert "Mystery PET/MR 1" in result.excluded["02"][0]
+    result = planned([ok], common_resolution=5.0)  # sharper than the mMR's 6.0 mm
+    assert result.participants == ()
+    assert "cannot be sharpened" in result.excluded["01"][0]
+    result = planned([unknown], common_resolution=8.0,
+                     scanner_resolutions={"Mystery PET/MR 1": 5.0})
+    assert len(result.participants) == 1

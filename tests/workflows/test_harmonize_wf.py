@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from bids_harmonize.app.participant import build_workflow
+from bids_harmonize.app.plan import Settings
 from bids_harmonize.bids import PetSeries, SubjectPlan
 from bids_harmonize.mumap import Attenuation
 from bids_harmonize.templates import get_template
-from bids_harmonize.workflows.base import init_bids_harmonize_wf
 
 META = {"FrameTimesStart": [3000, 3600], "FrameDuration": [600, 600], "Units": "Bq/mL",
         "ManufacturersModelName": "Biograph mMR"}
@@ -34,10 +35,10 @@ def test_harmonize_branch(tmp_path, templateflow_home, members, mumap):
     series = PetSeries(root / "sub-01/ses-petmr/pet/sub-01_ses-petmr_trc-PiB_pet.nii.gz", "01",
                        "petmr", "PiB", META, "PET-MR", "test", attenuation=att)
     plan = SubjectPlan("01", root / "sub-01/ses-petmr/anat/sub-01_ses-petmr_T1w.nii.gz", [series])
-    wf = init_bids_harmonize_wf([plan], bids_dir=root, output_dir=tmp_path / "out",
+    wf = build_workflow([plan], Settings(bids_dir=root, output_dir=tmp_path / "out",
                                 template=get_template("MNI152NLin2009aSym"),
                                 model_dir=_model(tmp_path, members), sloppy=True,
-                                ood_policy="passthrough")
+                                ood_policy="passthrough"))
     nodes = {n.fullname: n for n in wf._get_all_nodes()}
     harm = next(n for k, n in nodes.items() if k.endswith("harmonize_ses_petmr_trc_PiB_wf.harmonize"))
     assert harm.inputs.ood_policy == "passthrough"
