@@ -9,6 +9,7 @@ queued (they carry a ``--comment`` tag unique to the run).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import multiprocessing
@@ -91,6 +92,38 @@ def request_node_resources(workflow, execution: Execution) -> None:
                             "sbatch_args": f" --cpus-per-task={cpus} --mem={mem_mb}M"}
 
 
+@contextlib.contextmanager
+def atomic_crash_files():
+    """Nipype's text crash files written whole (temporary name, then rename) meanwhile.
+
+    Nipype writes a crash file in place (``open(name, "w")``): on a full disk that left an
+    empty ``crash-*.txt`` under its final name, which the failure accounting then read as a
+    crash without a reason. The file is now written next to it under a hidden name and
+    renamed; a write that fails leaves nothing. The crash reports are written by the
+    process that runs the plugin (Linear, MultiProc, SLURM alike).
+    """
+    from nipype.pipeline.plugins import tools
+
+    original = tools.crash2txt
+
+    def crash2txt(filename, record):
+        folder, name = os.path.split(filename)
+        tmp = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
+        try:
+            original(tmp, record)
+            os.replace(tmp, filename)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    tools.crash2txt = crash2txt
+    try:
+        yield
+    finally:
+        tools.crash2txt = original
+
+
 def run_workflow(workflow, execution: Execution, poll: float = 2.0) -> BaseException | None:
     """Run the graph; return the exception it ended with (None on success).
 
@@ -100,7 +133,8 @@ def run_workflow(workflow, execution: Execution, poll: float = 2.0) -> BaseExcep
     """
     error = None
     try:
-        workflow.run(plugin=execution.plugin, plugin_args=execution.plugin_args)
+        with atomic_crash_files():
+            workflow.run(plugin=execution.plugin, plugin_args=execution.plugin_args)
         if execution.plugin == "SLURMGraph":
             LOGGER.info("SLURMGraph submitted the graph; waiting for jobs tagged %s", execution.tag)
             scheduler.wait(comment=execution.tag, poll=poll)

@@ -41,10 +41,11 @@ import json
 import logging
 import os
 import socket
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+
+from bids_harmonize import safeio
 
 LOGGER = logging.getLogger("bids_harmonize.runstatus")
 
@@ -78,23 +79,41 @@ def now_iso() -> str:
 
 
 def atomic_write_text(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename.
+    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename
+    (:func:`bids_harmonize.safeio.atomic_write_text`, private to the user as before).
 
     A reader never sees a half-written file, even when the writer is killed.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    return safeio.atomic_write_text(path, text, mode=0o600)
+
+
+#: Space set aside per running participant, so that its final record can be written when
+#: the disk has filled up meanwhile (a few records; a page or a block is the unit anyway).
+RESERVE_BYTES = 64 << 10
+
+
+def reserve_path(out_dir, label: str) -> Path:
+    """The space reserve of a running participant: ``<out>/logs/status/.sub-<label>.reserve``."""
+    return status_dir(out_dir) / f".sub-{_label(label)}.reserve"
+
+
+def _reserve_space(out_dir, label: str) -> None:
+    """Set :data:`RESERVE_BYTES` aside for this participant's final record (best effort)."""
+    path = reserve_path(out_dir, label)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    except OSError:
+        return
+    try:
+        try:
+            os.posix_fallocate(fd, 0, RESERVE_BYTES)
+        except (AttributeError, OSError):  # no fallocate here: write the bytes
+            os.ftruncate(fd, 0)
+            os.write(fd, b"\0" * RESERVE_BYTES)
+    except OSError:
+        path.unlink(missing_ok=True)  # no room even for the reserve: nothing kept
+    finally:
+        os.close(fd)
 
 
 def new_record(label: str, *, run_id: str, status: str = "running",
@@ -127,10 +146,32 @@ def finish_record(record: dict, status: str, *, reasons: list[str] | None = None
 
 
 def write_status(out_dir, record: dict) -> Path:
-    """Write (atomically) one participant's record; return its path."""
+    """Write (atomically) one participant's record; return its path.
+
+    A ``running`` record sets a little space aside (:func:`reserve_path`); a final record
+    written on a full disk gives that space back and tries once more, so a run that fills
+    the disk still records how its participants ended instead of leaving them "running".
+    The reserve is removed once the final record is written.
+    """
     clean = {k: v for k, v in record.items() if not k.startswith("_")}
-    return atomic_write_text(status_path(out_dir, clean["participant"]),
-                             json.dumps(clean, indent=2) + "\n")
+    label = clean["participant"]
+    path, text = status_path(out_dir, label), json.dumps(clean, indent=2) + "\n"
+    if clean.get("status") == "running":
+        written = atomic_write_text(path, text)
+        _reserve_space(out_dir, label)
+        return written
+    reserve = reserve_path(out_dir, label)
+    try:
+        written = atomic_write_text(path, text)
+    except safeio.DiskFullError:
+        if not reserve.exists():
+            raise
+        reserve.unlink()
+        LOGGER.warning("disk full: the space set aside for sub-%s's status record is used for "
+                       "it", label)
+        written = atomic_write_text(path, text)
+    reserve.unlink(missing_ok=True)
+    return written
 
 
 def fail_running(out_dir, labels, *, run_id: str, reason: str) -> list[str]:

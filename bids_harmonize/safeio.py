@@ -14,6 +14,7 @@ never leaves a truncated file under its final name.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import secrets
@@ -32,6 +33,39 @@ MAX_JSON_DEPTH = 32
 
 class UnsafeInputError(ValueError):
     """A user file that is not a regular file, too large, or too deeply nested (one line)."""
+
+
+#: errno values that mean "the disk (or the user's quota) is full"
+DISK_FULL_ERRNOS = frozenset(e for e in (getattr(errno, "ENOSPC", None),
+                                         getattr(errno, "EDQUOT", None)) if e is not None)
+
+
+class DiskFullError(OSError):
+    """An output could not be written: no space left (or the quota is used up).
+
+    Still an ``OSError`` (callers that catch those keep working); its text is the one line
+    a user needs, and ``status`` the app's exit status for a problem of the machine, not
+    of the app (1), so the top-level handler can print it as it prints a usage error.
+
+    >>> str(DiskFullError(errno.ENOSPC, "No space left on device", "/out/x.tsv")).split(":")[0]
+    'no space left on device writing /out/x.tsv'
+    """
+
+    status = 1
+
+    def __str__(self) -> str:
+        what = "disk quota exceeded" if self.errno == getattr(errno, "EDQUOT", None) else \
+            "no space left on device"
+        return (f"{what} writing {self.filename}: free space there and rerun with the same "
+                "-w work folder (finished steps are kept)")
+
+
+def disk_full(exc: BaseException, path) -> BaseException:
+    """``exc`` as a :class:`DiskFullError` naming ``path`` when it is a full disk, else ``exc``."""
+    if isinstance(exc, OSError) and not isinstance(exc, DiskFullError) \
+            and exc.errno in DISK_FULL_ERRNOS:
+        return DiskFullError(exc.errno, exc.strerror, str(path))
+    return exc
 
 
 def check_regular(path, what: str | None = None) -> os.stat_result:
@@ -191,6 +225,11 @@ def atomic_write_bytes(path, data: bytes, *, mode: int | None = None) -> Path:
             break
         except FileExistsError:
             continue
+        except OSError as exc:  # a full disk can refuse even the empty file (no inode)
+            full = disk_full(exc, path)
+            if full is not exc:
+                raise full from exc
+            raise
     else:  # pragma: no cover - 100 collisions of 32 random bits
         raise FileExistsError(f"{path}: no free temporary name")
     try:
@@ -201,8 +240,11 @@ def atomic_write_bytes(path, data: bytes, *, mode: int | None = None) -> Path:
         if mode is not None:
             os.chmod(tmp, mode)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        full = disk_full(exc, path)
+        if full is not exc:
+            raise full from exc
         raise
     return path
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import tempfile
+import time
 from pathlib import Path
 
 from nipype.interfaces.base import isdefined
@@ -40,7 +42,8 @@ class DerivativesDataSink(_DerivativesDataSink):
         final = Path(self.inputs.base_directory if isdefined(self.inputs.base_directory)
                      else runtime.cwd).absolute()
         final.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".bh-sink-", dir=final))
+        _remove_stale_staging(final)
+        staging = Path(tempfile.mkdtemp(prefix=f"{_staging_prefix()}{os.getpid()}-", dir=final))
         original = self.inputs.base_directory
         self.inputs.base_directory = str(staging)
         try:
@@ -64,3 +67,59 @@ def _into_place(path: str, staging: Path, final: Path) -> str:
     dest.parent.mkdir(parents=True, exist_ok=True)
     os.replace(path, dest)
     return str(dest)
+
+
+STAGING_PREFIX = ".bh-sink-"
+#: A staging folder in the old name format (no host, no pid) is stale after this long.
+STALE_UNNAMED_S = 6 * 3600
+
+
+def _staging_prefix() -> str:
+    """``.bh-sink-<host>-``: a staging folder names its host and process."""
+    host = "".join(c if c.isalnum() else "_" for c in socket.gethostname())[:40] or "host"
+    return f"{STAGING_PREFIX}{host}-"
+
+
+def _remove_stale_staging(final: Path) -> list[Path]:
+    """Remove staging folders of sinks whose process is gone (a killed run); return them.
+
+    Only folders of this host whose process no longer exists (or unnamed ones older than
+    :data:`STALE_UNNAMED_S`): another run writing into the same output folder keeps its own.
+
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp())
+    >>> dead = root / f"{_staging_prefix()}999999999-abc"
+    >>> live = root / f"{_staging_prefix()}{os.getpid()}-abc"
+    >>> dead.mkdir(), live.mkdir()
+    (None, None)
+    >>> [p.name == dead.name for p in _remove_stale_staging(root)], live.exists()
+    ([True], True)
+    """
+    removed = []
+    mine = _staging_prefix()
+    for folder in final.glob(f"{STAGING_PREFIX}*"):
+        name = folder.name
+        if name.startswith(mine):
+            pid = name[len(mine):].split("-", 1)[0]
+            stale = pid.isdigit() and not _alive(int(pid))
+        else:
+            parts = name[len(STAGING_PREFIX):].split("-")
+            named = len(parts) >= 3 and parts[-2].isdigit()  # another host's: not ours to judge
+            try:
+                stale = not named and time.time() - folder.stat().st_mtime > STALE_UNNAMED_S
+            except OSError:
+                stale = False
+        if stale:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True

@@ -148,7 +148,7 @@ def test_disk_full_keeps_the_previous_output(tmp_path, monkeypatch, name):
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("previous complete file\n")
     _disk_full(monkeypatch)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(safeio.DiskFullError, match=f"no space left on device writing {out}"):
         WRITERS[name](out)
     assert out.read_text() == "previous complete file\n"
     assert not [p for p in tmp_path.rglob("*.tmp")]
