@@ -238,52 +238,69 @@ def _image_scales(out: Path, subject: str, tracer: str) -> dict:
             "outside_ratio": float(outside)}
 
 
-def case_rows(work: Path, combat: dict | None) -> pd.DataFrame:
-    """One row per test set, case (subject, tracer) and method."""
+def score_output(out: Path, sets: dict[str, tuple[str, ...]], combat=None) -> list[dict]:
+    """Score one dataset's group tables: one row per test set, case (subject, tracer) and
+    method (raw, harmonized, ComBat when ``combat`` is given).
+
+    ``out``: the dataset's derivatives folder (``out/group/regions_suvr.tsv`` and the
+    participant images); ``sets``: test set name -> the tracers it scores; ``combat``: a
+    fitted :func:`fit_combat` model, or a function that maps the raw PET-MR wide table
+    (rows ``(subject, tracer)``, columns regions) to its ComBat-adjusted twin. Returns no
+    rows when the group table is missing.
+    """
     from bids_harmonize.tracers import get_tracer
 
+    table = out / "group" / "regions_suvr.tsv"
+    if not table.is_file():
+        return []
+    regions = pd.read_csv(table, sep="\t", dtype={"subject": str})
+    ct = _wide(regions, "raw", "PET-CT")
+    versions = {"raw": _wide(regions, "raw", "PET-MR"),
+                "harmonized": _wide(regions, "harmonized", "PET-MR")}
+    if isinstance(combat, dict):
+        versions["ComBat"] = apply_combat(combat, versions["raw"])
+    elif combat is not None:
+        versions["ComBat"] = combat(versions["raw"])
+    rows = []
+    for test_set, tracers in sets.items():
+        for (subject, tracer) in ct.index:
+            if tracer not in tracers:
+                continue
+            scored = [r for r in REGIONS if r not in reference_members(tracer)]
+            ref = ct.loc[(subject, tracer), scored].astype(float)
+            scales = _image_scales(out, subject, tracer)
+            info = get_tracer(tracer)
+            for method, wide in versions.items():
+                if (subject, tracer) not in wide.index:
+                    continue
+                row = wide.loc[(subject, tracer)]
+                err = 100.0 * (row[scored].astype(float) / ref - 1.0)
+                case = {"set": test_set, "subject": subject, "tracer": tracer,
+                        "ac_setup": versions["raw"].loc[(subject, tracer)].get("ac_setup"),
+                        "method": method, "mean_abs_pct": float(err.abs().mean()),
+                        "worst_pct": float(err.abs().max()),
+                        "worst_region": str(err.abs().idxmax()),
+                        "worst_no_csf_pct": float(err.drop("ventricles_csf").abs().max())}
+                if method == "harmonized":
+                    case["ood_decision"] = row.get("ood_decision")
+                    case["scale"] = scales.get("scale_harmonized", np.nan)
+                    case["outside_ratio"] = scales.get("outside_ratio", np.nan)
+                elif method == "raw":
+                    case["scale"] = scales.get("scale_raw", np.nan)
+                if info.family == "amyloid" and info.centiloid_equations:
+                    suvr_ct = float(ct.loc[(subject, tracer), "cortical_composite"])
+                    suvr = float(row["cortical_composite"])
+                    cl_ct, cl = info.centiloid_from_suvr(suvr_ct), info.centiloid_from_suvr(suvr)
+                    case.update({"cl_petct": cl_ct, "cl": cl, "dcl": cl - cl_ct})
+                rows.append(case)
+    return rows
+
+
+def case_rows(work: Path, combat: dict | None) -> pd.DataFrame:
+    """One row per test set, case (subject, tracer) and method, over :data:`DATASETS`."""
     rows = []
     for name, d in DATASETS.items():
-        table = work / name / "out" / "group" / "regions_suvr.tsv"
-        if not table.is_file():
-            continue
-        regions = pd.read_csv(table, sep="\t", dtype={"subject": str})
-        ct = _wide(regions, "raw", "PET-CT")
-        versions = {"raw": _wide(regions, "raw", "PET-MR"),
-                    "harmonized": _wide(regions, "harmonized", "PET-MR")}
-        if combat is not None:
-            versions["ComBat"] = apply_combat(combat, versions["raw"])
-        for test_set, tracers in d["sets"].items():
-            for (subject, tracer) in ct.index:
-                if tracer not in tracers:
-                    continue
-                scored = [r for r in REGIONS if r not in reference_members(tracer)]
-                ref = ct.loc[(subject, tracer), scored].astype(float)
-                scales = _image_scales(work / name / "out", subject, tracer)
-                info = get_tracer(tracer)
-                for method, wide in versions.items():
-                    if (subject, tracer) not in wide.index:
-                        continue
-                    row = wide.loc[(subject, tracer)]
-                    err = 100.0 * (row[scored].astype(float) / ref - 1.0)
-                    out = {"set": test_set, "subject": subject, "tracer": tracer,
-                           "ac_setup": versions["raw"].loc[(subject, tracer)].get("ac_setup"),
-                           "method": method, "mean_abs_pct": float(err.abs().mean()),
-                           "worst_pct": float(err.abs().max()),
-                           "worst_region": str(err.abs().idxmax()),
-                           "worst_no_csf_pct": float(err.drop("ventricles_csf").abs().max())}
-                    if method == "harmonized":
-                        out["ood_decision"] = row.get("ood_decision")
-                        out["scale"] = scales.get("scale_harmonized", np.nan)
-                        out["outside_ratio"] = scales.get("outside_ratio", np.nan)
-                    elif method == "raw":
-                        out["scale"] = scales.get("scale_raw", np.nan)
-                    if info.family == "amyloid" and info.centiloid_equations:
-                        suvr_ct = float(ct.loc[(subject, tracer), "cortical_composite"])
-                        suvr = float(row["cortical_composite"])
-                        cl_ct, cl = info.centiloid_from_suvr(suvr_ct), info.centiloid_from_suvr(suvr)
-                        out.update({"cl_petct": cl_ct, "cl": cl, "dcl": cl - cl_ct})
-                    rows.append(out)
+        rows += score_output(work / name / "out", d["sets"], combat)
     return pd.DataFrame(rows)
 
 
@@ -307,57 +324,105 @@ def _per_subject(cases: pd.DataFrame, column: str) -> pd.Series:
     return cases.groupby("subject")[column].mean()
 
 
-def summarise(cases: pd.DataFrame) -> dict:
-    """Per test set and method: metrics with bootstrap CIs over subjects; paired differences."""
+def status_agreement(cl_ref, cl_test, subjects=None, *, cutoff: float = CUTOFF_CL,
+                     n_boot: int = N_BOOT, seed: int = 0) -> dict:
+    """Agreement of amyloid status (``Centiloid >= cutoff``) between a method and PET-CT:
+    Cohen's kappa (the group level's :func:`~bids_harmonize.group.agreement.classification_agreement`)
+    with a 95 % percentile bootstrap interval over subjects, percent agreement and the
+    counts of changed calls.
+
+    Resamples in which one call is constant on both sides (kappa undefined) are left out
+    of the interval; with a single class overall kappa is ``nan``.
+
+    >>> r = status_agreement([5, 30, 60, 10], [6, 28, 61, 12])
+    >>> r["kappa"], r["percent_agreement"], r["changed"]
+    (1.0, 100.0, 0)
+    """
+    from bids_harmonize.group.agreement import classification_agreement
+
+    ref = np.asarray(cl_ref, dtype=float)
+    test = np.asarray(cl_test, dtype=float)
+    subjects = np.asarray(subjects if subjects is not None else np.arange(ref.size))
+    whole = classification_agreement(ref, test, cutoff)
+    out = {"kappa": whole["kappa"], "percent_agreement": whole["percent_agreement"],
+           "changed": int(whole["pos_to_neg"] + whole["neg_to_pos"]),
+           "pos_to_neg": whole["pos_to_neg"], "neg_to_pos": whole["neg_to_pos"],
+           "ref_positive": whole["ref_positive"], "n": whole["n"],
+           "kappa_ci": (np.nan, np.nan)}
+    labels = np.unique(subjects)
+    if labels.size < 2 or not np.isfinite(whole["kappa"]):
+        return out
+    members = [np.flatnonzero(subjects == s) for s in labels]
+    rng = np.random.default_rng(seed)
+    boots = []
+    for draw in rng.integers(0, labels.size, size=(n_boot, labels.size)):
+        idx = np.concatenate([members[i] for i in draw])
+        boots.append(classification_agreement(ref[idx], test[idx], cutoff)["kappa"])
+    boots = np.asarray(boots, dtype=float)
+    boots = boots[np.isfinite(boots)]
+    if boots.size:
+        out["kappa_ci"] = (float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5)))
+    return out
+
+
+def summarise_block(sc: pd.DataFrame) -> dict:
+    """One group of cases (a test set, a site, a whole cohort), every method: metrics with
+    bootstrap CIs over subjects; harmonized - raw and - ComBat paired over the same cases;
+    per PET-MR setup. The one scoring implementation of the end-to-end benchmarks
+    (``end_to_end.py`` per test set, ``consortium.py`` per site and overall)."""
     from bids_harmonize.group.agreement import bland_altman, icc
 
-    out = {}
-    for test_set in SET_ORDER:
-        sc = cases[cases["set"] == test_set]
-        if sc.empty:
+    block = {"n_subjects": int(sc["subject"].nunique()), "n_cases": int(
+        len(sc[sc["method"] == "raw"])), "methods": {}, "paired": {}}
+    for method in METHODS:
+        m = sc[sc["method"] == method]
+        if m.empty:
             continue
-        block = {"n_subjects": int(sc["subject"].nunique()), "n_cases": int(
-            len(sc[sc["method"] == "raw"])), "methods": {}, "paired": {}}
-        for method in METHODS:
-            m = sc[sc["method"] == method]
-            if m.empty:
-                continue
-            entry = {}
-            for col in ("mean_abs_pct", "worst_pct", "worst_no_csf_pct", "scale", "outside_ratio"):
-                if col in m and m[col].notna().any():
-                    entry[col] = bootstrap_mean(_per_subject(m.dropna(subset=[col]), col))
-            entry["worst_case_pct"] = float(m["worst_pct"].max())
-            amy = m.dropna(subset=["dcl"]) if "dcl" in m else m.iloc[0:0]
-            if len(amy):
-                entry["abs_dcl"] = bootstrap_mean(_per_subject(amy.assign(a=amy["dcl"].abs()), "a"))
-                entry["mean_dcl"] = float(amy["dcl"].mean())
-                entry["icc_2_1"] = icc(amy["cl_petct"], amy["cl"])
-                ba = bland_altman(amy["cl_petct"], amy["cl"])
-                entry["loa"] = (ba["loa_lower"], ba["loa_upper"])
-                entry["class_changes"] = int(((amy["cl_petct"] >= CUTOFF_CL)
-                                              != (amy["cl"] >= CUTOFF_CL)).sum())
-                entry["n_amyloid_cases"] = int(len(amy))
-            block["methods"][method] = entry
-        for other in ("raw", "ComBat"):
-            h = sc[sc["method"] == "harmonized"].set_index(["subject", "tracer"])
-            o = sc[sc["method"] == other].set_index(["subject", "tracer"])
-            keys = h.index.intersection(o.index)
-            if not len(keys):
-                continue
-            diff = (h.loc[keys, "mean_abs_pct"] - o.loc[keys, "mean_abs_pct"]).groupby(level=0).mean()
-            entry = {"mean_abs_pct": bootstrap_mean(diff)}
-            if "dcl" in h and h.loc[keys, "dcl"].notna().any():
-                hd = h.loc[keys, "dcl"].abs() - o.loc[keys, "dcl"].abs()
-                entry["abs_dcl"] = bootstrap_mean(hd.dropna().groupby(level=0).mean())
-            block["paired"][f"harmonized - {other}"] = entry
-        per_setup = {}
-        for setup, g in sc.groupby("ac_setup"):
-            per_setup[str(setup)] = {
-                method: bootstrap_mean(_per_subject(g[g["method"] == method], "mean_abs_pct"))
-                for method in METHODS if (g["method"] == method).any()}
-        block["per_setup"] = per_setup
-        out[test_set] = block
-    return out
+        entry = {}
+        for col in ("mean_abs_pct", "worst_pct", "worst_no_csf_pct", "scale", "outside_ratio"):
+            if col in m and m[col].notna().any():
+                entry[col] = bootstrap_mean(_per_subject(m.dropna(subset=[col]), col))
+        entry["worst_case_pct"] = float(m["worst_pct"].max())
+        amy = m.dropna(subset=["dcl"]) if "dcl" in m else m.iloc[0:0]
+        if len(amy):
+            entry["abs_dcl"] = bootstrap_mean(_per_subject(amy.assign(a=amy["dcl"].abs()), "a"))
+            entry["mean_dcl"] = float(amy["dcl"].mean())
+            entry["icc_2_1"] = icc(amy["cl_petct"], amy["cl"]) if len(amy) > 1 else np.nan
+            ba = bland_altman(amy["cl_petct"], amy["cl"])
+            entry["bias"] = ba["bias"]
+            entry["loa"] = (ba["loa_lower"], ba["loa_upper"])
+            status = status_agreement(amy["cl_petct"], amy["cl"], amy["subject"])
+            entry["kappa"] = status["kappa"]
+            entry["kappa_ci"] = status["kappa_ci"]
+            entry["percent_agreement"] = status["percent_agreement"]
+            entry["class_changes"] = status["changed"]
+            entry["n_amyloid_cases"] = int(len(amy))
+        block["methods"][method] = entry
+    for other in ("raw", "ComBat"):
+        h = sc[sc["method"] == "harmonized"].set_index(["subject", "tracer"])
+        o = sc[sc["method"] == other].set_index(["subject", "tracer"])
+        keys = h.index.intersection(o.index)
+        if not len(keys):
+            continue
+        diff = (h.loc[keys, "mean_abs_pct"] - o.loc[keys, "mean_abs_pct"]).groupby(level=0).mean()
+        entry = {"mean_abs_pct": bootstrap_mean(diff)}
+        if "dcl" in h and h.loc[keys, "dcl"].notna().any():
+            hd = h.loc[keys, "dcl"].abs() - o.loc[keys, "dcl"].abs()
+            entry["abs_dcl"] = bootstrap_mean(hd.dropna().groupby(level=0).mean())
+        block["paired"][f"harmonized - {other}"] = entry
+    per_setup = {}
+    for setup, g in sc.groupby("ac_setup"):
+        per_setup[str(setup)] = {
+            method: bootstrap_mean(_per_subject(g[g["method"] == method], "mean_abs_pct"))
+            for method in METHODS if (g["method"] == method).any()}
+    block["per_setup"] = per_setup
+    return block
+
+
+def summarise(cases: pd.DataFrame) -> dict:
+    """Per test set (:data:`SET_ORDER`): :func:`summarise_block`."""
+    return {test_set: summarise_block(cases[cases["set"] == test_set])
+            for test_set in SET_ORDER if (cases["set"] == test_set).any()}
 
 
 def _ci(t, digits=2) -> str:
