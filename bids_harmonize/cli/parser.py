@@ -16,6 +16,21 @@ from bids_harmonize.__about__ import __version__
 from bids_harmonize.config import ANALYSIS_LEVELS, DEFAULT_OUTPUT_SPACES
 
 
+def default_omp_nthreads(nprocs: int) -> int:
+    """Threads per process when ``--omp-nthreads`` is not given: fMRIPrep's rule
+    (``min(nprocs - 1, 8)``, fmriprep/cli/parser.py), at least 1.
+
+    With 2 processes a node that takes both cores runs alone and its threads mostly wait
+    (ITK and torch scale poorly on small images); two 1-thread nodes side by side took a
+    simulated subject's participant level from 157 s to 97 s on this project's 2-core VM
+    (benchmarks/README.md, "Participant level").
+
+    >>> [default_omp_nthreads(n) for n in (1, 2, 4, 16)]
+    [1, 1, 3, 8]
+    """
+    return max(1, min(int(nprocs) - 1, 8))
+
+
 def existing_dir(value: str) -> Path:
     path = Path(value).expanduser().absolute()
     if not path.is_dir():
@@ -449,8 +464,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     perf.add_argument(
         "--omp-nthreads", type=positive_int, default=None,
-        help="threads per process (default: --nprocs, at most 8); 1 makes the ANTs registrations "
-        "repeat exactly for a --seed (multi-threaded metric sampling does not)",
+        help="threads per process (default: --nprocs minus 1, at most 8, as in fMRIPrep: "
+        "with --nprocs 2 two 1-thread nodes run side by side); 1 makes the ANTs "
+        "registrations repeat exactly for a --seed (multi-threaded metric sampling does not)",
     )
     perf.add_argument("--mem", "--mem-gb", dest="mem_gb", type=_positive_float, help="memory cap (GB)")
     perf.add_argument(

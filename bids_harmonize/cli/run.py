@@ -9,9 +9,8 @@ import os
 # No telemetry, no network at run time: set before nipype is ever imported.
 os.environ.setdefault("NIPYPE_NO_ET", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
-# ITK's HDF5 locks .h5 transforms on open: parallel nodes reading one transform then fail
-# ("unable to lock file") or crash; reading never needs the lock
-os.environ.setdefault("HDF5_USE_FILE_LOCKING", "FALSE")
+# HDF5 file locking: set per process before its first ANTs call, and only where the user
+# has not (bids_harmonize.registration.hdf5_file_locking), not switched off for the process
 
 import logging  # noqa: E402
 import signal  # noqa: E402
@@ -23,7 +22,7 @@ from pathlib import Path  # noqa: E402
 
 from bids_harmonize.__about__ import __version__  # noqa: E402
 from bids_harmonize.app.common import UsageError, check_paths, new_run_id, one_line  # noqa: E402
-from bids_harmonize.cli.parser import build_parser  # noqa: E402
+from bids_harmonize.cli.parser import build_parser, default_omp_nthreads  # noqa: E402
 from bids_harmonize.config import ConfigError, RunConfig, load_config  # noqa: E402
 
 LOGGER = logging.getLogger("bids_harmonize")
@@ -93,7 +92,7 @@ def config_from_args(args) -> RunConfig:
         no_harmonization=args.no_harmonization, device=args.device, ood_policy=args.ood_policy,
         nprocs=args.nprocs,
         nipype_plugin=args.nipype_plugin, plugin_args=args.plugin_args,
-        omp_nthreads=args.omp_nthreads or max(1, min(args.nprocs, 8)), mem_gb=args.mem_gb,
+        omp_nthreads=args.omp_nthreads or default_omp_nthreads(args.nprocs), mem_gb=args.mem_gb,
         work_dir=args.work_dir, stop_on_first_crash=args.stop_on_first_crash,
         sloppy=args.sloppy, write_graph=args.write_graph, verbose=args.verbose,
         uptake_windows=dict(args.uptake_window), window_policy=args.window_policy,

@@ -94,8 +94,6 @@ def test_file_system_without_locks_is_read(transform, tmp_path):
     assert _read(transform, "TRUE", preload=shim)[0].startswith("refused")
 
 
-@pytest.mark.xfail(reason="cli/run.py still sets HDF5_USE_FILE_LOCKING=FALSE at import; "
-                          "remove that line (registration._ants sets BEST_EFFORT)", strict=False)
 def test_importing_the_app_leaves_hdf5_locking_alone():
     code = ("import os, bids_harmonize.cli.run\n"
             "print(os.environ.get('HDF5_USE_FILE_LOCKING'))\n")
