@@ -24,6 +24,7 @@ from bids_harmonize.__about__ import __version__  # noqa: E402
 from bids_harmonize.app.common import UsageError, check_paths, new_run_id, one_line  # noqa: E402
 from bids_harmonize.cli.parser import build_parser, default_omp_nthreads  # noqa: E402
 from bids_harmonize.config import ConfigError, RunConfig, load_config  # noqa: E402
+from bids_harmonize.safeio import DiskFullError  # noqa: E402
 
 LOGGER = logging.getLogger("bids_harmonize")
 
@@ -180,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise UsageError(f"--tracer-file {exc}", status=2) from None
         check_paths(config)
         return dispatch(config, run_id)
-    except UsageError as exc:
+    except (UsageError, DiskFullError) as exc:
         print(f"bids_harmonize: error: {one_line(exc)}", file=sys.stderr)
         return exc.status
     except KeyboardInterrupt:

@@ -242,19 +242,16 @@ def test_stale_staging_folder_of_a_killed_sink_is_removed(tmp_path):
     assert live.exists() and other_host.exists()
 
 
-@pytest.mark.xfail(reason="cli/run.py main() must print DiskFullError as a known problem: "
-                          "'except (UsageError, DiskFullError)' (see issue 22 closing note)",
-                   strict=False)
 def test_disk_full_is_one_line_not_called_a_bug(bids, tmp_path, run_app, monkeypatch):
     import errno
 
-    import bids_harmonize.cli.run as cli_run
+    import bids_harmonize.app.participant as participant
     from bids_harmonize.safeio import DiskFullError
 
     def full(config, run_id):
         raise DiskFullError(errno.ENOSPC, "No space left on device", str(tmp_path / "x.html"))
 
-    monkeypatch.setattr(cli_run, "run_participant", full)
+    monkeypatch.setattr(participant, "run_participant", full)
     code, err = run_app(*fast_args(bids, tmp_path / "out"))
     line = error_line(err)
     assert code == 1 and "no space left on device writing" in line
