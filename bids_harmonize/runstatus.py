@@ -11,7 +11,7 @@ tasks never write the same file), written atomically (temporary file, then
 ``crash_files``  crash files with tracebacks, as paths relative to ``<out>``
 ``run_id``, ``started``, ``finished`` (ISO 8601, UTC), ``runtime_s``, ``host``, ``pid``
                  (``runtime_s``: from ``started``; a participant run replaces it with the
-                 participant's own time, :class:`bids_harmonize.cli.run.Progress`)
+                 participant's own time, :class:`bids_harmonize.app.record.Progress`)
 
 A run marks each participant incomplete before it writes anything for it
 (``<out>/logs/status/sub-<label>.incomplete``) and removes the marker only when it

@@ -204,6 +204,15 @@ def close_records(out: Path, plans, records: dict, failed: set, crashes: dict, *
             runstatus.clear_incomplete(out, plan.subject)
 
 
+def _first_reasons(out: Path) -> dict[str, str]:
+    """Each participant's first recorded failure reason (status records), cut to one short
+    line: the closing line says why, not only where to look (a full disk, a node's error)."""
+    from bids_harmonize import runstatus
+
+    return {r["participant"]: str(r["reasons"][0]).splitlines()[0][:160]
+            for r in runstatus.read_status(out) if r.get("reasons")}
+
+
 def report_problems(out: Path, plans, *, excluded: dict, held: dict, skipped: list,
                     failed: list, run_id: str) -> int:
     """Print who was skipped, excluded, locked or failed; the exit status (1 if any)."""
@@ -216,8 +225,10 @@ def report_problems(out: Path, plans, *, excluded: dict, held: dict, skipped: li
         problems.append(f"{len(held)} participant(s) locked by another run: "
                         + ", ".join(f"sub-{s}" for s in sorted(held)))
     if failed:
+        reasons = _first_reasons(out)
         problems.append(f"{len(failed)} of {len(plans)} subject(s) failed: "
-                        + ", ".join(f"sub-{s} (see {out / f'sub-{s}' / 'log' / run_id})"
+                        + ", ".join(f"sub-{s} ({reasons[s] + '; ' if s in reasons else ''}"
+                                    f"see {out / f'sub-{s}' / 'log' / run_id})"
                                     for s in failed))
     if problems:
         print("bids_harmonize: " + "; ".join(problems), file=sys.stderr)

@@ -127,7 +127,8 @@ def test_disk_filling_during_a_participant_run(bids, small_disk, shared_work, te
     proc = _run(*args, timeout=600)
     assert proc.returncode == 1
     line = _summary_line(proc.stderr)
-    assert ("sub-01" in line and "failed" in line) or "no space left" in line.lower(), line
+    # the closing line names the participant and says why (its first recorded reason)
+    assert "sub-01" in line and "failed" in line and "no space left" in line.lower(), line
     _outputs_are_whole(out)
     _never_running(out)
     (record,) = runstatus.read_status(out)
