@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -51,18 +52,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from end_to_end import (  # noqa: E402  (a script beside this one, not a package)
-    CUTOFF_CL,
-    METHODS,
-    REGIONS,
-    _ci,
-    _wide,
-    apply_combat,
-    fit_combat,
-    score_output,
-    summarise_block,
-)
+
+def _end_to_end():
+    """end_to_end.py beside this file (a script, not a package; sys.path is left alone)."""
+    if "end_to_end" not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            "end_to_end", Path(__file__).resolve().with_name("end_to_end.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["end_to_end"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["end_to_end"]
+
+
+_e2e = _end_to_end()
+CUTOFF_CL, METHODS, REGIONS = _e2e.CUTOFF_CL, _e2e.METHODS, _e2e.REGIONS
+_ci, _wide, apply_combat, fit_combat = _e2e._ci, _e2e._wide, _e2e.apply_combat, _e2e.fit_combat
+score_output, summarise_block = _e2e.score_output, _e2e.summarise_block
 
 LOGGER = logging.getLogger("consortium")
 
