@@ -150,3 +150,31 @@ def test_device_cuda_without_gpu_is_one_line(synth_bids, templateflow_home, tmp_
     assert main([*args, "--device", "cuda"]) == 1
     assert capsys.readouterr().err.strip().splitlines() == [
         "bids_harmonize: error: --device cuda was requested but no CUDA GPU is available"]
+
+
+def _stamp(x, name, log):
+    with open(log, "a") as f:
+        f.write(name + "\n")
+    return x
+
+
+def test_multiproc_starts_the_critical_path_first(tmp_path):
+    """Two frame realignments and N4 are ready at once, one process: N4 starts first, and
+    when it ends the template registration (which most of the graph waits for) starts
+    before the realignments (Nipype alone starts them in graph order: realignments first)."""
+    log = tmp_path / "order.txt"
+    wf = pe.Workflow(name="sub_01_wf", base_dir=str(tmp_path / "work"))
+    nodes = {}
+    for name in ("n4", "static_a", "static_b", "register_template"):
+        nodes[name] = pe.Node(Function(function=_stamp, input_names=["x", "name", "log"],
+                                       output_names=["y"]), name=name)
+        nodes[name].inputs.name, nodes[name].inputs.log = name, str(log)
+        if name != "register_template":
+            nodes[name].inputs.x = 1
+    wf.add_nodes([nodes["static_a"], nodes["static_b"]])
+    wf.connect(nodes["n4"], "y", nodes["register_template"], "x")
+    execution = choose_plugin("MultiProc", nprocs=1, mem_gb=None, run_id="x")
+    assert run_workflow(wf, execution) is None
+    order = log.read_text().split()
+    assert sorted(order) == sorted(nodes)
+    assert order[:2] == ["n4", "register_template"], order
