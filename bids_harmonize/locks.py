@@ -35,7 +35,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from bids_harmonize.runstatus import now_iso
+from bids_harmonize.runstatus import now_iso, pid_alive
 
 LOGGER = logging.getLogger("bids_harmonize.locks")
 LOCK_DIR = Path("logs") / "locks"
@@ -47,16 +47,6 @@ class LockHeldError(RuntimeError):
 
 def lock_path(out_dir, label: str) -> Path:
     return Path(out_dir) / LOCK_DIR / f"sub-{str(label).removeprefix('sub-')}.lock"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def read_holder(path: Path) -> dict:
@@ -109,7 +99,7 @@ def acquire_path(path: Path, what: str, *, run_id: str) -> ParticipantLock:
         holder = read_holder(path)
         pid = holder.get("pid")
         dead = (holder.get("host") == socket.gethostname() and isinstance(pid, int)
-                and not _alive(pid))
+                and not pid_alive(pid))
         empty = not holder and _age_s(path) > EMPTY_LOCK_GRACE_S
         if dead or empty:
             LOGGER.warning("Removing the stale lock %s (%s)", path,

@@ -197,17 +197,27 @@ def fail_running(out_dir, labels, *, run_id: str, reason: str) -> list[str]:
     return marked
 
 
-def _process_alive(host: str | None, pid) -> bool | None:
-    """Whether a process of this host is alive; None when it runs on another host."""
-    if host != socket.gethostname() or not isinstance(pid, int):
-        return None
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host exists (another user's counts as alive; a
+    number no process id can take, as not).
+
+    >>> pid_alive(os.getpid()), pid_alive(2**40)
+    (True, False)
+    """
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):
         return False
     except PermissionError:  # alive, owned by someone else
         return True
     return True
+
+
+def _process_alive(host: str | None, pid) -> bool | None:
+    """Whether a process of this host is alive; None when it runs on another host."""
+    if host != socket.gethostname() or not isinstance(pid, int):
+        return None
+    return pid_alive(pid)
 
 
 def read_status(out_dir) -> list[dict]:

@@ -20,6 +20,7 @@ from nipype.interfaces.base import isdefined
 from niworkflows.interfaces.bids import DerivativesDataSink as _DerivativesDataSink
 
 from bids_harmonize.derivatives import path_patterns
+from bids_harmonize.runstatus import pid_alive
 
 
 class DerivativesDataSink(_DerivativesDataSink):
@@ -101,7 +102,7 @@ def _remove_stale_staging(final: Path) -> list[Path]:
         name = folder.name
         if name.startswith(mine):
             pid = name[len(mine):].split("-", 1)[0]
-            stale = pid.isdigit() and not _alive(int(pid))
+            stale = pid.isdigit() and not pid_alive(int(pid))
         else:
             parts = name[len(STAGING_PREFIX):].split("-")
             named = len(parts) >= 3 and parts[-2].isdigit()  # another host's: not ours to judge
@@ -113,13 +114,3 @@ def _remove_stale_staging(final: Path) -> list[Path]:
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, OverflowError):
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
