@@ -51,9 +51,6 @@ def check_device(device: str) -> str:
     return device
 
 
-# --------------------------------------------------------------------------- participant
-
-
 def warn_incomplete(out: Path, level: str) -> list[str]:
     """Participants marked incomplete (a run started them and never finished), logged."""
     from bids_harmonize.runstatus import incomplete_participants

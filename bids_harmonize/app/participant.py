@@ -261,12 +261,13 @@ def run_plans(config: RunConfig, plans, excluded, held, skipped, *, run_id, exec
 
     failed, crashes = record.failed_participants(out, plans, run_id=run_id, error=error,
                                                  workflow=workflow)
-    record.close_records(out, plans, records, failed, crashes, error=error, progress=progress)
+    reasons = record.close_records(out, plans, records, failed, crashes, error=error,
+                                   progress=progress)
     failed = sorted(failed)
-    record.write_reports(out, plans, workflow, failed, run_id)
+    record.write_reports(out, plans, workflow, failed, crashes)
     LOGGER.info("Participant level finished in %.0f s", elapsed)
     return record.report_problems(out, plans, excluded=excluded, held=held, skipped=skipped,
-                                  failed=failed, run_id=run_id)
+                                  failed=failed, reasons=reasons, run_id=run_id)
 
 
 def _prepare(workflow, config: RunConfig, plans, *, run_id: str) -> None:

@@ -108,7 +108,7 @@ def crash_reason(path: Path) -> str:
     return f"node {node} failed: {last[:200]}" if last else f"node {node} failed"
 
 
-def write_reports(out: Path, plans, workflow, failed: list[str], run_id: str) -> None:
+def write_reports(out: Path, plans, workflow, failed: list[str], crashes: dict) -> None:
     from bids_harmonize.reports.boilerplate import (
         boilerplate_from,
         collect_descriptions,
@@ -125,8 +125,7 @@ def write_reports(out: Path, plans, workflow, failed: list[str], run_id: str) ->
     for plan in plans:
         errors = []
         if plan.subject in failed:
-            crash_dir = out / f"sub-{plan.subject}" / "log" / run_id
-            errors = [f"crashed: {c.name}" for c in sorted(crash_dir.glob("crash-*"))]
+            errors = [f"crashed: {c.name}" for c in crashes[plan.subject]]
             errors = errors or ["the workflow did not finish for this subject"]
         build_subject_report(out, plan.subject, boilerplate=boilerplate, errors=errors)
     write_run_summary(out)
@@ -180,11 +179,13 @@ def failed_participants(out: Path, plans, *, run_id: str, error, workflow) -> tu
 
 
 def close_records(out: Path, plans, records: dict, failed: set, crashes: dict, *, error,
-                  progress: Progress | None) -> None:
+                  progress: Progress | None) -> dict[str, list[str]]:
     """Finish each participant's record (``ok`` or ``failed`` with its reasons and crash
-    files) with its own time; clear the incomplete marker when every file written is whole."""
+    files) with its own time; clear the incomplete marker when every file written is whole.
+    Returns the failed participants' reasons."""
     from bids_harmonize import runstatus
 
+    failure_reasons = {}
     for plan in plans:
         record = records[plan.subject]
         if plan.subject in failed:
@@ -192,6 +193,7 @@ def close_records(out: Path, plans, records: dict, failed: set, crashes: dict, *
             reasons = [crash_reason(f) for f in files] or [
                 "the workflow did not finish for this participant"
                 + (f" ({type(error).__name__})" if error is not None else "")]
+            failure_reasons[plan.subject] = reasons
             record = runstatus.finish_record(
                 record, "failed", reasons=reasons,
                 crash_files=[f.relative_to(out).as_posix() for f in files])
@@ -202,20 +204,16 @@ def close_records(out: Path, plans, records: dict, failed: set, crashes: dict, *
             record = runstatus.finish_record(record, "ok")
             runstatus.write_status(out, own_time(record, progress))
             runstatus.clear_incomplete(out, plan.subject)
-
-
-def _first_reasons(out: Path) -> dict[str, str]:
-    """Each participant's first recorded failure reason (status records), cut to one short
-    line: the closing line says why, not only where to look (a full disk, a node's error)."""
-    from bids_harmonize import runstatus
-
-    return {r["participant"]: str(r["reasons"][0]).splitlines()[0][:160]
-            for r in runstatus.read_status(out) if r.get("reasons")}
+    return failure_reasons
 
 
 def report_problems(out: Path, plans, *, excluded: dict, held: dict, skipped: list,
-                    failed: list, run_id: str) -> int:
-    """Print who was skipped, excluded, locked or failed; the exit status (1 if any)."""
+                    failed: list, reasons: dict[str, list[str]], run_id: str) -> int:
+    """Print who was skipped, excluded, locked or failed; the exit status (1 if any).
+
+    Each failed participant's line carries its first reason (:func:`close_records`), cut
+    to one short line: it says why, not only where to look (a full disk, a node's error).
+    """
     if skipped:
         print("Skipped: " + "; ".join(skipped), file=sys.stderr)
     problems = []
@@ -225,9 +223,9 @@ def report_problems(out: Path, plans, *, excluded: dict, held: dict, skipped: li
         problems.append(f"{len(held)} participant(s) locked by another run: "
                         + ", ".join(f"sub-{s}" for s in sorted(held)))
     if failed:
-        reasons = _first_reasons(out)
+        first = {s: str(r[0]).splitlines()[0][:160] for s, r in reasons.items() if r}
         problems.append(f"{len(failed)} of {len(plans)} subject(s) failed: "
-                        + ", ".join(f"sub-{s} ({reasons[s] + '; ' if s in reasons else ''}"
+                        + ", ".join(f"sub-{s} ({first[s] + '; ' if s in first else ''}"
                                     f"see {out / f'sub-{s}' / 'log' / run_id})"
                                     for s in failed))
     if problems:
