@@ -159,13 +159,9 @@ def _primary_and_members(net, members, voxel, t1w):
     same stage-1/2 weights)."""
     import torch
 
-    if not net.config.correction.use_anatomy:
-        return torch.cat([net(voxel, t1w).float(), ensemble_log_ratios(net, members, voxel, t1w)],
-                         dim=1)
-    tokens, pseudo_mu = net.anatomy(t1w)
-    r = net.correction(voxel, tokens, pseudo_mu)
-    extra = ensemble_log_ratios(net, members, voxel, t1w, anatomy=(tokens, pseudo_mu))
-    return torch.cat([r.float(), pseudo_mu.float(), extra], dim=1)
+    anatomy = net.anatomy(t1w) if net.config.correction.use_anatomy else None
+    return torch.cat([net(voxel, t1w, anatomy=anatomy).float(),
+                      ensemble_log_ratios(net, members, voxel, t1w, anatomy=anatomy)], dim=1)
 
 
 def harmonize_volume(

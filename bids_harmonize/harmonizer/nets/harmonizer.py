@@ -36,9 +36,11 @@ class ThreeStageHarmonizer(nn.Module):
         """Pseudo attenuation (mu / mu_water) ``(B, 1, S, S, S)`` from T1w patches."""
         return self.ct_autoencoder.decode(self.mri_encoder(t1w))
 
-    def forward(self, voxel: torch.Tensor, t1w: torch.Tensor) -> torch.Tensor:
+    def forward(self, voxel: torch.Tensor, t1w: torch.Tensor, anatomy=None) -> torch.Tensor:
+        """``anatomy``: :meth:`anatomy` of ``t1w`` when the caller has it already (an
+        ensemble shares it between its members), else computed here."""
         if self.config.correction.use_anatomy:
-            tokens, pseudo_mu = self.anatomy(t1w)
+            tokens, pseudo_mu = anatomy if anatomy is not None else self.anatomy(t1w)
             r = self.correction(voxel, tokens, pseudo_mu)
         else:
             pseudo_mu = torch.zeros_like(voxel[:, :1])
