@@ -18,6 +18,8 @@ import json
 import logging
 from pathlib import Path
 
+from bids_harmonize.safeio import atomic_write_text
+
 LOGGER = logging.getLogger(__name__)
 
 
@@ -111,9 +113,7 @@ class Checkpoints:
         if optimizer is not None:
             info["optimizer"] = save_optimizer(self.folder / f"{name}.optim.safetensors", optimizer, scaler)
         self.state["stages"][name] = info
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.state, indent=1))
-        tmp.replace(self.path)
+        atomic_write_text(self.path, json.dumps(self.state, indent=1))
 
     def load_weights(self, name: str, module) -> None:
         from safetensors.torch import load_file

@@ -210,12 +210,11 @@ def load_members(model) -> list:
 
 def write_card(model_dir, card: dict) -> None:
     """Rewrite a model's card (after adding the ensemble or calibration)."""
+    from bids_harmonize.safeio import atomic_write_json
+
     from .weights import CARD_NAME
 
-    path = Path(model_dir) / CARD_NAME
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(card, indent=2, sort_keys=False) + "\n")
-    tmp.replace(path)
+    atomic_write_json(Path(model_dir) / CARD_NAME, card)
 
 
 def _member_seed(config, k: int) -> int:

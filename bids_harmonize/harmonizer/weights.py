@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from bids_harmonize.safeio import atomic_write_json
+
 LOGGER = logging.getLogger(__name__)
 
 FORMAT_VERSION = "1.0"
@@ -166,9 +168,7 @@ def save_model(model_dir, net, card: dict) -> Path:
         "files": files,
     }
     # the card last and atomically: a kill leaves no card, never a half-written one
-    tmp = model_dir / f".{CARD_NAME}.tmp"
-    tmp.write_text(json.dumps(card, indent=2, sort_keys=False) + "\n")
-    tmp.replace(model_dir / CARD_NAME)
+    atomic_write_json(model_dir / CARD_NAME, card)
     return model_dir
 
 
