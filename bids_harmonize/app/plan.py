@@ -213,17 +213,17 @@ def plan(subjects: list[SubjectPlan], settings: Settings) -> Plan:
     for subject in subjects:
         problems = []
         series = []
+        t1w_uri = bids_uri(subject.t1w, settings.bids_dir)
         for pet in subject.pet:
             try:
                 series.append(plan_series(subject, pet, settings, model=model,
-                                          versions=versions))
+                                          versions=versions, t1w_uri=t1w_uri))
             except ResolutionError as exc:
                 problems.append(f"{pet.path.name}: --common-resolution: {exc}")
         if problems:
             excluded[subject.subject] = problems
             continue
         _check_series_keys(series)
-        t1w_uri = bids_uri(subject.t1w, settings.bids_dir)
         references = {"T1w": t1w_uri,
                       settings.template.name: f"tpl-{settings.template.name}_res-02_T1w.nii.gz"}
         planned.append(ParticipantPlan(
@@ -233,7 +233,7 @@ def plan(subjects: list[SubjectPlan], settings: Settings) -> Plan:
 
 
 def plan_series(subject: SubjectPlan, series: PetSeries, settings: Settings, *,
-                model: ModelFacts | None, versions) -> SeriesPlan:
+                model: ModelFacts | None, versions, t1w_uri: str) -> SeriesPlan:
     """One :class:`SeriesPlan`; raises :class:`~bids_harmonize.resolution.ResolutionError`
     when ``--common-resolution`` cannot be met for its scanner."""
     # discovery resolved the tracer and window while checking the frames; a series made by
@@ -242,7 +242,6 @@ def plan_series(subject: SubjectPlan, series: PetSeries, settings: Settings, *,
     window = (series.uptake_window if series.tracer_record is not None
               else session_window(settings.uptake_windows, tracer, series.session))
     weight = body_weight(settings.bids_dir, subject.subject, series.session, series.metadata)
-    t1w_uri = bids_uri(subject.t1w, settings.bids_dir)
     sources = [bids_uri(series.path, settings.bids_dir), t1w_uri]
     if series.ct is not None:
         sources.append(bids_uri(series.ct, settings.bids_dir))
