@@ -65,8 +65,9 @@ def _end_to_end():
 
 
 _e2e = _end_to_end()
-CUTOFF_CL, METHODS, REGIONS = _e2e.CUTOFF_CL, _e2e.METHODS, _e2e.REGIONS
-_ci, _wide, apply_combat, fit_combat = _e2e._ci, _e2e._wide, _e2e.apply_combat, _e2e.fit_combat
+CUTOFF_CL, METHODS = _e2e.CUTOFF_CL, _e2e.METHODS
+_ci, apply_combat, fit_combat = _e2e._ci, _e2e.apply_combat, _e2e.fit_combat
+training_cases = _e2e.training_cases
 score_output, summarise_block = _e2e.score_output, _e2e.summarise_block
 
 LOGGER = logging.getLogger("consortium")
@@ -150,8 +151,10 @@ def participants(bids: Path) -> pd.DataFrame:
 
 def participant_done(out: Path, label: str) -> bool:
     """A participant that finished ``ok`` (its status record, no ``.incomplete`` marker)."""
-    record = out / "logs" / "status" / f"sub-{label}.json"
-    if not record.is_file() or (out / "logs" / "status" / f"sub-{label}.incomplete").exists():
+    from bids_harmonize import runstatus
+
+    record = runstatus.status_path(out, label)
+    if not record.is_file() or not runstatus.is_complete(out, label):
         return False
     try:
         return json.loads(record.read_text()).get("status") == "ok"
@@ -315,26 +318,21 @@ def site_combat(training_out: Path, sites: dict[str, str], min_cases: int = 3):
     training cases gets the model fitted on all sites together. ``None`` without tables.
     ``sites``: subject label -> site, of the cohort the function will be applied to;
     the training cohort's own labels are read from its participants.tsv."""
-    table = training_out / "group" / "regions_suvr.tsv"
-    if not table.is_file():
-        LOGGER.warning("no %s: ComBat is left out", table)
+    cases = training_cases(training_out)
+    if cases is None:
         return None, {}
-    regions = pd.read_csv(table, sep="\t", dtype={"subject": str})
+    ct, mr = cases
+    keys = ct.index
     train_sites = participants(training_out.parent / "bids").set_index("label")["site"]
-    ct, mr = _wide(regions, "raw", "PET-CT"), _wide(regions, "raw", "PET-MR")
-    keys = ct.index.intersection(mr.index)
-    cols = [c for c in [*REGIONS, "cortical_composite"] if c in ct.columns]
-    ok = (ct.loc[keys, cols] > 0).all(axis=1) & (mr.loc[keys, cols] > 0).all(axis=1)
-    keys = keys[ok.to_numpy()]
     if len(keys) < min_cases:
         LOGGER.warning("ComBat left out: %d training cases (needs %d)", len(keys), min_cases)
         return None, {}
-    pooled = fit_combat(ct.loc[keys, cols], mr.loc[keys, cols])
+    pooled = fit_combat(ct, mr)
     models, fitted_on = {}, {}
     for site in sorted(set(sites.values())):
         k = keys[[train_sites.get(_label(s)) == site for s, _ in keys]]
         if len(k) >= min_cases:
-            models[site], fitted_on[site] = fit_combat(ct.loc[k, cols], mr.loc[k, cols]), f"site {site}"
+            models[site], fitted_on[site] = fit_combat(ct.loc[k], mr.loc[k]), f"site {site}"
         else:
             models[site], fitted_on[site] = pooled, "all sites (too few cases at the site)"
         LOGGER.info("ComBat for site %s: fitted on %s (%d cases at the site)", site,

@@ -185,7 +185,10 @@ def _wide(regions: pd.DataFrame, version: str, platform: str) -> pd.DataFrame:
     return rows.set_index(["subject", "tracer"]).sort_index()
 
 
-def combat_from_training(training_out: Path) -> dict | None:
+def training_cases(training_out: Path):
+    """The training outputs' raw regional SUVR, PET-CT and PET-MR wide tables restricted to
+    the paired cases with every region positive: ``(ct, mr)`` (same rows, same columns), or
+    None when the group tables are missing."""
     table = training_out / "group" / "regions_suvr.tsv"
     if not table.is_file():
         LOGGER.warning("no %s: ComBat is left out (run 'group' on the training outputs)", table)
@@ -196,8 +199,15 @@ def combat_from_training(training_out: Path) -> dict | None:
     cols = [c for c in [*REGIONS, "cortical_composite"] if c in ct.columns]
     ok = (ct.loc[keys, cols] > 0).all(axis=1) & (mr.loc[keys, cols] > 0).all(axis=1)
     keys = keys[ok.to_numpy()]
-    LOGGER.info("ComBat fitted on %d training cases", len(keys))
-    return fit_combat(ct.loc[keys, cols], mr.loc[keys, cols])
+    return ct.loc[keys, cols], mr.loc[keys, cols]
+
+
+def combat_from_training(training_out: Path) -> dict | None:
+    cases = training_cases(training_out)
+    if cases is None:
+        return None
+    LOGGER.info("ComBat fitted on %d training cases", len(cases[0]))
+    return fit_combat(*cases)
 
 
 # ---------------------------------------------------------------------------- scoring
