@@ -35,10 +35,14 @@ os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = "1"  # before ANTs starts i
 LPS = np.diag([-1.0, -1.0, 1.0])
 
 
-def _truth_mapping(params: dict, fixed: str, moving: str, fixed_affine, moving_affine):
+def _to_ref(params: dict) -> dict[str, np.ndarray]:
+    """Every simulated file's voxel -> reference-space affine, by file name."""
+    return {name: np.asarray(a) for s in params["sessions"].values()
+            for name, a in s["to_ref_affines"].items()}
+
+
+def _truth_mapping(to_ref: dict, fixed: str, moving: str, fixed_affine, moving_affine):
     """4x4 matrix: fixed world (RAS, mm) -> where that point truly is in the moving world."""
-    to_ref = {name: np.asarray(a) for s in params["sessions"].values()
-              for name, a in s["to_ref_affines"].items()}
     # fixed world -> fixed voxel -> reference -> moving voxel -> moving world
     return (moving_affine @ np.linalg.inv(to_ref[moving]) @ to_ref[fixed]
             @ np.linalg.inv(fixed_affine))
@@ -55,17 +59,15 @@ def registration_error(transform_file: str, truth: np.ndarray, points_ras: np.nd
     return float(d.mean()), float(d.max())
 
 
-def _brain_points(mask_ref: Path, params: dict, t1w_name: str, t1w_img, step: int = 3):
+def _brain_points(mask_ref: Path, t1w_to_ref: np.ndarray, t1w_img, step: int = 3):
     """World (RAS) coordinates of the true brain mask's voxels (every ``step``-th), and the
     mask on the T1w grid (nearest neighbour) for the registrations' fixed mask."""
     import nibabel as nb
     from scipy import ndimage
 
     ref = nb.load(mask_ref)
-    to_ref = {name: np.asarray(a) for s in params["sessions"].values()
-              for name, a in s["to_ref_affines"].items()}[t1w_name]
     # T1w voxel -> reference voxel, then sample the reference mask there
-    vox_map = np.linalg.inv(ref.affine) @ to_ref
+    vox_map = np.linalg.inv(ref.affine) @ t1w_to_ref
     grid = np.indices(t1w_img.shape[:3]).reshape(3, -1)
     coords = vox_map[:3, :3] @ grid + vox_map[:3, 3:4]
     mask = ndimage.map_coordinates(np.asarray(ref.dataobj, np.float32), coords, order=0)
@@ -100,8 +102,8 @@ def main() -> int:
                         str(args.seed)], check=True, capture_output=True)
     rows: dict[tuple[str, str], list] = {}
     for sub in sorted(p.name for p in bids.glob("sub-*")):
-        params = json.loads((bids / "derivatives/synth-truth" / sub
-                             / f"{sub}_desc-truth_params.json").read_text())
+        to_ref = _to_ref(json.loads((bids / "derivatives/synth-truth" / sub
+                                     / f"{sub}_desc-truth_params.json").read_text()))
         work = root / "work" / sub
         work.mkdir(parents=True, exist_ok=True)
         t1w_name = f"{sub}_ses-petmr_T1w.nii.gz"
@@ -112,10 +114,12 @@ def main() -> int:
         t1w_img = nb.load(t1w_file)
         points, mask = _brain_points(
             bids / "derivatives/synth-truth" / sub / "anat" / f"{sub}_space-ref_desc-brain_mask.nii.gz",
-            params, t1w_name, t1w_img)
+            to_ref[t1w_name], t1w_img)
         mask_file = work / "brain_mask.nii.gz"
         nb.save(nb.Nifti1Image(mask.astype(np.uint8), t1w_img.affine), mask_file)
-        movings = {"CT -> T1w": (bids / sub / "ses-petct/anat" / f"{sub}_ses-petct_CT.nii.gz", None)}
+        # registration -> (moving image, the simulated file whose pose it has, fixed mask)
+        ct_name = f"{sub}_ses-petct_CT.nii.gz"
+        movings = {"CT -> T1w": (bids / sub / "ses-petct/anat" / ct_name, ct_name, None)}
         for ses in ("petct", "petmr"):
             pet_name = f"{sub}_ses-{ses}_trc-PiB_pet.nii.gz"
             pet = nb.load(bids / sub / f"ses-{ses}/pet" / pet_name)
@@ -125,14 +129,13 @@ def main() -> int:
             static = np.asarray(pet.dataobj, np.float32)[..., use].mean(-1)
             static_file = work / f"{ses}_static.nii.gz"
             nb.save(nb.Nifti1Image(static, pet.affine), static_file)
-            movings[f"PET ({'PET-CT' if ses == 'petct' else 'PET-MR'}) -> T1w"] = (static_file, mask_file)
-        for what, (moving, fixed_mask) in movings.items():
-            moving_name = (moving.name if what.startswith("CT")
-                           else f"{sub}_ses-{'petct' if 'PET-CT' in what else 'petmr'}_trc-PiB_pet.nii.gz")
-            truth = _truth_mapping(params, t1w_name, moving_name, t1w_img.affine,
+            movings[f"PET ({'PET-CT' if ses == 'petct' else 'PET-MR'}) -> T1w"] = (
+                static_file, pet_name, mask_file)
+        for what, (moving, moving_name, fixed_mask) in movings.items():
+            truth = _truth_mapping(to_ref, t1w_name, moving_name, t1w_img.affine,
                                    nb.load(moving).affine)
             for profile in profiles:
-                out = work / f"{profile}_{what.split()[0]}_{abs(hash(what)) % 997}"
+                out = work / f"{profile}_{Path(moving_name).name.split('.')[0]}"
                 out.mkdir(exist_ok=True)
                 t0, c0 = time.perf_counter(), time.process_time()
                 reg = register_rigid(str(moving), str(n4), out,
