@@ -24,12 +24,10 @@ PACKAGE = Path(bids_harmonize.__file__).parent
 #: Files allowed to write without safeio, and why.
 OWN_ATOMIC = {
     "safeio.py": "the atomic writers themselves",
-    "runstatus.py": "its own temporary-then-rename writer (status records, markers)",
     "locks.py": "locks are written whole, then hard-linked to their name",
 }
 OWN_FOLDERS = {
     "synth": "the simulator writes a new dataset, not outputs of a run",
-    "harmonizer": "model cards and weights go to a staging folder renamed into place",
     "interfaces": "Nipype nodes write into their own work folder; sinks stage and rename",
 }
 WRITE_METHODS = {"write_text", "write_bytes", "savefig"}
