@@ -69,6 +69,7 @@ class RunConfig:
     train_batch_size: int = 8
     ensemble_members: int = 3
     calibration_subjects: int = 0
+    calibrate_model: Path | None = None
     overwrite_model: bool = False
     seed: int = 0
 

@@ -117,7 +117,8 @@ def pet_sidecar(base: dict, static_info: dict, model_info: dict | None = None,
         # inline (this function runs inside a Nipype Function node)
         for key in ("OODDecision", "OODScore", "OODComponents", "OODThreshold", "OODPolicy",
                     "OODReasons", "AttenuationCorrectionSetup",
-                    "AttenuationCorrectionSetupInference", "PhysicsMapSource", "Uncertainty"):
+                    "AttenuationCorrectionSetupInference", "PhysicsMapSource", "Uncertainty",
+                    "CorrectionGuard"):
             if key in model_info:
                 meta[key] = model_info[key]
     return meta

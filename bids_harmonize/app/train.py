@@ -65,6 +65,8 @@ def run_train(config: RunConfig, run_id: str | None = None) -> int:
         raise UsageError(str(exc)) from None
     for what, why in excluded:
         LOGGER.warning("Not used for training: %s (%s)", what, why)
+    if config.calibrate_model is not None:
+        return calibrate_existing(config, pairs, model_dir, run_id)
     harmonizer_config = train_config(config)
     model_dir.parent.mkdir(parents=True, exist_ok=True)
     # Under torchrun every process runs this; rank 0 alone owns the folder (lock, ensemble,
@@ -96,6 +98,56 @@ def run_train(config: RunConfig, run_id: str | None = None) -> int:
         if lock is not None:
             lock.release()
     print(f"model written to {model_dir}")
+    return 0
+
+
+def calibrate_existing(config: RunConfig, pairs, model_dir: Path, run_id: str) -> int:
+    """``train --calibrate-model SRC``: copy the model SRC, calibrate it on every selected
+    pair (all held out: none may be among SRC's training subjects) and install it in
+    ``model_dir``, as training would (staged, renamed into place when complete)."""
+    from bids_harmonize.harmonizer.uncertainty import calibrate
+    from bids_harmonize.harmonizer.weights import ModelError, load_model
+    from bids_harmonize.locks import LockHeldError, acquire_path
+
+    source = Path(config.calibrate_model).absolute()
+    if torchrun_rank() != 0:
+        return 0  # calibration runs in one process
+    try:
+        load_model(source)  # verified: every file against its sha256
+    except ModelError as exc:
+        raise UsageError(f"--calibrate-model: {exc}") from None
+    if config.calibration_subjects:
+        LOGGER.warning("--calibration-subjects is ignored with --calibrate-model: every "
+                       "selected paired subject calibrates the model")
+    subjects = sorted({p.subject for p in pairs})
+    LOGGER.info("calibrating %s on %d held-out pair(s) of %d subject(s): %s", source, len(pairs),
+                len(subjects), ", ".join(f"sub-{s}" for s in subjects))
+    model_dir.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        lock = acquire_path(model_dir.parent / f".{model_dir.name}.lock",
+                            f"model folder {model_dir}", run_id=run_id)
+    except LockHeldError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        staging = model_dir.parent / f".{model_dir.name}.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        partial = staging / model_dir.name
+        shutil.copytree(source, partial, ignore=shutil.ignore_patterns("checkpoints", ".*"))
+        try:
+            card = calibrate(partial, pairs, device=config.device)
+        except ValueError as exc:
+            raise UsageError(f"--calibrate-model: {exc}") from None
+        card.setdefault("calibrated_from", {}).update({
+            "model": str(source), "subjects": subjects, "n_pairs": len(pairs),
+            "dataset": str(config.output_dir)})
+        from bids_harmonize.harmonizer.uncertainty import write_card
+
+        write_card(partial, card)
+        install_model(partial, model_dir, run_id=run_id)
+        shutil.rmtree(staging, ignore_errors=True)
+    finally:
+        lock.release()
+    print(f"calibrated model written to {model_dir}")
     return 0
 
 

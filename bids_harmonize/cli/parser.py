@@ -83,6 +83,18 @@ def positive_int(value: str) -> int:
     return _int_at_least(value, 1, "at least 1")
 
 
+def _model_source(value: str) -> Path:
+    """A model folder holding model.json, or 'demo' (the shipped model)."""
+    if value == "demo":
+        from bids_harmonize.harmonizer.weights import default_model_dir
+
+        return Path(default_model_dir())
+    path = Path(value).expanduser().absolute()
+    if not (path / "model.json").is_file():
+        raise argparse.ArgumentTypeError(f"{value!r} is not a model folder (no model.json)")
+    return path
+
+
 def _non_negative_int(value: str) -> int:
     return _int_at_least(value, 0, "0 or more")
 
@@ -440,8 +452,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--calibration-subjects", type=_non_negative_int, default=0, metavar="N",
-        help="paired subjects held out of training to calibrate the ensemble's spread (90 %% "
-        "intervals cover 90 %% of their regional errors against PET-CT); 0: uncalibrated",
+        help="paired subjects held out of training (the last N by label) to calibrate the "
+        "ensemble's spread (90 %% intervals cover 90 %% of their regional errors against "
+        "PET-CT) and to choose the correction's do-no-harm guard per attenuation-correction "
+        "setup; 0: uncalibrated, no guard",
+    )
+    train.add_argument(
+        "--calibrate-model", type=_model_source, default=None, metavar="DIR|demo",
+        help="instead of training, calibrate this existing model ('demo': the shipped one) on "
+        "the paired subjects of output_dir, which must not be among its training subjects: "
+        "its uncertainty scale and its do-no-harm guard are refitted and the calibrated copy "
+        "is written to --model-dir (a site with a few paired PET-CT/PET-MR subjects adapts "
+        "a model to its scanners this way without retraining)",
     )
 
     perf = parser.add_argument_group("Resources")

@@ -106,7 +106,7 @@ def config_from_args(args) -> RunConfig:
         train_min_subjects=args.train_min_subjects, seed=args.seed,
         train_steps_scale=args.train_steps_scale, train_batch_size=args.train_batch_size,
         ensemble_members=args.ensemble_members, calibration_subjects=args.calibration_subjects,
-        overwrite_model=args.overwrite_model,
+        calibrate_model=args.calibrate_model, overwrite_model=args.overwrite_model,
     )
 
 

@@ -45,6 +45,8 @@ class HarmonizationResult:
     ac_error_source: str | None = None  #: where ac_error came from (scanner mu-map, setup, ...)
     #: ``(M, ...)`` log ratios of an ensemble (member 0 = ``log_ratio``) when members were given
     member_log_ratios: np.ndarray | None = None
+    #: the do-no-harm guard's sidecar record (:mod:`.guard`), when the model has one
+    guard: dict | None = None
 
 
 def tracer_notes(tracer, model) -> list[str]:

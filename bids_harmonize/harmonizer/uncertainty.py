@@ -300,6 +300,18 @@ def _features(result, pet, t1w, mask) -> np.ndarray:
     return image_features(channels, mask)
 
 
+def _harmonize_pair(pair, model, members, device):
+    """Arrays of one pair and its :class:`~.infer.HarmonizationResult` with the ensemble."""
+    from .infer import harmonize_volume
+
+    inp = _pair_inputs(pair)
+    a = inp["arrays"]
+    res = harmonize_volume(a["pet_mr"], a["t1w"], a["brain_mask"], model, tracer=pair.tracer,
+                           mu_map=inp["mu_map"], ac_setup=inp["ac_setup"], device=device,
+                           affine=getattr(pair, "affine", None), members=members)
+    return a, res
+
+
 def fit_uncertainty(model_dir, pairs, *, validation_pairs=(), n_members: int = DEFAULT_MEMBERS,
                     device: str = "auto", level: float = LEVEL, progress: bool = False) -> dict:
     """Give a trained model its ensemble, its OOD reference statistics and its calibration.
@@ -309,14 +321,12 @@ def fit_uncertainty(model_dir, pairs, *, validation_pairs=(), n_members: int = D
        harmonized with the ensemble: the OOD feature statistics
        (:func:`.ood.feature_statistics`) and the training level of ensemble disagreement
        (median over pairs of the brain-median SD of ``r``) go into the card;
-    3. on ``validation_pairs`` (held out from training, paired PET-CT), the regional errors
-       against PET-CT and the ensemble's regional SDs give the calibration ``scale``
-       (:func:`calibration_scale`) and the coverage before/after.
+    3. :func:`calibrate` on ``validation_pairs`` (held out from training, paired PET-CT):
+       the calibration ``scale`` and the do-no-harm guard (:mod:`.guard`).
 
     The card gets an ``uncertainty`` block, an ``ood`` block and the member files with
     their sha256; returns the ``uncertainty`` block.
     """
-    from .infer import harmonize_volume
     from .ood import feature_statistics
     from .weights import load_model, read_card
 
@@ -330,18 +340,10 @@ def fit_uncertainty(model_dir, pairs, *, validation_pairs=(), n_members: int = D
     model = load_model(model_dir)
     members = load_members(model)
 
-    def run(pair):
-        inp = _pair_inputs(pair)
-        a = inp["arrays"]
-        res = harmonize_volume(a["pet_mr"], a["t1w"], a["brain_mask"], model, tracer=pair.tracer,
-                               mu_map=inp["mu_map"], ac_setup=inp["ac_setup"], device=device,
-                               affine=getattr(pair, "affine", None), members=members)
-        return a, res
-
     features, disagreement = [], []
     step = max(1, -(-len(pairs) // MAX_STATISTICS_PAIRS))
     for pair in list(pairs)[::step]:
-        a, res = run(pair)
+        a, res = _harmonize_pair(pair, model, members, device)
         mask = a["brain_mask"] > 0.5
         features.append(_features(res, a["pet_mr"], a["t1w"], mask))
         disagreement.append(float(np.median(member_sd(res.member_log_ratios)[mask])))
@@ -357,44 +359,106 @@ def fit_uncertainty(model_dir, pairs, *, validation_pairs=(), n_members: int = D
                                "normalised T1w, "
                                "exp(r)" + (", exp(ac_error)" if "ac_error" in model.config.correction.inputs
                                            else "")}
-    errors, sds = [], []
-    for pair in validation_pairs:
-        a, res = run(pair)
-        labels = a.get("labels")
-        if labels is None:
+    write_card(model_dir, card)
+    if validation_pairs:
+        calibrate(model_dir, validation_pairs, device=device, level=level)
+    else:
+        LOGGER.warning("no held-out pairs: the ensemble spread is not calibrated (scale 1) and "
+                       "the correction has no guard (applied as trained)")
+    return read_card(model_dir)[0]["uncertainty"]
+
+
+def calibrate(model_dir, validation_pairs, *, device: str = "auto", level: float = LEVEL,
+              progress: bool = True) -> dict:
+    """Calibrate a model on held-out pairs (paired PET-CT, not used for its training).
+
+    1. With an ensemble: the regional errors of member 0 against PET-CT and the ensemble's
+       regional SDs give the calibration ``scale`` (:func:`calibration_scale`) and the
+       coverage before/after; the card's ``uncertainty`` block is updated.
+    2. The do-no-harm guard (:func:`.guard.fit_guard`): for each attenuation-correction
+       setup, the shrinkage strength ``k`` that brings the held-out pairs closest to PET-CT
+       (``inf``, no correction, is a candidate): the card's ``guard`` block.
+
+    Pairs without region labels are skipped (with a warning). Replaces an earlier
+    calibration and guard; returns the card.
+    """
+    from .guard import K_GRID, fit_guard, pair_errors
+    from .weights import load_model, read_card
+
+    model = load_model(model_dir)
+    members = load_members(model)
+    card, _ = read_card(model_dir)
+    runs, skipped = [], []
+    pairs = list(validation_pairs)
+    for i, pair in enumerate(pairs, 1):
+        a, res = _harmonize_pair(pair, model, members, device)
+        if a.get("labels") is None:
+            skipped.append(pair.key() if hasattr(pair, "key") else pair.subject)
             continue
-        harmonized = [a["pet_mr"] * np.exp(r) for r in res.member_log_ratios]
-        err, sd, _ = regional_errors_and_sds(harmonized, a["pet_ct"], labels, a["brain_mask"])
-        errors.append(err)
-        sds.append(sd)
-    if errors:
+        runs.append((pair, a, res))
+        if progress:
+            LOGGER.info("calibration: harmonized held-out pair %d/%d (sub-%s, %s, setup %s)", i,
+                        len(pairs), pair.subject, pair.tracer, getattr(pair, "ac_setup", "unknown"))
+    if skipped:
+        LOGGER.warning("held-out pairs without region labels are not used to calibrate: %s",
+                       ", ".join(map(str, skipped)))
+    if not runs:
+        raise ValueError("calibration needs held-out pairs with region labels (train with an atlas)")
+    block = card.get("uncertainty")
+    scale = 1.0
+    if block and block.get("members"):
+        errors, sds = [], []
+        for _, a, res in runs:
+            harmonized = [a["pet_mr"] * np.exp(r) for r in res.member_log_ratios]
+            err, sd, _ = regional_errors_and_sds(harmonized, a["pet_ct"], a["labels"], a["brain_mask"])
+            errors.append(err)
+            sds.append(sd)
         errors, sds = np.concatenate(errors), np.concatenate(sds)
         scale = calibration_scale(errors, sds, level)
-        calibration = {
-            "n_pairs": len(validation_pairs), "n_regions": int(errors.size),
+        block.update({"scale": round(scale, 6), "calibrated": True, "calibration": {
+            "n_pairs": len(runs), "n_regions": int(errors.size),
+            "subjects": sorted({p.subject for p, _, _ in runs}),
             "coverage_unscaled": round(interval_coverage(errors, sds, level), 4),
             "coverage_scaled": round(interval_coverage(errors, scale * sds, level), 4),
             "domain": "log regional mean over brain mean (member 0 vs PET-CT)",
-        }
-        block.update({"scale": round(scale, 6), "calibrated": True, "calibration": calibration})
-    else:
-        LOGGER.warning("no held-out pairs with labels: the ensemble spread is not calibrated (scale 1)")
+        }})
+    # without an ensemble there is no SD to shrink by: the guard is on or off per setup
+    grid = K_GRID if members else (0.0, float("inf"))
+    records = []
+    for pair, a, res in runs:
+        stack = res.member_log_ratios if res.member_log_ratios is not None else res.log_ratio[None]
+        sd = scale * member_sd(stack)
+        records.append((str(getattr(pair, "ac_setup", "unknown") or "unknown"), pair.subject,
+                        pair_errors(a["pet_mr"], a["pet_ct"], stack, sd, a["labels"],
+                                    a["brain_mask"], grid)))
+    card["guard"] = fit_guard(records, grid)
+    for setup, entry in {**card["guard"]["by_setup"], "pooled": card["guard"]["pooled"]}.items():
+        LOGGER.info("guard %s: k = %s on %d held-out pair(s); mean regional error %.2f %% as "
+                    "acquired, %.2f %% fully corrected, %.2f %% guarded", setup, entry["k"],
+                    entry["n_pairs"], 100 * entry["error_as_acquired"],
+                    100 * entry["error_full_correction"], 100 * entry["error_guarded"])
     write_card(model_dir, card)
-    return block
+    return card
 
 
 def harmonize_with_assessment(pet_mr, t1w, brain_mask, model, *, tracer=None, tracer_family=None,
                               scanner=None, mu_map=None, ac_setup=None, policy="warn",
                               threshold=None, device="auto", spacing=None, affine=None):
-    """Harmonize, with the ensemble's uncertainty and the OOD decision.
+    """Harmonize, with the ensemble's uncertainty, the do-no-harm guard and the OOD decision.
 
     Returns ``(result, uncertainty, members, ood_result)``: the
     :class:`~.infer.HarmonizationResult` (its ``harmonized`` is the input unchanged under a
     ``passthrough`` decision, with ``log_ratio`` 0), the calibrated per-voxel SD of ``r``
     (``None`` for a model without an ensemble), the members' harmonized images, and the
     :class:`~.ood.OODResult`. Raises :class:`~.ood.OODFailure` under the ``fail`` policy.
+
+    When the model card has a ``guard`` (:mod:`.guard`, fitted on held-out pairs), the
+    correction is shrunk with the strength chosen for ``ac_setup`` (or the pooled one);
+    ``result.guard`` then holds its sidecar record. The OOD score is computed on the
+    correction as the nets made it, before the guard.
     """
     from . import ood
+    from .guard import guard_for, guard_log_ratios
     from .infer import harmonize_volume
 
     members = load_members(model)
@@ -403,14 +467,13 @@ def harmonize_with_assessment(pet_mr, t1w, brain_mask, model, *, tracer=None, tr
                               members=members)
     info = card_uncertainty(model.card)
     mask = np.asarray(brain_mask) > 0.5
-    uncertainty, harmonized_members = None, []
+    pet = np.asarray(pet_mr, dtype=np.float32)
+    uncertainty, sd = None, None
     disagreement = 0.0
     if result.member_log_ratios is not None:
         sd = member_sd(result.member_log_ratios)
         uncertainty = (float(info.get("scale", 1.0)) * sd).astype(np.float32)
         disagreement, _ = ood.disagreement_part(sd, mask, info.get("training_disagreement"))
-        pet = np.asarray(pet_mr, dtype=np.float32)
-        harmonized_members = [(pet * np.exp(r)).astype(np.float32) for r in result.member_log_ratios]
     meta_part, reasons = ood.metadata_support(model.card, setup=ac_setup, scanner=scanner,
                                               tracer_family=tracer_family)
     stats = (model.card.get("ood") or {}).get("feature_statistics")
@@ -422,8 +485,24 @@ def harmonize_with_assessment(pet_mr, t1w, brain_mask, model, *, tracer=None, tr
     threshold = ood.DEFAULT_THRESHOLD if threshold is None else threshold
     assessment = ood.assess({"metadata": meta_part, "feature": feature, "disagreement": disagreement},
                             policy=policy, threshold=threshold, reasons=reasons)
+    choice = guard_for(model.card, ac_setup)
+    if choice is not None:
+        stack = result.member_log_ratios if result.member_log_ratios is not None else result.log_ratio[None]
+        guarded, w = guard_log_ratios(stack, uncertainty if uncertainty is not None else 0.0 * stack[0],
+                                      choice.k)
+        median_w = float(np.median(w[mask])) if mask.any() else float("nan")
+        result.log_ratio = guarded[0]
+        if result.member_log_ratios is not None:
+            result.member_log_ratios = guarded
+        result.harmonized = (pet * np.exp(guarded[0])).astype(np.float32)
+        result.notes.append(choice.describe(median_w))
+        result.guard = choice.sidecar(median_w)
+        LOGGER.info(choice.describe(median_w))
+    harmonized_members = []
+    if result.member_log_ratios is not None:
+        harmonized_members = [(pet * np.exp(r)).astype(np.float32) for r in result.member_log_ratios]
     if assessment.decision == "passthrough":
-        result.harmonized = np.asarray(pet_mr, dtype=np.float32).copy()
+        result.harmonized = pet.copy()
         result.log_ratio = np.zeros_like(result.log_ratio)
         result.notes.append("out of distribution, --ood-policy passthrough: the harmonized image "
                             "is the input unchanged")

@@ -149,6 +149,10 @@ class Harmonize(SimpleInterface):
         info["AttenuationCorrectionSetupInference"] = self.inputs.ac_setup_inference or "not inferred"
         if result.ac_error_source is not None:
             info["PhysicsMapSource"] = result.ac_error_source
+        info["CorrectionGuard"] = result.guard or {
+            "K": 0.0, "Source": "none",
+            "Description": "the model card has no guard (no held-out calibration pairs): "
+                           "the correction is applied as trained"}
         if unc:
             info["Uncertainty"] = {
                 "Method": unc.get("method"),

@@ -362,6 +362,9 @@ def _ood_block(harm: dict) -> str:
     unc = meta.get("Uncertainty")
     if isinstance(unc, dict):
         rows += [[f"uncertainty: {k}", v] for k, v in unc.items()]
+    guard = meta.get("CorrectionGuard")
+    if isinstance(guard, dict):
+        rows += [[f"correction guard: {k}", v] for k, v in guard.items() if k != "Description"]
     return "<h3>Out-of-distribution check</h3>" + table(["", "value"], rows, text_columns=2)
 
 
