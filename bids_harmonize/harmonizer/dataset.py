@@ -136,6 +136,28 @@ def atlas_on_t1w(t1w, tpl2t1w_xfm, atlas="synth", labels=None, out_file=None) ->
         return np.rint(np.asanyarray(nb.load(out).dataobj)).astype(np.int16)
 
 
+def reference_label_ids(atlas, tracer) -> tuple[int, ...] | None:
+    """Label values (as :func:`atlas_on_t1w` writes them) of ``tracer``'s reference region
+    in ``atlas`` (a region or a composite), or None when the tracer or its reference is not
+    known there.
+
+    >>> from bids_harmonize.quant.atlases import load_atlas
+    >>> reference_label_ids(load_atlas("synth"), "PiB"), reference_label_ids(load_atlas("synth"), "FDG")
+    ((19, 20, 21), (22,))
+    """
+    from bids_harmonize.tracers import UnknownTracerError, get_tracer
+
+    try:
+        reference = get_tracer(str(tracer)).reference
+    except UnknownTracerError:
+        return None
+    name = atlas.resolve(reference) if reference else None
+    if name is None:
+        return None
+    index = dict(zip(atlas.labels["name"], atlas.labels["index"], strict=True))
+    return tuple(int(index[part]) for part in atlas.composites.get(name, (name,)))
+
+
 def _subject_labels(root, sub, t1w, atlas):
     """Atlas labels on the subject's T1w grid, or ``None`` (brain mask as the only region)
     when the participant level left no template-to-T1w transform."""
@@ -246,7 +268,10 @@ def load_pairs_from_derivatives(
                         petct_model=metas[ct_pet.path].get("ManufacturersModelName", "unknown"),
                         petmr_model=mr_meta.get("ManufacturersModelName", "unknown"),
                         extra={"petct_series": series_label(ct_pet.entities),
-                               "petmr_series": series_label(mr.entities)},
+                               "petmr_series": series_label(mr.entities),
+                               **({"reference_labels": reference_label_ids(atlas_spec, trc)}
+                                  if atlas_spec is not None and labels_of_subject is not None
+                                  else {})},
                         ac_setup=str(mr_meta.get("AttenuationCorrectionSetup") or "unknown"),
                         affine=nb.load(str(t1w)).affine,
                     )

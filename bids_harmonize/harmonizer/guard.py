@@ -17,8 +17,9 @@ strength chosen on data instead of assumed.
 subjects not used for training: ``train --calibration-subjects``, or a site's own pairs
 with ``train --calibrate-only``): for every ``k`` of :data:`K_GRID` the guarded images of
 the held-out pairs are compared with their PET-CT region by region
-(:func:`pair_errors`: mean absolute error of the log regional mean over the brain mean,
-the ensemble calibration's domain), and the ``k`` with the smallest mean error wins
+(:func:`pair_errors`: mean absolute error of the regional log SUVR with the tracer's
+reference region, what users read and what Centiloid is made of), and the ``k`` with the
+smallest mean error wins
 (:func:`choose_k`; ties go to the larger ``k``, the more cautious). ``k = inf`` is always
 a candidate, so on the held-out pairs the guarded model is never worse than the PET-MR as
 acquired; on a new subject this holds as far as the held-out pairs represent it (the
@@ -56,8 +57,9 @@ K_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, math.inf)
 #: one pair is one subject's noise)
 MIN_SETUP_PAIRS = 2
 POOLED = "pooled"
-METRIC = ("mean absolute error, against PET-CT, of the log regional mean over the brain mean "
-          "(atlas regions on the T1w grid), over the held-out pairs")
+METRIC = ("mean absolute error, against PET-CT, of the regional log SUVR with the tracer's "
+          "reference region (the brain where the atlas lacks it; atlas regions on the T1w "
+          "grid), over the held-out pairs")
 
 
 def k_to_json(k: float):
@@ -114,26 +116,49 @@ def guard_log_ratios(member_log_ratios, sd, k: float) -> tuple[np.ndarray, np.nd
     return (applied[None] + (stack - stack[0][None])).astype(np.float32), w
 
 
-def pair_errors(pet_mr, pet_ct, member_log_ratios, sd, labels, mask, grid=K_GRID) -> dict:
-    """Selection metric of one held-out pair for every ``k``: mean absolute regional error
-    (log regional mean over brain mean, :func:`.uncertainty.regional_log_means`) of the
-    guarded image against PET-CT.
+def regional_log_suvr(image, labels, mask, reference_ids=None) -> tuple[np.ndarray, np.ndarray]:
+    """Regions and ``log(mean_region / mean_reference)`` of ``image``: the log SUVR users
+    read, with the tracer's reference region (label values ``reference_ids``; the brain
+    when None or absent from ``labels``). Reference regions are left out of the regions.
+
+    >>> img = np.array([[1.0, 2.0], [4.0, 4.0]]); lab = np.array([[1, 2], [3, 3]])
+    >>> ids, v = regional_log_suvr(img, lab, np.ones((2, 2)), reference_ids=(1,))
+    >>> ids.tolist(), v.round(3).tolist()
+    ([2, 3], [0.693, 1.386])
+    """
+    image = np.asarray(image, dtype=np.float64)
+    labels = np.asarray(labels).astype(np.int64)
+    brain = np.asarray(mask) > 0.5
+    ref_mask = brain & np.isin(labels, list(reference_ids or ()))
+    if not ref_mask.any():
+        ref_mask = brain
+        reference_ids = ()
+    ids = np.array([i for i in np.unique(labels[brain & (labels > 0)]) if i not in set(reference_ids)])
+    ref = max(float(image[ref_mask].mean()), 1e-12)
+    means = np.array([image[(labels == i) & brain].mean() for i in ids])
+    return ids, np.log(np.clip(means, 1e-12, None) / ref)
+
+
+def pair_errors(pet_mr, pet_ct, member_log_ratios, sd, labels, mask, grid=K_GRID,
+                reference_ids=None) -> dict:
+    """Selection metric of one held-out pair for every ``k``: mean absolute regional log
+    SUVR error (:func:`regional_log_suvr`, with the tracer's reference region) of the guarded
+    image against PET-CT.
 
     >>> pet = np.ones((4, 4)); lab = np.array([[1, 1, 2, 2]] * 4); ct = pet * (1 + (lab == 2))
     >>> r = np.log(ct / pet)[None]  # a perfect correction, ensemble of one
-    >>> e = pair_errors(pet, ct, r, np.zeros((4, 4)), lab, np.ones((4, 4)), (0.0, float("inf")))
+    >>> e = pair_errors(pet, ct, r, np.zeros((4, 4)), lab, np.ones((4, 4)), (0.0, float("inf")),
+    ...                 reference_ids=(1,))
     >>> round(e[0.0], 6), round(e[float("inf")], 3)
-    (0.0, 0.347)
+    (0.0, 0.693)
     """
-    from .uncertainty import regional_log_means
-
     pet_mr = np.asarray(pet_mr, dtype=np.float64)
-    _, reference = regional_log_means(pet_ct, labels, mask)
+    _, reference = regional_log_suvr(pet_ct, labels, mask, reference_ids)
     r0 = np.asarray(member_log_ratios, dtype=np.float64)[0]
     out = {}
     for k in grid:
         w = shrink_weight(r0, sd, k)
-        _, values = regional_log_means(pet_mr * np.exp(w * r0), labels, mask)
+        _, values = regional_log_suvr(pet_mr * np.exp(w * r0), labels, mask, reference_ids)
         out[float(k)] = float(np.mean(np.abs(values - reference)))
     return out
 
@@ -168,15 +193,20 @@ def _summary(errors_by_k: dict, n_pairs: int, subjects) -> dict:
 
 
 def fit_guard(records, grid=K_GRID) -> dict:
-    """The card's ``guard`` block from held-out ``records``: ``(setup, subject, errors)``
-    with ``errors`` the :func:`pair_errors` of one pair.
+    """The card's ``guard`` block from held-out ``records``:
+    ``(setup, tracer_family, subject, errors)`` with ``errors`` the :func:`pair_errors` of
+    one pair. Strengths are chosen for every setup and tracer family, every setup, and all
+    pairs pooled; a group with fewer than :data:`MIN_SETUP_PAIRS` pairs gets none (the next
+    coarser one applies).
 
-    >>> recs = [("zte", "01", {0.0: 0.01, float("inf"): 0.03}),
-    ...         ("zte", "02", {0.0: 0.02, float("inf"): 0.03}),
-    ...         ("atlas", "03", {0.0: 0.04, float("inf"): 0.02})]
+    >>> recs = [("zte", "fdg", "01", {0.0: 0.01, float("inf"): 0.03}),
+    ...         ("zte", "amyloid", "02", {0.0: 0.02, float("inf"): 0.03}),
+    ...         ("atlas", "fdg", "03", {0.0: 0.04, float("inf"): 0.02})]
     >>> block = fit_guard(recs, grid=(0.0, float("inf")))
     >>> block["by_setup"]["zte"]["k"], block["pooled"]["k"], "atlas" in block["by_setup"]
     (0.0, 0.0, False)
+    >>> block["by_setup_family"]
+    {}
     """
     records = list(records)
     if not records:
@@ -185,26 +215,32 @@ def fit_guard(records, grid=K_GRID) -> dict:
     if 0.0 not in grid or math.inf not in grid:
         raise ValueError("the guard's grid must hold 0 (full correction) and inf (none)")
 
-    def collect(rows):
-        return {g: [r[2][g] for r in rows] for g in grid}
+    def summary(rows):
+        return _summary({g: [r[3][g] for r in rows] for g in grid}, len(rows), [r[2] for r in rows])
 
     block = {
         "method": "voxel-wise shrinkage of the correction, w = r^2 / (r^2 + k s^2) with s the "
-                  "calibrated ensemble SD; k per attenuation-correction setup, chosen on "
-                  "held-out pairs (bids_harmonize.harmonizer.guard)",
+                  "calibrated ensemble SD; k per attenuation-correction setup and tracer "
+                  "family, chosen on held-out pairs (bids_harmonize.harmonizer.guard)",
         "metric": METRIC,
         "grid": [k_to_json(g) for g in grid],
         "min_setup_pairs": MIN_SETUP_PAIRS,
-        "pooled": _summary(collect(records), len(records), [r[1] for r in records]),
+        "pooled": summary(records),
         "by_setup": {},
+        "by_setup_family": {},
     }
-    for setup in sorted({r[0] for r in records}):
-        rows = [r for r in records if r[0] == setup]
-        if len(rows) >= MIN_SETUP_PAIRS:
-            block["by_setup"][setup] = _summary(collect(rows), len(rows), [r[1] for r in rows])
-        else:
-            LOGGER.info("guard: %d held-out pair(s) of setup %s, fewer than %d: it gets the "
-                        "pooled strength", len(rows), setup, MIN_SETUP_PAIRS)
+    groups = {
+        "by_setup": lambda r: r[0],
+        "by_setup_family": lambda r: f"{r[0]}/{r[1]}",
+    }
+    for name, key in groups.items():
+        for value in sorted({key(r) for r in records}):
+            rows = [r for r in records if key(r) == value]
+            if len(rows) >= MIN_SETUP_PAIRS:
+                block[name][value] = summary(rows)
+            else:
+                LOGGER.info("guard: %d held-out pair(s) of %s, fewer than %d: the coarser "
+                            "strength applies", len(rows), value, MIN_SETUP_PAIRS)
     return block
 
 
@@ -246,21 +282,32 @@ class GuardChoice:
         }
 
 
-def guard_for(card: dict, setup: str | None) -> GuardChoice | None:
-    """The guard of a model card for a PET-MR of ``setup`` (None: the card has no guard,
-    the correction is applied as trained).
+def guard_for(card: dict, setup: str | None, family: str | None = None) -> GuardChoice | None:
+    """The guard of a model card for a PET-MR of ``setup`` and tracer ``family``: the
+    strength chosen for that setup and family, else for the setup, else pooled (None: the
+    card has no guard, the correction is applied as trained).
 
     >>> card = {"guard": {"pooled": {"k": 1.0, "n_pairs": 3},
-    ...                   "by_setup": {"atlas": {"k": "inf", "n_pairs": 2}}}}
-    >>> guard_for(card, "atlas").k, guard_for(card, "zte").source, guard_for({}, "zte")
-    (inf, 'pooled', None)
+    ...                   "by_setup": {"atlas": {"k": "inf", "n_pairs": 2}},
+    ...                   "by_setup_family": {"atlas/fdg": {"k": 0.5, "n_pairs": 2}}}}
+    >>> guard_for(card, "atlas").k, guard_for(card, "atlas", "fdg").k, guard_for(card, "atlas", "tau").k
+    (inf, 0.5, inf)
+    >>> guard_for(card, "zte").source, guard_for({}, "zte")
+    ('pooled', None)
     """
     block = card.get("guard") or {}
     if not block:
         return None
-    entry = (block.get("by_setup") or {}).get(str(setup)) if setup else None
-    if entry is not None:
-        return GuardChoice(k_from_json(entry["k"]), f"setup {setup}", dict(entry))
+    candidates = []
+    if setup and family:
+        candidates.append(("by_setup_family", f"{setup}/{family}",
+                           f"setup {setup}, tracer family {family}"))
+    if setup:
+        candidates.append(("by_setup", str(setup), f"setup {setup}"))
+    for group, key, source in candidates:
+        entry = (block.get(group) or {}).get(key)
+        if entry is not None:
+            return GuardChoice(k_from_json(entry["k"]), source, dict(entry))
     pooled = block.get(POOLED)
     if not pooled:
         return None

@@ -283,6 +283,25 @@ def train_members(model_dir, pairs, n_members: int = DEFAULT_MEMBERS, *, device:
     return entries
 
 
+def tracer_family(tracer) -> str:
+    """The tracer's family in the tracer table (``"unknown"`` when not there).
+
+    >>> tracer_family("PiB"), tracer_family("no-such-tracer")
+    ('amyloid', 'unknown')
+    """
+    from bids_harmonize.tracers import UnknownTracerError, get_tracer
+
+    try:
+        return get_tracer(str(tracer)).family
+    except UnknownTracerError:
+        return "unknown"
+
+
+def tracer_family_of(tracer) -> str | None:
+    """:func:`tracer_family` of a given tracer, None without one."""
+    return tracer_family(tracer) if tracer else None
+
+
 def _pair_inputs(pair) -> dict:
     arrays = pair.load()
     return {"arrays": arrays, "mu_map": arrays.get("mu_map"),
@@ -428,11 +447,14 @@ def calibrate(model_dir, validation_pairs, *, device: str = "auto", level: float
     for pair, a, res in runs:
         stack = res.member_log_ratios if res.member_log_ratios is not None else res.log_ratio[None]
         sd = scale * member_sd(stack)
-        records.append((str(getattr(pair, "ac_setup", "unknown") or "unknown"), pair.subject,
+        reference = (getattr(pair, "extra", None) or {}).get("reference_labels")
+        records.append((str(getattr(pair, "ac_setup", "unknown") or "unknown"),
+                        tracer_family(pair.tracer), pair.subject,
                         pair_errors(a["pet_mr"], a["pet_ct"], stack, sd, a["labels"],
-                                    a["brain_mask"], grid)))
+                                    a["brain_mask"], grid, reference_ids=reference)))
     card["guard"] = fit_guard(records, grid)
-    for setup, entry in {**card["guard"]["by_setup"], "pooled": card["guard"]["pooled"]}.items():
+    g = card["guard"]
+    for setup, entry in {**g["by_setup_family"], **g["by_setup"], "pooled": g["pooled"]}.items():
         LOGGER.info("guard %s: k = %s on %d held-out pair(s); mean regional error %.2f %% as "
                     "acquired, %.2f %% fully corrected, %.2f %% guarded", setup, entry["k"],
                     entry["n_pairs"], 100 * entry["error_as_acquired"],
@@ -485,7 +507,7 @@ def harmonize_with_assessment(pet_mr, t1w, brain_mask, model, *, tracer=None, tr
     threshold = ood.DEFAULT_THRESHOLD if threshold is None else threshold
     assessment = ood.assess({"metadata": meta_part, "feature": feature, "disagreement": disagreement},
                             policy=policy, threshold=threshold, reasons=reasons)
-    choice = guard_for(model.card, ac_setup)
+    choice = guard_for(model.card, ac_setup, tracer_family or tracer_family_of(tracer))
     if choice is not None:
         stack = result.member_log_ratios if result.member_log_ratios is not None else result.log_ratio[None]
         guarded, w = guard_log_ratios(stack, uncertainty if uncertainty is not None else 0.0 * stack[0],

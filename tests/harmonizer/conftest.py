@@ -37,3 +37,18 @@ def tiny_model_dir(tmp_path_factory, phantom_pairs):
 
     out = tmp_path_factory.mktemp("model") / "tiny"
     return train_model(phantom_pairs, out, TINY, device="cpu", progress=False)
+
+
+@pytest.fixture(scope="session")
+def ensemble_dir(tmp_path_factory, tiny_model_dir, phantom_pairs):
+    """The tiny model with a 2-member ensemble, calibrated (scale and guard) on two held-out
+    phantoms."""
+    import shutil
+
+    from bids_harmonize.harmonizer import uncertainty as unc
+
+    out = tmp_path_factory.mktemp("ens") / "tiny"
+    shutil.copytree(tiny_model_dir, out, ignore=shutil.ignore_patterns("checkpoints"))
+    held_out = [phantom_pair(i, shape=(24, 28, 24), tracer="PiB") for i in (5, 6)]
+    unc.fit_uncertainty(out, phantom_pairs, validation_pairs=held_out, n_members=2, device="cpu")
+    return out

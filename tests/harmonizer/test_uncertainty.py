@@ -14,15 +14,6 @@ from bids_harmonize.harmonizer.phantom import phantom_pair
 from bids_harmonize.harmonizer.weights import ModelError, load_model
 
 
-@pytest.fixture(scope="module")
-def ensemble_dir(tmp_path_factory, tiny_model_dir, phantom_pairs):
-    out = tmp_path_factory.mktemp("ens") / "tiny"
-    shutil.copytree(tiny_model_dir, out, ignore=shutil.ignore_patterns("checkpoints"))
-    held_out = [phantom_pair(i, shape=(24, 28, 24), tracer="PiB") for i in (5, 6)]
-    unc.fit_uncertainty(out, phantom_pairs, validation_pairs=held_out, n_members=2, device="cpu")
-    return out
-
-
 def test_card_lists_verified_members(ensemble_dir):
     card = json.loads((ensemble_dir / "model.json").read_text())
     block = card["uncertainty"]
@@ -138,3 +129,5 @@ def test_interface_writes_uncertainty_and_ood_fields(ensemble_dir, tmp_path, mon
     sd = np.asarray(nb.load(out.out_uncertainty).dataobj)
     assert sd.shape == s.pet_mr.shape and sd[s.brain_mask > 0.5].mean() > 0
     assert len(out.out_members) == 3 and out.uncertainty_scale == info["Uncertainty"]["CalibrationScale"]
+    # the guard fitted on the held-out phantoms (pooled: they have no setup of zte)
+    assert info["CorrectionGuard"]["Source"] == "pooled" and info["CorrectionGuard"]["HeldOutPairs"] == 2
