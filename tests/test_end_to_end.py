@@ -211,3 +211,34 @@ def test_harmonization_moves_towards_petct(derivatives):
     assert setups["01"] == "dixon-nobone" and setups["02"] == "dixon-bone"
     assert nobone[1] < nobone[0] - 0.5, f"dixon-nobone raw -> harmonized: {nobone}"
     assert bone[1] < bone[0] + 0.3, f"dixon-bone raw -> harmonized: {bone}"
+
+
+def test_calibrate_model_on_a_sites_pairs(derivatives, tmp_path, capsys):
+    """``train --calibrate-model demo``: the shipped model calibrated on this dataset's two
+    paired subjects (neither is among its training subjects, seed 0 vs 100): a verified
+    copy with a new scale and a guard chosen on them, the weights untouched."""
+    from bids_harmonize.harmonizer.weights import default_model_dir, load_model, read_card
+
+    bids = tmp_path / "bids"
+    bids.mkdir()  # train reads only the participant outputs
+    target = tmp_path / "calibrated"
+    code = main([str(bids), str(derivatives), "train", "--calibrate-model", "demo",
+                 "--model-dir", str(target), "--participant-label", "01", "02",
+                 "--device", "cpu", "--omp-nthreads", "2"])
+    assert code == 0 and "calibrated model written" in capsys.readouterr().out
+    card, _ = read_card(target)
+    shipped, _ = read_card(default_model_dir())
+    assert card["files"] == shipped["files"]  # same weights, every file verified on load
+    load_model(target)
+    assert card["calibrated_from"]["subjects"] == ["01", "02"]
+    assert card["uncertainty"]["calibration"]["subjects"] == ["01", "02"]
+    pooled = card["guard"]["pooled"]
+    assert pooled["n_pairs"] == 2 and pooled["subjects"] == ["01", "02"]
+    # one PiB pair per setup: too few for a setup's own strength, so only the pooled one
+    assert card["guard"]["by_setup"] == {} and card["guard"]["by_setup_family"] == {}
+    assert pooled["error_guarded"] <= min(pooled["error_as_acquired"],
+                                          pooled["error_full_correction"])
+    # a second run into the same folder needs --overwrite-model
+    again = main([str(bids), str(derivatives), "train", "--calibrate-model", "demo",
+                  "--model-dir", str(target), "--participant-label", "01", "02"])
+    assert again == 2

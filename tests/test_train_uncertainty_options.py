@@ -30,3 +30,17 @@ def test_split_calibration():
     assert split_calibration(pairs, 0) == (pairs, [])
     with pytest.raises(UsageError, match="leaves 1 of 4 subjects"):
         split_calibration(pairs, 3)
+
+
+def test_calibrate_model_option(tmp_path, capsys):
+    from bids_harmonize.harmonizer.weights import default_model_dir
+
+    parser = build_parser()
+    args = parser.parse_args([str(tmp_path), str(tmp_path / "o"), "train", "--calibrate-model", "demo"])
+    assert args.calibrate_model == default_model_dir()
+    assert parser.parse_args([str(tmp_path), str(tmp_path / "o"), "train"]).calibrate_model is None
+    with pytest.raises(SystemExit) as exc:
+        parser.parse_args([str(tmp_path), str(tmp_path / "o"), "train", "--calibrate-model",
+                           str(tmp_path)])
+    assert exc.value.code == 2
+    assert "is not a model folder (no model.json)" in capsys.readouterr().err

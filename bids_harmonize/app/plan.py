@@ -117,7 +117,8 @@ class ModelFacts:
         return cls(path=path, with_uncertainty=bool(card_uncertainty(card).get("members")),
                    methods=MappingProxyType({"model_name": str(model.name),
                                              "model_version": model.version,
-                                             "model_trained_on": model.trained_on}))
+                                             "model_trained_on": model.trained_on,
+                                             "model_guard": bool(card.get("guard"))}))
 
 
 @dataclass(frozen=True)

@@ -136,10 +136,18 @@ def atlas_on_t1w(t1w, tpl2t1w_xfm, atlas="synth", labels=None, out_file=None) ->
         return np.rint(np.asanyarray(nb.load(out).dataobj)).astype(np.int16)
 
 
+def _label_ids(atlas, region: str | None) -> tuple[int, ...] | None:
+    """Label values (as :func:`atlas_on_t1w` writes them) of a region or composite."""
+    name = atlas.resolve(region) if region else None
+    if name is None:
+        return None
+    index = dict(zip(atlas.labels["name"], atlas.labels["index"], strict=True))
+    return tuple(int(index[part]) for part in atlas.composites.get(name, (name,)))
+
+
 def reference_label_ids(atlas, tracer) -> tuple[int, ...] | None:
-    """Label values (as :func:`atlas_on_t1w` writes them) of ``tracer``'s reference region
-    in ``atlas`` (a region or a composite), or None when the tracer or its reference is not
-    known there.
+    """Label values of ``tracer``'s reference region in ``atlas``, or None when the tracer
+    or its reference is not known there.
 
     >>> from bids_harmonize.quant.atlases import load_atlas
     >>> reference_label_ids(load_atlas("synth"), "PiB"), reference_label_ids(load_atlas("synth"), "FDG")
@@ -148,14 +156,26 @@ def reference_label_ids(atlas, tracer) -> tuple[int, ...] | None:
     from bids_harmonize.tracers import UnknownTracerError, get_tracer
 
     try:
-        reference = get_tracer(str(tracer)).reference
+        return _label_ids(atlas, get_tracer(str(tracer)).reference)
     except UnknownTracerError:
         return None
-    name = atlas.resolve(reference) if reference else None
-    if name is None:
+
+
+def target_label_ids(atlas, tracer) -> tuple[int, ...] | None:
+    """Label values of the headline target region of ``tracer``'s family
+    (:data:`bids_harmonize.quant.measures.SUMMARY_TARGETS`), or None.
+
+    >>> from bids_harmonize.quant.atlases import load_atlas
+    >>> target_label_ids(load_atlas("synth"), "PiB")
+    (1, 2, 3, 5, 6)
+    """
+    from bids_harmonize.quant.measures import SUMMARY_TARGETS
+    from bids_harmonize.tracers import UnknownTracerError, get_tracer
+
+    try:
+        return _label_ids(atlas, SUMMARY_TARGETS.get(get_tracer(str(tracer)).family))
+    except UnknownTracerError:
         return None
-    index = dict(zip(atlas.labels["name"], atlas.labels["index"], strict=True))
-    return tuple(int(index[part]) for part in atlas.composites.get(name, (name,)))
 
 
 def _subject_labels(root, sub, t1w, atlas):
@@ -269,7 +289,8 @@ def load_pairs_from_derivatives(
                         petmr_model=mr_meta.get("ManufacturersModelName", "unknown"),
                         extra={"petct_series": series_label(ct_pet.entities),
                                "petmr_series": series_label(mr.entities),
-                               **({"reference_labels": reference_label_ids(atlas_spec, trc)}
+                               **({"reference_labels": reference_label_ids(atlas_spec, trc),
+                                   "target_labels": target_label_ids(atlas_spec, trc)}
                                   if atlas_spec is not None and labels_of_subject is not None
                                   else {})},
                         ac_setup=str(mr_meta.get("AttenuationCorrectionSetup") or "unknown"),

@@ -16,11 +16,12 @@ strength chosen on data instead of assumed.
 ``k`` is chosen **per attenuation-correction setup on held-out pairs** (paired PET-CT
 subjects not used for training: ``train --calibration-subjects``, or a site's own pairs
 with ``train --calibrate-only``): for every ``k`` of :data:`K_GRID` the guarded images of
-the held-out pairs are compared with their PET-CT region by region
-(:func:`pair_errors`: mean absolute error of the regional log SUVR with the tracer's
-reference region, what users read and what Centiloid is made of), and the ``k`` with the
-smallest mean error wins
-(:func:`choose_k`; ties go to the larger ``k``, the more cautious). ``k = inf`` is always
+the held-out pairs are compared with their PET-CT (:func:`pair_errors`): the mean
+absolute error of the regional log SUVR with the tracer's reference region (what users
+read), and the error of the family's headline target (the Centiloid cortex for amyloid:
+:data:`bids_harmonize.quant.measures.SUMMARY_TARGETS`). Among the ``k`` that leave the
+target no further from PET-CT than as acquired, the one with the smallest regional error
+wins (:func:`choose_k`; ties go to the larger ``k``, the more cautious). ``k = inf`` is always
 a candidate, so on the held-out pairs the guarded model is never worse than the PET-MR as
 acquired; on a new subject this holds as far as the held-out pairs represent it (the
 closing notes and ``benchmarks/README.md`` measure it on test subjects).
@@ -59,7 +60,9 @@ MIN_SETUP_PAIRS = 2
 POOLED = "pooled"
 METRIC = ("mean absolute error, against PET-CT, of the regional log SUVR with the tracer's "
           "reference region (the brain where the atlas lacks it; atlas regions on the T1w "
-          "grid), over the held-out pairs")
+          "grid), over the held-out pairs; only strengths whose error of the family's "
+          "headline target (log SUVR of e.g. the Centiloid cortex) is no larger than as "
+          "acquired are candidates")
 
 
 def k_to_json(k: float):
@@ -140,48 +143,79 @@ def regional_log_suvr(image, labels, mask, reference_ids=None) -> tuple[np.ndarr
 
 
 def pair_errors(pet_mr, pet_ct, member_log_ratios, sd, labels, mask, grid=K_GRID,
-                reference_ids=None) -> dict:
-    """Selection metric of one held-out pair for every ``k``: mean absolute regional log
-    SUVR error (:func:`regional_log_suvr`, with the tracer's reference region) of the guarded
-    image against PET-CT.
+                reference_ids=None, target_ids=None) -> tuple[dict, dict | None]:
+    """Selection metrics of one held-out pair for every ``k``: the mean absolute regional
+    log SUVR error (:func:`regional_log_suvr`, with the tracer's reference region) of the
+    guarded image against PET-CT, and the absolute log SUVR error of the tracer's summary
+    target (label values ``target_ids``, e.g. the Centiloid cortical composite; None
+    without them).
 
     >>> pet = np.ones((4, 4)); lab = np.array([[1, 1, 2, 2]] * 4); ct = pet * (1 + (lab == 2))
     >>> r = np.log(ct / pet)[None]  # a perfect correction, ensemble of one
-    >>> e = pair_errors(pet, ct, r, np.zeros((4, 4)), lab, np.ones((4, 4)), (0.0, float("inf")),
-    ...                 reference_ids=(1,))
-    >>> round(e[0.0], 6), round(e[float("inf")], 3)
-    (0.0, 0.693)
+    >>> e, t = pair_errors(pet, ct, r, np.zeros((4, 4)), lab, np.ones((4, 4)),
+    ...                    (0.0, float("inf")), reference_ids=(1,), target_ids=(2,))
+    >>> round(e[0.0], 6), round(e[float("inf")], 3), round(t[float("inf")], 3)
+    (0.0, 0.693, 0.693)
     """
     pet_mr = np.asarray(pet_mr, dtype=np.float64)
     _, reference = regional_log_suvr(pet_ct, labels, mask, reference_ids)
+    ct_target = _target_log_suvr(pet_ct, labels, mask, reference_ids, target_ids)
     r0 = np.asarray(member_log_ratios, dtype=np.float64)[0]
-    out = {}
+    regional, target = {}, {}
     for k in grid:
-        w = shrink_weight(r0, sd, k)
-        _, values = regional_log_suvr(pet_mr * np.exp(w * r0), labels, mask, reference_ids)
-        out[float(k)] = float(np.mean(np.abs(values - reference)))
-    return out
+        image = pet_mr * np.exp(shrink_weight(r0, sd, k) * r0)
+        _, values = regional_log_suvr(image, labels, mask, reference_ids)
+        regional[float(k)] = float(np.mean(np.abs(values - reference)))
+        if ct_target is not None:
+            target[float(k)] = abs(_target_log_suvr(image, labels, mask, reference_ids,
+                                                    target_ids) - ct_target)
+    return regional, (target or None)
 
 
-def choose_k(errors_by_k: dict) -> float:
-    """The ``k`` with the smallest mean error; ties (within 1e-9) go to the larger ``k``.
+def _target_log_suvr(image, labels, mask, reference_ids, target_ids) -> float | None:
+    """log(mean over the target's voxels / mean over the reference's), None without target."""
+    brain = np.asarray(mask) > 0.5
+    labels = np.asarray(labels)
+    target = brain & np.isin(labels, list(target_ids or ()))
+    if not target.any():
+        return None
+    ref = brain & np.isin(labels, list(reference_ids or ()))
+    if not ref.any():
+        ref = brain
+    image = np.asarray(image, dtype=np.float64)
+    return float(np.log(max(image[target].mean(), 1e-12) / max(image[ref].mean(), 1e-12)))
+
+
+def choose_k(errors_by_k: dict, summary_by_k: dict | None = None) -> float:
+    """The ``k`` with the smallest mean regional error among those whose mean summary error
+    (the tracer's summary target, e.g. the Centiloid cortex) is no larger than as acquired
+    (``k = inf``, always allowed); ties (within 1e-9) go to the larger ``k``.
 
     >>> choose_k({0.0: [0.02, 0.03], 1.0: [0.01, 0.02], float("inf"): [0.03, 0.03]})
     1.0
     >>> choose_k({0.0: [0.02], float("inf"): [0.02]})
     inf
+    >>> choose_k({0.0: [0.01], 1.0: [0.02], float("inf"): [0.03]},
+    ...          {0.0: [0.05], 1.0: [0.01], float("inf"): [0.02]})  # k=0 harms the summary
+    1.0
     """
     means = {float(k): float(np.mean(v)) for k, v in errors_by_k.items() if len(v)}
     if not means:
         raise ValueError("no held-out errors to choose the guard's strength from")
+    if summary_by_k:
+        summary = {float(k): float(np.mean(v)) for k, v in summary_by_k.items() if len(v)}
+        limit = summary.get(math.inf)
+        if limit is not None and np.isfinite(limit):
+            means = {k: m for k, m in means.items()
+                     if k == math.inf or summary.get(k, np.inf) <= limit + 1e-9}
     best = min(means.values())
     return max(k for k, m in means.items() if m <= best + 1e-9)
 
 
-def _summary(errors_by_k: dict, n_pairs: int, subjects) -> dict:
-    k = choose_k(errors_by_k)
+def _summary(errors_by_k: dict, n_pairs: int, subjects, summary_by_k: dict | None = None) -> dict:
+    k = choose_k(errors_by_k, summary_by_k)
     means = {float(g): float(np.mean(v)) for g, v in errors_by_k.items()}
-    return {
+    out = {
         "k": k_to_json(k),
         "n_pairs": int(n_pairs),
         "subjects": sorted(set(subjects)),
@@ -190,18 +224,29 @@ def _summary(errors_by_k: dict, n_pairs: int, subjects) -> dict:
         "error_full_correction": round(means[0.0], 6),
         "error_guarded": round(means[k], 6),
     }
+    if summary_by_k:
+        sm = {float(g): float(np.mean(v)) for g, v in summary_by_k.items()}
+        out.update({
+            "summary_error_by_k": {str(k_to_json(g)): round(m, 6) for g, m in sorted(sm.items())},
+            "summary_error_as_acquired": round(sm[math.inf], 6),
+            "summary_error_full_correction": round(sm[0.0], 6),
+            "summary_error_guarded": round(sm[k], 6),
+        })
+    return out
 
 
 def fit_guard(records, grid=K_GRID) -> dict:
     """The card's ``guard`` block from held-out ``records``:
-    ``(setup, tracer_family, subject, errors)`` with ``errors`` the :func:`pair_errors` of
-    one pair. Strengths are chosen for every setup and tracer family, every setup, and all
+    ``(setup, tracer_family, subject, errors[, summary_errors])``, the :func:`pair_errors`
+    of one pair (``summary_errors`` None where the tracer has no summary target; a group
+    is held to the summary constraint of :func:`choose_k` when all its pairs have one).
+    Strengths are chosen for every setup and tracer family, every setup, and all
     pairs pooled; a group with fewer than :data:`MIN_SETUP_PAIRS` pairs gets none (the next
     coarser one applies).
 
-    >>> recs = [("zte", "fdg", "01", {0.0: 0.01, float("inf"): 0.03}),
-    ...         ("zte", "amyloid", "02", {0.0: 0.02, float("inf"): 0.03}),
-    ...         ("atlas", "fdg", "03", {0.0: 0.04, float("inf"): 0.02})]
+    >>> recs = [("zte", "fdg", "01", {0.0: 0.01, float("inf"): 0.03}, None),
+    ...         ("zte", "amyloid", "02", {0.0: 0.02, float("inf"): 0.03}, None),
+    ...         ("atlas", "fdg", "03", {0.0: 0.04, float("inf"): 0.02}, None)]
     >>> block = fit_guard(recs, grid=(0.0, float("inf")))
     >>> block["by_setup"]["zte"]["k"], block["pooled"]["k"], "atlas" in block["by_setup"]
     (0.0, 0.0, False)
@@ -216,7 +261,11 @@ def fit_guard(records, grid=K_GRID) -> dict:
         raise ValueError("the guard's grid must hold 0 (full correction) and inf (none)")
 
     def summary(rows):
-        return _summary({g: [r[3][g] for r in rows] for g in grid}, len(rows), [r[2] for r in rows])
+        with_target = [r for r in rows if len(r) > 4 and r[4]]
+        targets = ({g: [r[4][g] for r in with_target] for g in grid}
+                   if len(with_target) == len(rows) else None)
+        return _summary({g: [r[3][g] for r in rows] for g in grid}, len(rows),
+                        [r[2] for r in rows], targets)
 
     block = {
         "method": "voxel-wise shrinkage of the correction, w = r^2 / (r^2 + k s^2) with s the "
@@ -275,10 +324,12 @@ class GuardChoice:
             "ErrorAsAcquired": self.entry.get("error_as_acquired"),
             "ErrorFullCorrection": self.entry.get("error_full_correction"),
             "ErrorGuarded": self.entry.get("error_guarded"),
+            "TargetErrorAsAcquired": self.entry.get("summary_error_as_acquired"),
+            "TargetErrorGuarded": self.entry.get("summary_error_guarded"),
             "Description": "the correction is shrunk voxel by voxel, w = r^2 / (r^2 + K s^2) "
                            "(s: calibrated ensemble SD); K chosen on held-out paired subjects "
-                           "(model card 'guard'); errors are mean absolute regional log errors "
-                           "against PET-CT on those subjects",
+                           "(model card 'guard'); errors are mean absolute regional log SUVR "
+                           "errors against PET-CT on those subjects",
         }
 
 

@@ -447,11 +447,13 @@ def calibrate(model_dir, validation_pairs, *, device: str = "auto", level: float
     for pair, a, res in runs:
         stack = res.member_log_ratios if res.member_log_ratios is not None else res.log_ratio[None]
         sd = scale * member_sd(stack)
-        reference = (getattr(pair, "extra", None) or {}).get("reference_labels")
+        extra = getattr(pair, "extra", None) or {}
+        regional, target = pair_errors(a["pet_mr"], a["pet_ct"], stack, sd, a["labels"],
+                                       a["brain_mask"], grid,
+                                       reference_ids=extra.get("reference_labels"),
+                                       target_ids=extra.get("target_labels"))
         records.append((str(getattr(pair, "ac_setup", "unknown") or "unknown"),
-                        tracer_family(pair.tracer), pair.subject,
-                        pair_errors(a["pet_mr"], a["pet_ct"], stack, sd, a["labels"],
-                                    a["brain_mask"], grid, reference_ids=reference)))
+                        tracer_family(pair.tracer), pair.subject, regional, target))
     card["guard"] = fit_guard(records, grid)
     g = card["guard"]
     for setup, entry in {**g["by_setup_family"], **g["by_setup"], "pooled": g["pooled"]}.items():

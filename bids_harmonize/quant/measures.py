@@ -196,6 +196,12 @@ def fdg_measures(regions: pd.DataFrame, tracer: Tracer) -> list[dict]:
     return rows
 
 
+#: each family's headline target region (the numerator of its first summary measure above:
+#: Centiloid's cortex, the Braak III-IV meta-ROI, the FDG cortical composite, the striatum);
+#: the harmonizer's do-no-harm guard keeps it no further from PET-CT than as acquired
+SUMMARY_TARGETS = {"amyloid": "cortical_composite", "tau": "braak_III_IV",
+                   "fdg": "cortical_composite", "dat": "striatum"}
+
 _FAMILY = {"amyloid": amyloid_measures, "tau": tau_measures, "dat": dat_measures,
            "fdg": fdg_measures}
 

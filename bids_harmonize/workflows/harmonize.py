@@ -16,7 +16,7 @@ def init_harmonize_wf(
     use_mumap: bool = False, with_uncertainty: bool = False, ood_policy: str = "warn",
     device: str = "auto", omp_nthreads: int = 1, tpl_name: str = "harmonized_tpl.nii.gz",
     source_name: str = "", model_name: str = "", model_version: str = "",
-    model_trained_on: str = "", name: str = "harmonize_wf",
+    model_trained_on: str = "", model_guard: bool = False, name: str = "harmonize_wf",
 ) -> Workflow:
     """Harmonize a PET-MR image on the T1w grid and bring it into the template.
 
@@ -50,6 +50,9 @@ def init_harmonize_wf(
         The model card's name, version and what it says the model was trained on
         (:attr:`~bids_harmonize.harmonizer.weights.HarmonizerModel.trained_on`): methods
         text only.
+    model_guard
+        The model card has a do-no-harm guard (:mod:`bids_harmonize.harmonizer.guard`):
+        methods text only (the Harmonize node reads the card and applies it).
 
     Inputs
     ------
@@ -95,6 +98,13 @@ def init_harmonize_wf(
             "(support of the scanner set-up and tracer in the training data, distance of the "
             "image features to the training images, ensemble disagreement) decided whether "
             f"the correction was applied (policy: {ood_policy})."
+        )
+    if model_guard:
+        workflow.__desc__ += (
+            " The correction was shrunk voxel by voxel by its calibrated uncertainty, with a "
+            "strength chosen per attenuation-correction set-up and tracer family on paired "
+            "PET-CT/PET-MR subjects held out of training (no correction was a candidate), so "
+            "that the held-out subjects' regional SUVR came closest to PET-CT."
         )
     inputnode = pe.Node(
         niu.IdentityInterface(fields=["pet_t1w", "t1w_preproc", "brain_mask", "t1w2tpl_xfm",

@@ -91,10 +91,10 @@ def test_choice_prefers_the_cautious_strength_on_ties():
 
 
 def test_setups_with_too_few_pairs_get_the_pooled_strength():
-    rows = [("zte", "amyloid", "01", {0.0: 0.01, math.inf: 0.03}),
-            ("zte", "amyloid", "02", {0.0: 0.01, math.inf: 0.03}),
-            ("zte", "fdg", "02", {0.0: 0.05, math.inf: 0.03}),
-            ("atlas", "amyloid", "03", {0.0: 0.19, math.inf: 0.01})]
+    rows = [("zte", "amyloid", "01", {0.0: 0.01, math.inf: 0.03}, None),
+            ("zte", "amyloid", "02", {0.0: 0.01, math.inf: 0.03}, None),
+            ("zte", "fdg", "02", {0.0: 0.05, math.inf: 0.03}, None),
+            ("atlas", "amyloid", "03", {0.0: 0.19, math.inf: 0.01}, None)]
     block = guard.fit_guard(rows, grid=(0.0, math.inf))
     assert list(block["by_setup"]) == ["zte"] and list(block["by_setup_family"]) == ["zte/amyloid"]
     # zte pooled over families: k=0 -> 0.0233, none -> 0.03: corrected
@@ -109,3 +109,17 @@ def test_setups_with_too_few_pairs_get_the_pooled_strength():
         guard.fit_guard(rows, grid=(0.0, 1.0))
     with pytest.raises(ValueError, match=">= 0 or 'inf'"):
         guard.k_from_json(-1)
+
+
+def test_summary_target_is_never_made_worse_on_the_held_out_pairs():
+    """The full correction wins on the regional error but moves the summary target (the
+    Centiloid cortex) away from PET-CT: a weaker strength that keeps the target is chosen."""
+    rows = [("dixon-nobone", "amyloid", s, {0.0: 0.030, 1.0: 0.035, math.inf: 0.041},
+             {0.0: 0.030, 1.0: 0.008, math.inf: 0.010}) for s in ("13", "14")]
+    entry = guard.fit_guard(rows, grid=(0.0, 1.0, math.inf))["by_setup_family"]["dixon-nobone/amyloid"]
+    assert entry["k"] == 1.0
+    assert entry["summary_error_guarded"] <= entry["summary_error_as_acquired"]
+    assert entry["error_guarded"] < entry["error_as_acquired"]
+    # without the summary errors, the full correction would have been chosen
+    plain = [r[:4] for r in rows]
+    assert guard.fit_guard(plain, grid=(0.0, 1.0, math.inf))["by_setup"]["dixon-nobone"]["k"] == 0.0
