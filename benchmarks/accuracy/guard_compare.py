@@ -87,9 +87,10 @@ def make_variant(base: Path, work: Path, model: str, held_out: list[str]) -> Non
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--base", type=Path, required=True, help="the consortium run's --work")
+    p.add_argument("--base", type=Path, help="the consortium run's --work (needed with --run)")
     p.add_argument("--variant", action="append", default=[], metavar="NAME=DIR[:none|:MODEL]",
-                   help="a variant folder (repeat); ':none' without guard, ':MODEL' calibrate MODEL")
+                   help="a variant folder (repeat); ':none' without guard, ':MODEL' calibrate "
+                   "MODEL; or NAME=RESULTS.json, results already scored")
     p.add_argument("--held-out", default="", help="comma-separated training-cohort labels to "
                    "calibrate on (not in the model's training)")
     p.add_argument("--consortium-args", default="", help="the base run's consortium.py options "
@@ -100,6 +101,9 @@ def main(argv=None) -> int:
     results = {}
     for spec in args.variant:
         name, _, rest = spec.partition("=")
+        if rest.endswith(".json"):  # results already scored (e.g. the committed ones)
+            results[name] = Path(rest)
+            continue
         folder, _, model = rest.partition(":")
         work = Path(folder).absolute()
         stem = work / f"CONSORTIUM_{name.upper()}"

@@ -11,8 +11,14 @@ runs the product's own commands, in this order, each logged and recorded in the 
    preprocessing users get (registration, masks, frame averaging, the T1w grid), with the
    settings of the README demo (``--sloppy``, ``MNI152NLin2009aSym``);
 4. ``bids_harmonize WORK/bids WORK/out train --model-dir OUT ...``: the ``train`` level, on
-   those outputs, with its default (physics-guided) configuration, an ensemble calibrated
-   on held-out subjects.
+   the first ``--subjects`` subjects' outputs, with its default (physics-guided)
+   configuration, an ensemble calibrated on held-out subjects (the last
+   ``--calibration-subjects`` of them);
+5. with ``--extra-calibration-subjects E`` (default 6), ``train --calibrate-model OUT``
+   calibrates the model again, uncertainty scale and do-no-harm guard, on those held-out
+   subjects plus E more simulated subjects never used in training (the simulator draws
+   each subject from the seed and its index, so the first ``--subjects`` are the same
+   with or without them): 2 held-out subjects are too few for a guard per setup.
 
 So the model is trained on exactly what inference sees (issue 19: the previous demo model
 was trained on the simulator's in-memory volumes and made the README demo worse). The
@@ -38,7 +44,7 @@ DEFAULT_TRACERS = ("PiB", "FDG", "flortaucipir", "florbetaben")
 #: PET-MR setups the demo model is trained on; ``atlas`` is held out, so that the accuracy
 #: benchmark's held-out-setup test scores the shipped model itself
 DEFAULT_SETUPS = ("dixon-nobone", "dixon-bone", "zte")
-DEMO_VERSION = "0.4.0"
+DEMO_VERSION = "0.4.1"
 CHANGELOG = {
     "0.1.0": "first demo model, trained on bids_harmonize.synth subjects",
     "0.2.0": "simulator v2 (four PET-MR attenuation-correction setups, scanner mu-maps); "
@@ -50,6 +56,9 @@ CHANGELOG = {
     "and inference; atlas regions on the T1w grid for the regional and pattern losses; "
     "correction confined to the brain; attenuation setups dixon-nobone, dixon-bone, zte "
     "(atlas held out)",
+    "0.4.1": "same weights; calibrated again (uncertainty scale and the new do-no-harm guard) "
+    "on 8 held-out subjects (sub-13..20, seed 100: the 2 held out of training and 6 more "
+    "never used in it) with train --calibrate-model",
 }
 
 
@@ -58,8 +67,12 @@ def commands(args) -> list[list[str]]:
     work = Path(args.work)
     bids, out, tf = work / "bids", work / "out", work / "templateflow"
     train_extra = ["--train-steps-scale", f"{args.steps_scale:g}"] if args.steps_scale != 1 else []
-    return [
-        ["bids_harmonize-synth", str(bids), "--subjects", str(args.subjects), "--tracers",
+    extra = int(getattr(args, "extra_calibration_subjects", 0) or 0)
+    total = args.subjects + extra
+    training = [f"{i:02d}" for i in range(1, args.subjects + 1)]
+    held_out = [f"{i:02d}" for i in range(args.subjects - args.calibration_subjects + 1, total + 1)]
+    cmds = [
+        ["bids_harmonize-synth", str(bids), "--subjects", str(total), "--tracers",
          ",".join(args.tracers), "--petmr-setups", ",".join(args.setups), "--seed",
          str(args.seed), "--jobs", str(args.nprocs), "--overwrite", "-q"],
         ["bids_harmonize-templates", str(tf)],
@@ -71,8 +84,14 @@ def commands(args) -> list[list[str]]:
          "--overwrite-model", "--ensemble-members", str(args.ensemble_members),
          "--calibration-subjects", str(args.calibration_subjects), "--seed", str(args.seed),
          "--train-batch-size", str(args.batch_size), "--omp-nthreads", str(args.threads),
-         "--device", args.device, *train_extra],
+         "--device", args.device, "--participant-label", *training, *train_extra],
     ]
+    if extra:
+        cmds.append(["bids_harmonize", str(bids), str(out), "train", "--calibrate-model",
+                     str(args.out), "--model-dir", str(args.out), "--overwrite-model",
+                     "--participant-label", *held_out, "--omp-nthreads", str(args.threads),
+                     "--device", args.device])
+    return cmds
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="extra stage-3 nets for the uncertainty")
     parser.add_argument("--calibration-subjects", type=int, default=2,
                         help="subjects held out of training to calibrate the ensemble")
+    parser.add_argument("--extra-calibration-subjects", type=int, default=6,
+                        help="simulated subjects beyond --subjects, never trained on, added to "
+                             "the held-out ones to calibrate the model again (the guard)")
     parser.add_argument("--nprocs", type=int, default=os.cpu_count() or 1,
                         help="participant level: processes Nipype runs at once")
     parser.add_argument("--threads", type=int, default=2, help="train level: torch CPU threads")
@@ -132,7 +154,9 @@ def main(argv=None) -> int:
         "--tracers", ",".join(args.tracers), "--setups", ",".join(args.setups),
         "--seed", str(args.seed), "--steps-scale", f"{args.steps_scale:g}",
         "--batch-size", str(args.batch_size), "--ensemble-members", str(args.ensemble_members),
-        "--calibration-subjects", str(args.calibration_subjects), "--threads", str(args.threads)])
+        "--calibration-subjects", str(args.calibration_subjects),
+        "--extra-calibration-subjects", str(args.extra_calibration_subjects),
+        "--threads", str(args.threads)])
     describe_model(args.out, recipe=recipe, commands=cmds, seconds=seconds, args=args)
     LOGGER.info("demo model written to %s in %.0f s", args.out, seconds)
     return 0
@@ -152,7 +176,9 @@ def describe_model(model_dir, *, recipe: str, commands, seconds: float, args) ->
         "description": (
             "DEMONSTRATION MODEL trained on SIMULATED data only (bids_harmonize.synth: "
             f"{args.subjects} subjects, seed {args.seed}; {n_train} for training, "
-            f"{args.calibration_subjects} to calibrate the ensemble), through the product's "
+            f"{args.calibration_subjects} held out, plus {args.extra_calibration_subjects} "
+            "more never trained on, to calibrate the ensemble and the do-no-harm guard), "
+            "through the product's "
             "own path: bids_harmonize-synth, then the participant level (--sloppy, "
             "MNI152NLin2009aSym), then the train level. It is small and trained in minutes on "
             "CPU. Not validated on real scans: do not use for research or clinical "
