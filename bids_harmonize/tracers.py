@@ -461,6 +461,18 @@ def get_tracer(name: str, *, radionuclide: str | None = None, strict: bool = Fal
         f"{_shell_word(f'{name}=REGION')})")
 
 
+def family_of(name: str) -> str:
+    """The family of a tracer in the table, ``"unknown"`` for a name it does not hold.
+
+    >>> family_of("PiB"), family_of("no-such-tracer")
+    ('amyloid', 'unknown')
+    """
+    try:
+        return get_tracer(str(name)).family
+    except UnknownTracerError:
+        return "unknown"
+
+
 def check_pet_metadata(metadata: dict | None) -> None:
     """Refuse a sidecar that describes SPECT (``Modality``/``ImagingModality``, radionuclide).
 

@@ -23,18 +23,12 @@ def training_list_hash(pairs) -> str:
 
 def training_summary(pairs) -> dict:
     """Tracers, tracer families, scanners, attenuation-correction setups, counts, hash."""
-    from ..tracers import UnknownTracerError, get_tracer
+    from ..tracers import family_of
 
     tracers = sorted({p.tracer for p in pairs})
-    families = set()
-    for t in tracers:
-        try:
-            families.add(get_tracer(t).family)
-        except UnknownTracerError:
-            families.add("unknown")
     return {
         "tracers": tracers,
-        "tracer_families": sorted(families),
+        "tracer_families": sorted({family_of(t) for t in tracers}),
         "petct_models": sorted({p.petct_model for p in pairs}),
         "petmr_models": sorted({p.petmr_model for p in pairs}),
         "ac_setups": sorted({getattr(p, "ac_setup", "unknown") for p in pairs}),

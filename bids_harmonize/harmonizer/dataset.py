@@ -170,12 +170,9 @@ def target_label_ids(atlas, tracer) -> tuple[int, ...] | None:
     (1, 2, 3, 5, 6)
     """
     from bids_harmonize.quant.measures import SUMMARY_TARGETS
-    from bids_harmonize.tracers import UnknownTracerError, get_tracer
+    from bids_harmonize.tracers import family_of
 
-    try:
-        return _label_ids(atlas, SUMMARY_TARGETS.get(get_tracer(str(tracer)).family))
-    except UnknownTracerError:
-        return None
+    return _label_ids(atlas, SUMMARY_TARGETS.get(family_of(tracer)))
 
 
 def _subject_labels(root, sub, t1w, atlas):

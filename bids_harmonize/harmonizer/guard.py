@@ -119,34 +119,11 @@ def guard_log_ratios(member_log_ratios, sd, k: float) -> tuple[np.ndarray, np.nd
     return (applied[None] + (stack - stack[0][None])).astype(np.float32), w
 
 
-def regional_log_suvr(image, labels, mask, reference_ids=None) -> tuple[np.ndarray, np.ndarray]:
-    """Regions and ``log(mean_region / mean_reference)`` of ``image``: the log SUVR users
-    read, with the tracer's reference region (label values ``reference_ids``; the brain
-    when None or absent from ``labels``). Reference regions are left out of the regions.
-
-    >>> img = np.array([[1.0, 2.0], [4.0, 4.0]]); lab = np.array([[1, 2], [3, 3]])
-    >>> ids, v = regional_log_suvr(img, lab, np.ones((2, 2)), reference_ids=(1,))
-    >>> ids.tolist(), v.round(3).tolist()
-    ([2, 3], [0.693, 1.386])
-    """
-    image = np.asarray(image, dtype=np.float64)
-    labels = np.asarray(labels).astype(np.int64)
-    brain = np.asarray(mask) > 0.5
-    ref_mask = brain & np.isin(labels, list(reference_ids or ()))
-    if not ref_mask.any():
-        ref_mask = brain
-        reference_ids = ()
-    ids = np.array([i for i in np.unique(labels[brain & (labels > 0)]) if i not in set(reference_ids)])
-    ref = max(float(image[ref_mask].mean()), 1e-12)
-    means = np.array([image[(labels == i) & brain].mean() for i in ids])
-    return ids, np.log(np.clip(means, 1e-12, None) / ref)
-
-
 def pair_errors(pet_mr, pet_ct, member_log_ratios, sd, labels, mask, grid=K_GRID,
                 reference_ids=None, target_ids=None) -> tuple[dict, dict | None]:
     """Selection metrics of one held-out pair for every ``k``: the mean absolute regional
-    log SUVR error (:func:`regional_log_suvr`, with the tracer's reference region) of the
-    guarded image against PET-CT, and the absolute log SUVR error of the tracer's summary
+    log SUVR error (:func:`.uncertainty.regional_log_means` with the tracer's reference
+    region) of the guarded image against PET-CT, and the absolute log SUVR error of the tracer's summary
     target (label values ``target_ids``, e.g. the Centiloid cortical composite; None
     without them).
 
@@ -157,33 +134,31 @@ def pair_errors(pet_mr, pet_ct, member_log_ratios, sd, labels, mask, grid=K_GRID
     >>> round(e[0.0], 6), round(e[float("inf")], 3), round(t[float("inf")], 3)
     (0.0, 0.693, 0.693)
     """
+    from .uncertainty import regional_log_means
+
     pet_mr = np.asarray(pet_mr, dtype=np.float64)
-    _, reference = regional_log_suvr(pet_ct, labels, mask, reference_ids)
-    ct_target = _target_log_suvr(pet_ct, labels, mask, reference_ids, target_ids)
+    labels = np.asarray(labels)
+    brain = np.asarray(mask) > 0.5
+    in_target = brain & np.isin(labels, list(target_ids or ()))
+    in_reference = brain & np.isin(labels, list(reference_ids or ()))
+    in_reference = in_reference if in_reference.any() else brain
+
+    def target_log_suvr(image):
+        image = np.asarray(image, dtype=np.float64)
+        return float(np.log(max(image[in_target].mean(), 1e-12)
+                            / max(image[in_reference].mean(), 1e-12)))
+
+    _, reference = regional_log_means(pet_ct, labels, mask, reference_ids)
+    ct_target = target_log_suvr(pet_ct) if in_target.any() else None
     r0 = np.asarray(member_log_ratios, dtype=np.float64)[0]
     regional, target = {}, {}
     for k in grid:
         image = pet_mr * np.exp(shrink_weight(r0, sd, k) * r0)
-        _, values = regional_log_suvr(image, labels, mask, reference_ids)
+        _, values = regional_log_means(image, labels, mask, reference_ids)
         regional[float(k)] = float(np.mean(np.abs(values - reference)))
         if ct_target is not None:
-            target[float(k)] = abs(_target_log_suvr(image, labels, mask, reference_ids,
-                                                    target_ids) - ct_target)
+            target[float(k)] = abs(target_log_suvr(image) - ct_target)
     return regional, (target or None)
-
-
-def _target_log_suvr(image, labels, mask, reference_ids, target_ids) -> float | None:
-    """log(mean over the target's voxels / mean over the reference's), None without target."""
-    brain = np.asarray(mask) > 0.5
-    labels = np.asarray(labels)
-    target = brain & np.isin(labels, list(target_ids or ()))
-    if not target.any():
-        return None
-    ref = brain & np.isin(labels, list(reference_ids or ()))
-    if not ref.any():
-        ref = brain
-    image = np.asarray(image, dtype=np.float64)
-    return float(np.log(max(image[target].mean(), 1e-12) / max(image[ref].mean(), 1e-12)))
 
 
 def choose_k(errors_by_k: dict, summary_by_k: dict | None = None) -> float:

@@ -112,20 +112,28 @@ def calibration_scale(errors, sds, level: float = LEVEL) -> float:
     return float(np.quantile(errors[ok] / (z_value(level) * sds[ok]), level, method="higher"))
 
 
-def regional_log_means(image, labels, mask) -> tuple[np.ndarray, np.ndarray]:
-    """Labels present and ``log(mean_region / mean_brain)`` of ``image`` (a log SUVR with the
-    whole brain as reference, so a global scale cancels).
+def regional_log_means(image, labels, mask, reference_ids=None) -> tuple[np.ndarray, np.ndarray]:
+    """Labels present and ``log(mean_region / mean_reference)`` of ``image``: a log SUVR.
+
+    The reference is the whole brain (a global scale cancels), or the region of the labels
+    ``reference_ids`` (the tracer's reference region: the SUVR users read), whose labels
+    are then left out of the regions; the whole brain when ``labels`` lacks them.
 
     >>> img = np.array([[1.0, 1.0], [2.0, 2.0]]); lab = np.array([[1, 1], [2, 2]])
     >>> ids, values = regional_log_means(img, lab, np.ones((2, 2)))
     >>> ids.tolist(), values.round(3).tolist()
     ([1, 2], [-0.405, 0.288])
+    >>> img = np.array([[1.0, 2.0], [4.0, 4.0]]); lab = np.array([[1, 2], [3, 3]])
+    >>> ids, v = regional_log_means(img, lab, np.ones((2, 2)), reference_ids=(1,))
+    >>> ids.tolist(), v.round(3).tolist()
+    ([2, 3], [0.693, 1.386])
     """
     image = np.asarray(image, dtype=np.float64)
     labels = np.asarray(labels).astype(np.int64)
     brain = np.asarray(mask) > 0.5
-    ids = np.unique(labels[brain & (labels > 0)])
-    ref = image[brain].mean()
+    in_reference = brain & np.isin(labels, list(reference_ids or ()))
+    ids = np.unique(labels[brain & (labels > 0) & ~in_reference])
+    ref = image[in_reference if in_reference.any() else brain].mean()
     means = np.array([image[(labels == i) & brain].mean() for i in ids])
     return ids, np.log(np.clip(means, 1e-12, None) / ref)
 
@@ -283,25 +291,6 @@ def train_members(model_dir, pairs, n_members: int = DEFAULT_MEMBERS, *, device:
     return entries
 
 
-def tracer_family(tracer) -> str:
-    """The tracer's family in the tracer table (``"unknown"`` when not there).
-
-    >>> tracer_family("PiB"), tracer_family("no-such-tracer")
-    ('amyloid', 'unknown')
-    """
-    from bids_harmonize.tracers import UnknownTracerError, get_tracer
-
-    try:
-        return get_tracer(str(tracer)).family
-    except UnknownTracerError:
-        return "unknown"
-
-
-def tracer_family_of(tracer) -> str | None:
-    """:func:`tracer_family` of a given tracer, None without one."""
-    return tracer_family(tracer) if tracer else None
-
-
 def _pair_inputs(pair) -> dict:
     arrays = pair.load()
     return {"arrays": arrays, "mu_map": arrays.get("mu_map"),
@@ -401,6 +390,8 @@ def calibrate(model_dir, validation_pairs, *, device: str = "auto", level: float
     Pairs without region labels are skipped (with a warning). Replaces an earlier
     calibration and guard; returns the card.
     """
+    from bids_harmonize.tracers import family_of
+
     from .guard import K_GRID, fit_guard, pair_errors
     from .weights import load_model, read_card
 
@@ -453,7 +444,7 @@ def calibrate(model_dir, validation_pairs, *, device: str = "auto", level: float
                                        reference_ids=extra.get("reference_labels"),
                                        target_ids=extra.get("target_labels"))
         records.append((str(getattr(pair, "ac_setup", "unknown") or "unknown"),
-                        tracer_family(pair.tracer), pair.subject, regional, target))
+                        family_of(pair.tracer), pair.subject, regional, target))
     card["guard"] = fit_guard(records, grid)
     g = card["guard"]
     for setup, entry in {**g["by_setup_family"], **g["by_setup"], "pooled": g["pooled"]}.items():
@@ -481,6 +472,8 @@ def harmonize_with_assessment(pet_mr, t1w, brain_mask, model, *, tracer=None, tr
     ``result.guard`` then holds its sidecar record. The OOD score is computed on the
     correction as the nets made it, before the guard.
     """
+    from bids_harmonize.tracers import family_of
+
     from . import ood
     from .guard import guard_for, guard_log_ratios
     from .infer import harmonize_volume
@@ -492,7 +485,7 @@ def harmonize_with_assessment(pet_mr, t1w, brain_mask, model, *, tracer=None, tr
     info = card_uncertainty(model.card)
     mask = np.asarray(brain_mask) > 0.5
     pet = np.asarray(pet_mr, dtype=np.float32)
-    uncertainty, sd = None, None
+    uncertainty = None
     disagreement = 0.0
     if result.member_log_ratios is not None:
         sd = member_sd(result.member_log_ratios)
@@ -509,19 +502,21 @@ def harmonize_with_assessment(pet_mr, t1w, brain_mask, model, *, tracer=None, tr
     threshold = ood.DEFAULT_THRESHOLD if threshold is None else threshold
     assessment = ood.assess({"metadata": meta_part, "feature": feature, "disagreement": disagreement},
                             policy=policy, threshold=threshold, reasons=reasons)
-    choice = guard_for(model.card, ac_setup, tracer_family or tracer_family_of(tracer))
+    family = tracer_family or (family_of(tracer) if tracer else None)
+    choice = guard_for(model.card, ac_setup, family)
     if choice is not None:
         stack = result.member_log_ratios if result.member_log_ratios is not None else result.log_ratio[None]
-        guarded, w = guard_log_ratios(stack, uncertainty if uncertainty is not None else 0.0 * stack[0],
-                                      choice.k)
+        guarded, w = guard_log_ratios(stack, uncertainty if uncertainty is not None
+                                      else np.zeros_like(stack[0]), choice.k)
         median_w = float(np.median(w[mask])) if mask.any() else float("nan")
         result.log_ratio = guarded[0]
         if result.member_log_ratios is not None:
             result.member_log_ratios = guarded
         result.harmonized = (pet * np.exp(guarded[0])).astype(np.float32)
-        result.notes.append(choice.describe(median_w))
+        note = choice.describe(median_w)
+        result.notes.append(note)
         result.guard = choice.sidecar(median_w)
-        LOGGER.info(choice.describe(median_w))
+        LOGGER.info(note)
     harmonized_members = []
     if result.member_log_ratios is not None:
         harmonized_members = [(pet * np.exp(r)).astype(np.float32) for r in result.member_log_ratios]
