@@ -119,10 +119,36 @@ def guard_log_ratios(member_log_ratios, sd, k: float) -> tuple[np.ndarray, np.nd
     return (applied[None] + (stack - stack[0][None])).astype(np.float32), w
 
 
+def regional_log_means(image, labels, mask, reference_ids=None) -> tuple[np.ndarray, np.ndarray]:
+    """Labels present and ``log(mean_region / mean_reference)`` of ``image``: a log SUVR.
+
+    The reference is the whole brain (a global scale cancels), or the region of the labels
+    ``reference_ids`` (the tracer's reference region: the SUVR users read), whose labels
+    are then left out of the regions; the whole brain when ``labels`` lacks them.
+
+    >>> img = np.array([[1.0, 1.0], [2.0, 2.0]]); lab = np.array([[1, 1], [2, 2]])
+    >>> ids, values = regional_log_means(img, lab, np.ones((2, 2)))
+    >>> ids.tolist(), values.round(3).tolist()
+    ([1, 2], [-0.405, 0.288])
+    >>> img = np.array([[1.0, 2.0], [4.0, 4.0]]); lab = np.array([[1, 2], [3, 3]])
+    >>> ids, v = regional_log_means(img, lab, np.ones((2, 2)), reference_ids=(1,))
+    >>> ids.tolist(), v.round(3).tolist()
+    ([2, 3], [0.693, 1.386])
+    """
+    image = np.asarray(image, dtype=np.float64)
+    labels = np.asarray(labels).astype(np.int64)
+    brain = np.asarray(mask) > 0.5
+    in_reference = brain & np.isin(labels, list(reference_ids or ()))
+    ids = np.unique(labels[brain & (labels > 0) & ~in_reference])
+    ref = image[in_reference if in_reference.any() else brain].mean()
+    means = np.array([image[(labels == i) & brain].mean() for i in ids])
+    return ids, np.log(np.clip(means, 1e-12, None) / ref)
+
+
 def pair_errors(pet_mr, pet_ct, member_log_ratios, sd, labels, mask, grid=K_GRID,
                 reference_ids=None, target_ids=None) -> tuple[dict, dict | None]:
     """Selection metrics of one held-out pair for every ``k``: the mean absolute regional
-    log SUVR error (:func:`.uncertainty.regional_log_means` with the tracer's reference
+    log SUVR error (:func:`regional_log_means` with the tracer's reference
     region) of the guarded image against PET-CT, and the absolute log SUVR error of the tracer's summary
     target (label values ``target_ids``, e.g. the Centiloid cortical composite; None
     without them).
@@ -134,8 +160,6 @@ def pair_errors(pet_mr, pet_ct, member_log_ratios, sd, labels, mask, grid=K_GRID
     >>> round(e[0.0], 6), round(e[float("inf")], 3), round(t[float("inf")], 3)
     (0.0, 0.693, 0.693)
     """
-    from .uncertainty import regional_log_means
-
     pet_mr = np.asarray(pet_mr, dtype=np.float64)
     labels = np.asarray(labels)
     brain = np.asarray(mask) > 0.5

@@ -40,6 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .guard import regional_log_means
+
 LOGGER = logging.getLogger(__name__)
 
 ENSEMBLE_DIR = "ensemble"
@@ -110,32 +112,6 @@ def calibration_scale(errors, sds, level: float = LEVEL) -> float:
     if ok.sum() < 5:
         raise ValueError(f"calibration needs at least 5 regional errors, got {int(ok.sum())}")
     return float(np.quantile(errors[ok] / (z_value(level) * sds[ok]), level, method="higher"))
-
-
-def regional_log_means(image, labels, mask, reference_ids=None) -> tuple[np.ndarray, np.ndarray]:
-    """Labels present and ``log(mean_region / mean_reference)`` of ``image``: a log SUVR.
-
-    The reference is the whole brain (a global scale cancels), or the region of the labels
-    ``reference_ids`` (the tracer's reference region: the SUVR users read), whose labels
-    are then left out of the regions; the whole brain when ``labels`` lacks them.
-
-    >>> img = np.array([[1.0, 1.0], [2.0, 2.0]]); lab = np.array([[1, 1], [2, 2]])
-    >>> ids, values = regional_log_means(img, lab, np.ones((2, 2)))
-    >>> ids.tolist(), values.round(3).tolist()
-    ([1, 2], [-0.405, 0.288])
-    >>> img = np.array([[1.0, 2.0], [4.0, 4.0]]); lab = np.array([[1, 2], [3, 3]])
-    >>> ids, v = regional_log_means(img, lab, np.ones((2, 2)), reference_ids=(1,))
-    >>> ids.tolist(), v.round(3).tolist()
-    ([2, 3], [0.693, 1.386])
-    """
-    image = np.asarray(image, dtype=np.float64)
-    labels = np.asarray(labels).astype(np.int64)
-    brain = np.asarray(mask) > 0.5
-    in_reference = brain & np.isin(labels, list(reference_ids or ()))
-    ids = np.unique(labels[brain & (labels > 0) & ~in_reference])
-    ref = image[in_reference if in_reference.any() else brain].mean()
-    means = np.array([image[(labels == i) & brain].mean() for i in ids])
-    return ids, np.log(np.clip(means, 1e-12, None) / ref)
 
 
 def regional_errors_and_sds(harmonized_members, reference, labels, mask):
