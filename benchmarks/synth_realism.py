@@ -29,7 +29,9 @@ shared machine: about 15-25 s per subject and setup at 2 mm with five tracers on
   (where the site has a delay) without noise and without delay.
 
 Sources, per subject and amyloid tracer (signed ΔCL, PET-MR minus PET-CT): *noise* = full
-minus noiseless; *timing* = noiseless minus noiseless without delay; *resolution* = that
+minus noiseless (Poisson counting noise and, where the site has a ``protocol.session_sd``,
+the between-session variability of the brain-to-reference ratio: together the test-retest
+noise the issue's floor refers to); *timing* = noiseless minus noiseless without delay; *resolution* = that
 minus the same pair both smoothed to ``--common-resolution`` (8 mm, as ADNI and AMYPAD do;
 :func:`bids_harmonize.resolution.smooth_to_resolution` with each scanner's effective
 resolution of ``data/scanner_resolution.tsv``); *attenuation* = what is left (attenuation
@@ -338,7 +340,8 @@ def breakdown_markdown(rows, meta) -> str:
         f"({meta['consortium']} preset). Each cell: mean signed / mean absolute ΔCL "
         "(PET-MR minus PET-CT, Centiloid).",
         "",
-        "| scenario | group | n | total ΔCL | attenuation | resolution | timing | noise | "
+        "| scenario | group | n | total ΔCL | attenuation | resolution | timing | "
+        "noise (counts + session) | "
         "after smoothing | target (total mean abs) | meets |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]

@@ -88,6 +88,13 @@ class SynthConfig:
         model, PET-MR setups, PET-MR delay, count levels and institution replace
         ``petct_models``, ``petmr_setups`` and ``petmr_delay_min``; the cohort (when the
         consortium has one) draws amyloid status and Centiloid.
+    session_sd
+        Between-session (test-retest) variability: in each session, the brain-to-reference
+        uptake ratio of each tracer is multiplied by ``exp(N(0, session_sd))``, drawn
+        independently for the PET-CT and the PET-MR session
+        (``uptake.session_window_image``).  0 (default): the same true uptake in both
+        sessions.  A consortium site's ``protocol.session_sd`` replaces it.  Off when
+        ``noise`` is ``False``.
     """
 
     resolution_mm: float = 2.0
@@ -104,6 +111,7 @@ class SynthConfig:
     oblique: bool = True
     petmr_delay_min: float = 0.0
     consortium: Consortium | None = None
+    session_sd: float = 0.0
 
     def __post_init__(self):
         from bids_harmonize.acsetups import get_setup
@@ -126,6 +134,8 @@ class SynthConfig:
         if not 0.0 <= self.petmr_delay_min <= 120.0:
             raise ValueError(f"petmr_delay_min must be between 0 and 120 min, not "
                              f"{self.petmr_delay_min}")
+        if not 0.0 <= self.session_sd <= 0.2:
+            raise ValueError(f"session_sd must be between 0 and 0.2, not {self.session_sd}")
         if self.n_angles < 8:
             raise ValueError("n_angles must be at least 8")
 

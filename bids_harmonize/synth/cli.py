@@ -71,9 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--consortium", default=None, metavar="NAME|FILE",
                    help="simulate a consortium: a preset of bids_harmonize/data/consortia.yaml "
                    "(paper: 3 sites, 4 PET-MR setups) or a YAML file of that schema; each "
-                   "site's PET-CT model, PET-MR setups, PET-MR delay, count levels and "
-                   "InstitutionName replace --petct-models, --petmr-setups and "
-                   "--petmr-delay, and its cohort draws amyloid status and Centiloid "
+                   "site's PET-CT model, PET-MR setups, PET-MR delay, count levels, "
+                   "session variability and "
+                   "InstitutionName replace --petct-models, --petmr-setups, "
+                   "--petmr-delay and --session-sd, and its cohort draws amyloid status and Centiloid "
                    "(participants.tsv gets a site column)")
     p.add_argument("--resolution", type=_resolution, default=2.0,
                    help="voxel size (mm) of the anatomy grid; scanners scale with it")
@@ -84,7 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="acquire from injection with short early frames and head drift")
     p.add_argument("--no-motion", action="store_true",
                    help="same head position in both sessions")
-    p.add_argument("--no-noise", action="store_true", help="noiseless sinograms")
+    p.add_argument("--no-noise", action="store_true",
+                   help="noiseless sinograms and no between-session variability")
+    p.add_argument("--session-sd", type=float, default=0.0, metavar="SD",
+                   help="between-session (test-retest) variability: each session's "
+                   "brain-to-reference uptake ratio times exp(N(0, SD)), drawn per session "
+                   "and tracer (default 0: the same true uptake in both sessions; a "
+                   "--consortium site's protocol.session_sd replaces it)")
     p.add_argument("--count-scale", type=float, default=1.0,
                    help="multiply the detected counts (noise level)")
     p.add_argument("--jobs", type=_positive_int, default=1,
@@ -125,7 +132,8 @@ def main(argv=None) -> int:
             petmr_setups=tuple(args.petmr_setups), petmr_delay_min=args.petmr_delay,
             frame_duration_min=args.frame_duration, n_frames=args.n_frames,
             dynamic=args.dynamic, motion=not args.no_motion, noise=not args.no_noise,
-            count_scale=args.count_scale, consortium=consortium)
+            count_scale=args.count_scale, consortium=consortium,
+            session_sd=args.session_sd)
         table = write_dataset(args.output_dir, n_subjects=args.subjects, tracers=args.tracers,
                               seed=args.seed, config=config, overwrite=args.overwrite,
                               jobs=args.jobs)

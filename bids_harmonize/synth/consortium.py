@@ -68,6 +68,7 @@ class Site:
     petmr_delay: float | str  # minutes, or "sequential" (one standard window later)
     count_scale_petct: float = 1.0
     count_scale_petmr: float = 1.0
+    session_sd: float = 0.0  # between-session SD of the log brain-to-reference ratio
 
     def setup_for(self, index: int, n_sites: int = 3) -> str:
         """The PET-MR setup of subject ``index`` (the site's setups in turn)."""
@@ -156,6 +157,9 @@ def parse_consortium(name: str, spec: dict, where: str) -> Consortium:
             delay = _value(delay, f"{w}: protocol.petmr_delay")
             if not 0.0 <= delay <= 120.0:
                 raise ConsortiumError(f"{w}: protocol.petmr_delay must be 0-120 min")
+        session_sd = _value(protocol.get("session_sd", 0.0), f"{w}: protocol.session_sd")
+        if not 0.0 <= session_sd <= 0.2:
+            raise ConsortiumError(f"{w}: protocol.session_sd must be 0-0.2")
         counts = raw.get("count_scale") or {}
         scales = [_value(counts.get(k, 1.0), f"{w}: count_scale.{k}") for k in
                   ("petct", "petmr")]
@@ -164,7 +168,8 @@ def parse_consortium(name: str, spec: dict, where: str) -> Consortium:
         sites.append(Site(name=sname, institution=str(raw.get("institution") or
                                                       f"Site {sname} (simulated)"),
                           petct_model=petct, petmr_setups=setups, petmr_delay=delay,
-                          count_scale_petct=scales[0], count_scale_petmr=scales[1]))
+                          count_scale_petct=scales[0], count_scale_petmr=scales[1],
+                          session_sd=session_sd))
     if len({s.name for s in sites}) != len(sites):
         raise ConsortiumError(f"{where}: {name}: site names must differ")
     cohort = None

@@ -263,6 +263,9 @@ def _simulate(index: int, *, seed: int, tracers: Sequence[str], config: SynthCon
         """Minutes the PET-MR scan of ``tracer`` starts later than the PET-CT's."""
         return site.petmr_delay_for(tracer.window_min) if site else config.petmr_delay_min
 
+    # between-session variability of the brain-to-reference ratio (off without noise)
+    session_sd = (site.session_sd if site else config.session_sd) if config.noise else 0.0
+
     for tr in tracer_objs:
         if petmr_delay(tr) > 0:
             uptake.kinetic_model(tr)  # raises for a tracer without a kinetic model
@@ -384,6 +387,13 @@ def _simulate(index: int, *, seed: int, tracers: Sequence[str], config: SynthCon
                 win, durs = td["window_mask"], td["durations"]
                 wweights = (float(np.sum(w_win[win] * durs[win]) / np.sum(durs[win])),
                             float(np.sum(w_flow[win] * durs[win]) / np.sum(durs[win])))
+            if session_sd > 0:  # this session's physiology (test-retest), own stream
+                factor = float(np.exp(_rng(seed, index, 15, s_i, uptake.tracer_seed(
+                    name)).normal(0.0, session_sd)))
+                suv_window = uptake.session_window_image(suv_window, anat.labels,
+                                                         td["tracer"], factor)
+                per_tracer[name].setdefault("session_ratio_factor", {})[ses] = round(
+                    factor, 5)
             tdata[name] = {"tracer": td["tracer"], "starts": td["starts"] + delay,
                            "durations": td["durations"], "suv_window": suv_window,
                            "window_weights": wweights,
@@ -474,6 +484,7 @@ def _simulate(index: int, *, seed: int, tracers: Sequence[str], config: SynthCon
             "institution": site.institution,
             "petct_count_scale": site.count_scale_petct,
             "petmr_count_scale": site.count_scale_petmr,
+            "session_sd": session_sd,
             "effective_resolution_mm": {
                 s: (scanner_resolution(sessions[s].model).fwhm_mm
                     if scanner_resolution(sessions[s].model) else None) for s in SESSIONS},

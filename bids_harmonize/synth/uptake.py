@@ -310,6 +310,27 @@ def later_window_image(image: np.ndarray, labels: np.ndarray, tracer: Tracer,
     return (r + (image - r) * np.float32(1.0 + beta * delay_min)).astype(np.float32)
 
 
+def session_window_image(image: np.ndarray, labels: np.ndarray, tracer: Tracer,
+                         factor: float) -> np.ndarray:
+    """The window image of one session whose brain-to-reference ratio is ``factor`` times
+    the subject's: every brain voxel outside the tracer's reference region is scaled, so
+    every regional SUVR changes by ``factor`` (between-session variability,
+    ``SynthConfig.session_sd``); the reference region and the head outside the brain are
+    unchanged.
+
+    >>> from bids_harmonize.tracers import get_tracer
+    >>> lab = np.array([19, 20, 21, 1, 0]); img = np.array([1, 1, 1, 2, 0.5], np.float32)
+    >>> [round(float(v), 3) for v in session_window_image(img, lab, get_tracer("PiB"), 1.05)]
+    [1.0, 1.0, 1.0, 2.1, 0.5]
+    """
+    from bids_harmonize.atlas import composite_labels
+
+    target = (labels > 0) & ~np.isin(labels, composite_labels(tracer.reference))
+    out = image.astype(np.float32, copy=True)
+    out[target] *= np.float32(factor)
+    return out
+
+
 def frame_weights(tracer: Tracer, starts_min, durations_min) -> tuple[np.ndarray, np.ndarray]:
     """Weights ``(w_window, w_flow)`` of each frame: ``SUV = w_window*W + w_flow*F``.
 

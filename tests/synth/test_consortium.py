@@ -37,6 +37,8 @@ def test_paper_preset_sites_and_sources():
     assert [c.site_for(i).name for i in (1, 2, 3, 4)] == ["A", "B", "C", "A"]
     assert [c.setup_for(i) for i in (1, 4, 7)] == ["dixon-nobone", "dixon-bone", "dixon-nobone"]
     assert "10.1038/s41746-026-02570-0" in c.source
+    # test-retest variability at every site (protocol.session_sd, sourced in the YAML)
+    assert all(0.02 <= s.session_sd <= 0.03 for s in c.sites)
     assert len({s.institution for s in c.sites}) == 3
 
 
@@ -59,6 +61,8 @@ def test_cohort_is_a_memory_clinic_mix():
     (lambda s: s["cohort"]["amyloid_positive_fraction"].pop("source"), "no source"),
     (lambda s: s["sites"][1].update(name="A"), "must differ"),
     (lambda s: s["sites"][0]["protocol"].update(petmr_delay=500), "0-120"),
+    (lambda s: s["sites"][2]["protocol"].update(session_sd=0.5), "session_sd must be 0-0.2"),
+    (lambda s: s["sites"][2]["protocol"]["session_sd"].pop("source"), "no source"),
 ])
 def test_bad_consortium_is_one_clear_error(change, message):
     import copy

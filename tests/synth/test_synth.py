@@ -365,3 +365,29 @@ def test_later_petmr_scan_drifts_by_the_kinetic_model():
     assert suvr(late.pet_mr["PiB"]) == pytest.approx(expected, rel=0.02)
     assert suvr(late.pet_mr["PiB"]) > suvr(base.pet_mr["PiB"])
     assert late.params["petmr_delay_min"] == 30.0
+
+
+def test_session_variability_changes_each_sessions_true_ratio_only():
+    """session_sd: each session's brain-to-reference ratio times its own factor; the
+    reference region's true uptake and everything at session_sd 0 stay as they were."""
+    cfg = dict(resolution_mm=3.0, n_frames=1, n_angles=32, petmr_setups=("zte",))
+    base = simulate_subject(2, seed=1, tracers=["PiB"], config=SynthConfig(**cfg))
+    var = simulate_subject(2, seed=1, tracers=["PiB"], config=SynthConfig(
+        **cfg, session_sd=0.05))
+    assert "session_ratio_factor" not in base.params["tracers"]["PiB"]
+    factors = var.params["tracers"]["PiB"]["session_ratio_factor"]
+    assert set(factors) == {"petct", "petmr"} and factors["petct"] != factors["petmr"]
+    rows = {(r["index"], k): r[k] for r in var.regional for k in ("true_petct", "true_petmr")}
+    rows0 = {(r["index"], k): r[k] for r in base.regional
+             for k in ("true_petct", "true_petmr")}
+    cortex, cerebellum = 1, 19  # synth atlas: a cortical label and a reference label
+    for ses in ("petct", "petmr"):
+        k = f"true_{ses}"
+        assert rows[(cerebellum, k)] == pytest.approx(rows0[(cerebellum, k)], rel=1e-6)
+        assert rows[(cortex, k)] / rows0[(cortex, k)] == pytest.approx(factors[ses], rel=1e-4)
+    # without noise there is no session variability either (the breakdown's noiseless pair)
+    quiet = simulate_subject(2, seed=1, tracers=["PiB"], config=SynthConfig(
+        **cfg, noise=False, session_sd=0.05))
+    assert "session_ratio_factor" not in quiet.params["tracers"]["PiB"]
+    with pytest.raises(ValueError, match="session_sd"):
+        SynthConfig(session_sd=0.5)
