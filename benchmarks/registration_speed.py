@@ -123,7 +123,8 @@ def main() -> int:
         for ses in ("petct", "petmr"):
             pet_name = f"{sub}_ses-{ses}_trc-PiB_pet.nii.gz"
             pet = nb.load(bids / sub / f"ses-{ses}/pet" / pet_name)
-            meta = json.loads((bids / sub / f"ses-{ses}/pet" / pet_name.replace(".nii.gz", ".json")).read_text())
+            sidecar = bids / sub / f"ses-{ses}/pet" / pet_name.replace(".nii.gz", ".json")
+            meta = json.loads(sidecar.read_text())
             starts = np.asarray(meta["FrameTimesStart"]) / 60.0
             use = (starts >= 50) & (starts < 70)
             static = np.asarray(pet.dataobj, np.float32)[..., use].mean(-1)
