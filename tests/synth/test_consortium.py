@@ -115,3 +115,11 @@ def test_cli_consortium_option(tmp_path, capsys):
     assert main([str(tmp_path / "bad"), "--consortium", "nope", "-q"]) == 1
     err = capsys.readouterr().err
     assert "unknown consortium 'nope'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_session_sd_is_checked_before_anything_is_written(tmp_path, capsys):
+    out = tmp_path / "ds"
+    assert main([str(out), "--session-sd", "0.5", "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "session_sd must be between 0 and 0.2" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists() or not any(out.iterdir())
