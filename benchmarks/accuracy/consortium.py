@@ -89,6 +89,20 @@ def n_sites(consortium: str = CONSORTIUM) -> int:
     return len(load_consortium(consortium).sites)
 
 
+def preset_digest(consortium: str = CONSORTIUM) -> str:
+    """16 hex digits of the consortium definition the simulator reads (its sites, protocols
+    and cohort): a changed preset, e.g. a new ``protocol.session_sd``, is a changed cohort.
+
+    >>> len(preset_digest()) == 16 and preset_digest() == preset_digest()
+    True
+    """
+    import hashlib
+
+    from bids_harmonize.synth.consortium import load_consortium
+
+    return hashlib.sha256(repr(load_consortium(consortium)).encode()).hexdigest()[:16]
+
+
 def synth_command(args, cohort: str) -> list[str]:
     per_site = args.train_per_site if cohort == "train" else args.test_per_site
     return ["bids_harmonize-synth", str(args.work / cohort / "bids"), "--consortium",
@@ -213,6 +227,7 @@ def stage_synth(args, runner: Runner) -> None:
         mark = args.work / cohort / "synth.json"
         # what makes the files (not --jobs: the same files for any number of processes)
         key = {k: cmd[cmd.index(k) + 1] for k in ("--consortium", "--subjects", "--tracers", "--seed")}
+        key["preset_sha256_16"] = preset_digest(args.consortium)
         if mark.is_file():
             if json.loads(mark.read_text()) != key:
                 raise SystemExit(f"[synth] {args.work / cohort} was simulated with other settings "
