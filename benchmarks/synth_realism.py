@@ -31,8 +31,8 @@ shared machine: about 15-25 s per subject and setup at 2 mm with five tracers on
 Sources, per subject and amyloid tracer (signed ΔCL, PET-MR minus PET-CT): *noise* = full
 minus noiseless (Poisson counting noise and, where the site has a ``protocol.session_sd``,
 the between-session variability of the brain-to-reference ratio: together the test-retest
-noise the issue's floor refers to); *timing* = noiseless minus noiseless without delay; *resolution* = that
-minus the same pair both smoothed to ``--common-resolution`` (8 mm, as ADNI and AMYPAD do;
+noise the issue's floor refers to); *timing* = noiseless minus noiseless without delay;
+*resolution* = that minus the same pair both smoothed to ``--common-resolution`` (8 mm, as ADNI and AMYPAD do;
 :func:`bids_harmonize.resolution.smooth_to_resolution` with each scanner's effective
 resolution of ``data/scanner_resolution.tsv``); *attenuation* = what is left (attenuation
 correction plus any reconstruction difference the smoothing does not remove).  The signed

@@ -134,8 +134,11 @@ class SynthConfig:
         if not 0.0 <= self.petmr_delay_min <= 120.0:
             raise ValueError(f"petmr_delay_min must be between 0 and 120 min, not "
                              f"{self.petmr_delay_min}")
-        if not 0.0 <= self.session_sd <= 0.2:
-            raise ValueError(f"session_sd must be between 0 and 0.2, not {self.session_sd}")
+        from bids_harmonize.synth.uptake import MAX_SESSION_SD
+
+        if not 0.0 <= self.session_sd <= MAX_SESSION_SD:
+            raise ValueError(f"session_sd must be between 0 and {MAX_SESSION_SD:g}, not "
+                             f"{self.session_sd}")
         if self.n_angles < 8:
             raise ValueError("n_angles must be at least 8")
 

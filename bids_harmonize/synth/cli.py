@@ -71,11 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--consortium", default=None, metavar="NAME|FILE",
                    help="simulate a consortium: a preset of bids_harmonize/data/consortia.yaml "
                    "(paper: 3 sites, 4 PET-MR setups) or a YAML file of that schema; each "
-                   "site's PET-CT model, PET-MR setups, PET-MR delay, count levels, "
-                   "session variability and "
-                   "InstitutionName replace --petct-models, --petmr-setups, "
-                   "--petmr-delay and --session-sd, and its cohort draws amyloid status and Centiloid "
-                   "(participants.tsv gets a site column)")
+                   "site's PET-CT model, PET-MR setups, PET-MR delay, session "
+                   "variability, count levels and InstitutionName replace --petct-models, "
+                   "--petmr-setups, --petmr-delay and --session-sd, and its cohort draws "
+                   "amyloid status and Centiloid (participants.tsv gets a site column)")
     p.add_argument("--resolution", type=_resolution, default=2.0,
                    help="voxel size (mm) of the anatomy grid; scanners scale with it")
     p.add_argument("--n-frames", type=_positive_int, default=None,

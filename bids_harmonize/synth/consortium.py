@@ -125,6 +125,7 @@ def parse_consortium(name: str, spec: dict, where: str) -> Consortium:
     """A :class:`Consortium` from its YAML mapping (checked; errors name ``where``)."""
     from bids_harmonize.acsetups import get_setup
     from bids_harmonize.synth.physics import SCANNERS
+    from bids_harmonize.synth.uptake import MAX_SESSION_SD
 
     if not isinstance(spec, dict) or not isinstance(spec.get("sites"), list) or \
             not spec["sites"]:
@@ -158,8 +159,8 @@ def parse_consortium(name: str, spec: dict, where: str) -> Consortium:
             if not 0.0 <= delay <= 120.0:
                 raise ConsortiumError(f"{w}: protocol.petmr_delay must be 0-120 min")
         session_sd = _value(protocol.get("session_sd", 0.0), f"{w}: protocol.session_sd")
-        if not 0.0 <= session_sd <= 0.2:
-            raise ConsortiumError(f"{w}: protocol.session_sd must be 0-0.2")
+        if not 0.0 <= session_sd <= MAX_SESSION_SD:
+            raise ConsortiumError(f"{w}: protocol.session_sd must be 0-{MAX_SESSION_SD:g}")
         counts = raw.get("count_scale") or {}
         scales = [_value(counts.get(k, 1.0), f"{w}: count_scale.{k}") for k in
                   ("petct", "petmr")]

@@ -310,6 +310,12 @@ def later_window_image(image: np.ndarray, labels: np.ndarray, tracer: Tracer,
     return (r + (image - r) * np.float32(1.0 + beta * delay_min)).astype(np.float32)
 
 
+#: Largest between-session SD of the log brain-to-reference ratio the simulator accepts
+#: (``SynthConfig.session_sd``, a consortium's ``protocol.session_sd``): 20 %, several
+#: times the published test-retest variability (2.5-3 %, see ``data/consortia.yaml``).
+MAX_SESSION_SD = 0.2
+
+
 def session_window_image(image: np.ndarray, labels: np.ndarray, tracer: Tracer,
                          factor: float) -> np.ndarray:
     """The window image of one session whose brain-to-reference ratio is ``factor`` times
