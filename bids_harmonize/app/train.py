@@ -67,7 +67,8 @@ def run_train(config: RunConfig, run_id: str | None = None) -> int:
         LOGGER.warning("Not used for training: %s (%s)", what, why)
     if config.calibrate_model is not None:
         return calibrate_existing(config, pairs, model_dir, run_id)
-    harmonizer_config = train_config(config)
+    train_pairs, calibration_pairs = split_calibration(pairs, config.calibration_subjects)
+    harmonizer_config = train_config(config, subjects=len({p.subject for p in train_pairs}))
     model_dir.parent.mkdir(parents=True, exist_ok=True)
     # Under torchrun every process runs this; rank 0 alone owns the folder (lock, ensemble,
     # renaming into place), the others join the distributed stages and stop there.
@@ -80,7 +81,6 @@ def run_train(config: RunConfig, run_id: str | None = None) -> int:
     try:
         staging = model_dir.parent / f".{model_dir.name}.partial"
         partial = staging / model_dir.name  # same folder name: the card names the model by it
-        train_pairs, calibration_pairs = split_calibration(pairs, config.calibration_subjects)
         train_model(train_pairs, partial, harmonizer_config, device=config.device)
         if rank != 0:
             return 0
@@ -205,11 +205,24 @@ def install_model(partial: Path, model_dir: Path, *, run_id: str) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def train_config(config: RunConfig):
-    from bids_harmonize.harmonizer.config import HarmonizerConfig
+def train_config(config: RunConfig, subjects: int | None = None):
+    """The harmonizer configuration ``train`` fits: the site recipe sized for ``subjects``
+    training subjects (steps per epoch grow beyond the demo model's 12), with the run's
+    steps scale, batch size, epochs and seed."""
+    from bids_harmonize.harmonizer.config import (
+        SITE_RECIPE_SUBJECTS,
+        SITE_STEPS_PER_EPOCH,
+        HarmonizerConfig,
+    )
 
     stages = {"ct": "stage1", "mri": "stage2", "residual": "stage3"}
     changes = {stages[k]: {"epochs": v} for k, v in config.train_epochs.items()}
     base = HarmonizerConfig.site(steps_scale=config.train_steps_scale,
-                                 batch_size=config.train_batch_size)
-    return base.replace(seed=config.seed, **changes)
+                                 batch_size=config.train_batch_size, subjects=subjects)
+    cfg = base.replace(seed=config.seed, **changes)
+    LOGGER.info("training recipe: %d steps per epoch of %d patches (%d up to %d subjects, in "
+                "proportion beyond; %s training subject(s); --train-steps-scale %g); epochs "
+                "ct/mri/residual %d/%d/%d", cfg.stage1.steps_per_epoch, cfg.stage1.batch_size,
+                SITE_STEPS_PER_EPOCH, SITE_RECIPE_SUBJECTS, subjects if subjects else "?",
+                config.train_steps_scale, cfg.stage1.epochs, cfg.stage2.epochs, cfg.stage3.epochs)
+    return cfg

@@ -427,7 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--train-steps-scale", type=_scale, default=1.0, metavar="X",
-        help="multiply the training steps per epoch of every stage (default 1: 40 steps; "
+        help="multiply the training steps per epoch of every stage (default 1: 40 steps up "
+        "to 12 training subjects, in proportion beyond, so each subject is drawn as often; "
         "0.1 for a quick check that training runs, far too little for a useful model)",
     )
     train.add_argument(

@@ -27,6 +27,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
+#: steps per epoch of every stage in :meth:`HarmonizerConfig.site` up to
+#: :data:`SITE_RECIPE_SUBJECTS` training subjects; sized on the demo model (12 subjects:
+#: about 27 patches of each subject an epoch at batch 8)
+SITE_STEPS_PER_EPOCH = 40
+#: training subjects the recipe's :data:`SITE_STEPS_PER_EPOCH` were sized for (the demo model)
+SITE_RECIPE_SUBJECTS = 12
+
 
 @dataclass(frozen=True)
 class InputChannel:
@@ -247,28 +254,31 @@ class HarmonizerConfig:
         )
 
     @classmethod
-    def site(cls, steps_scale: float = 1.0, batch_size: int = 8) -> HarmonizerConfig:
+    def site(cls, steps_scale: float = 1.0, batch_size: int = 8,
+             subjects: int | None = None) -> HarmonizerConfig:
         """What the ``train`` level fits by default, and the shipped demo model: the
         physics-guided configuration (stage 3 gets the expected attenuation-correction error,
-        channel ``ac_error``), 8/8/10 epochs of 40 steps, ``batch_size`` patches a step.
+        channel ``ac_error``), 8/8/10 epochs of ``batch_size`` patches a step.
 
-        ``steps_scale`` multiplies the steps per epoch of every stage (epochs stay). On 2
-        CPU cores the default takes about 10 minutes for 12 subjects; a GPU takes
-        ``batch_size`` 16 at about the same cost per step.
+        An epoch has :data:`SITE_STEPS_PER_EPOCH` steps for up to
+        :data:`SITE_RECIPE_SUBJECTS` training ``subjects`` (the demo model's), and grows in
+        proportion beyond them, so every subject is drawn about as often however large the
+        cohort (the paper-size benchmark's 33 subjects at 40 steps left dixon-nobone
+        uncorrected; see benchmarks/README.md). ``steps_scale`` multiplies the result (epochs
+        stay). On 2 CPU cores 12 subjects take about 10 minutes; a GPU takes ``batch_size``
+        16 at about the same cost per step.
 
         >>> cfg = HarmonizerConfig.site(steps_scale=0.5)
         >>> cfg.correction.inputs, cfg.stage3.steps_per_epoch, cfg.stage3.batch_size
         (('pet', 't1w', 'ac_error'), 20, 8)
+        >>> [HarmonizerConfig.site(subjects=n).stage1.steps_per_epoch for n in (2, 12, 33)]
+        [40, 40, 110]
         """
-
-        def steps(n):
-            return max(1, int(round(n * steps_scale)))
-
         return cls().replace(
             correction={"inputs": ("pet", "t1w", "ac_error")},
-            stage1={"epochs": 8, "steps_per_epoch": steps(40), "batch_size": batch_size, "lr": 2e-3},
-            stage2={"epochs": 8, "steps_per_epoch": steps(40), "batch_size": batch_size, "lr": 2e-3},
-            stage3={"epochs": 10, "steps_per_epoch": steps(40), "batch_size": batch_size, "lr": 2e-3},
+            **{stage: {"epochs": epochs, "batch_size": batch_size, "lr": 2e-3,
+                       "steps_per_epoch": site_steps_per_epoch(subjects, steps_scale)}
+               for stage, epochs in (("stage1", 8), ("stage2", 8), ("stage3", 10))},
         )
 
     def replace(self, **changes) -> HarmonizerConfig:
@@ -284,3 +294,17 @@ class HarmonizerConfig:
             else:
                 data[key] = value
         return HarmonizerConfig.from_dict(data)
+
+
+def site_steps_per_epoch(subjects: int | None, steps_scale: float = 1.0) -> int:
+    """Steps per epoch of the site recipe: :data:`SITE_STEPS_PER_EPOCH`, times
+    ``subjects / SITE_RECIPE_SUBJECTS`` when there are more training subjects than that,
+    times ``steps_scale``; at least 1.
+
+    >>> site_steps_per_epoch(None), site_steps_per_epoch(36), site_steps_per_epoch(36, 0.1)
+    (40, 120, 12)
+    >>> site_steps_per_epoch(5, 0.001)
+    1
+    """
+    per_subject = max(1.0, (subjects or 0) / SITE_RECIPE_SUBJECTS)
+    return max(1, int(round(SITE_STEPS_PER_EPOCH * per_subject * steps_scale)))
