@@ -439,12 +439,15 @@ def run_breakdown(args, argv) -> int:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--subjects", type=int, default=16)
+    p.add_argument("--subjects", type=int, default=16,
+                   help="simulated subjects per setup (scenario A; default 16)")
     p.add_argument("--first", type=int, default=1, help="first subject index")
-    p.add_argument("--tracers", default="PiB,florbetaben,flortaucipir,FDG,FPCIT")
-    p.add_argument("--setups", default="dixon-nobone,dixon-bone,zte,atlas")
-    p.add_argument("--resolution", type=float, default=2.0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tracers", default="PiB,florbetaben,flortaucipir,FDG,FPCIT",
+                   help="comma-separated tracers (Centiloid rows use the amyloid ones)")
+    p.add_argument("--setups", default="dixon-nobone,dixon-bone,zte,atlas",
+                   help="comma-separated PET-MR attenuation-correction setups (data/acsetups.tsv)")
+    p.add_argument("--resolution", type=float, default=2.0, help="voxel size, mm (default 2)")
+    p.add_argument("--seed", type=int, default=0, help="simulator seed (default 0)")
     p.add_argument("--no-noise", action="store_true", help="noiseless reconstructions")
     p.add_argument("--json", type=Path, default=None, help="write every row and the summary")
     p.add_argument("--write-readme", action="store_true",
@@ -452,7 +455,8 @@ def main(argv=None) -> int:
     p.add_argument("--breakdown", action="store_true",
                    help="scenarios A and B with the dCL breakdown by source (issue 20)")
     p.add_argument("--consortium", default="paper", help="scenario B's consortium")
-    p.add_argument("--subjects-per-site", type=int, default=4)
+    p.add_argument("--subjects-per-site", type=int, default=4,
+                   help="scenario B (--breakdown): simulated subjects per consortium site")
     p.add_argument("--common-resolution", type=float, default=8.0,
                    help="common effective resolution (mm) of the resolution part")
     args = p.parse_args(argv)
