@@ -181,6 +181,18 @@ def model_digest(model: Path) -> str | None:
     return hashlib.sha256(card.read_bytes()).hexdigest()[:16] if card.is_file() else None
 
 
+def model_recipe(model: Path) -> dict:
+    """What the trained model's card says about its recipe and its guard: steps per epoch
+    and epochs of the three stages, and the guard's strength ``k`` per attenuation setup
+    (``inf`` = correction switched off)."""
+    card = json.loads((model / "model.json").read_text())
+    stages = [card["config"][f"stage{i}"] for i in (1, 2, 3)]
+    guard = card.get("guard") or {}
+    return {"steps_per_epoch": [st["steps_per_epoch"] for st in stages],
+            "epochs": [st["epochs"] for st in stages],
+            "guard_k": {setup: str(v["k"]) for setup, v in sorted(guard.get("by_setup", {}).items())}}
+
+
 class Runner:
     """Runs commands with their output in a log file, and keeps ``timings.json``."""
 
@@ -439,6 +451,11 @@ def markdown(blocks: dict, target_rows: list[dict], meta: dict) -> str:
              f"{meta['test_subjects']} subjects (seed {SEEDS['test']}), tracers {meta['tracers']}, "
              f"common resolution {meta['common_resolution']}, train steps scale "
              f"{meta['train_steps_scale']:g}; {meta['machine']})", "",
+             *([f"Model: stages ct/mri/residual {'/'.join(map(str, m['epochs']))} epochs of "
+                f"{'/'.join(map(str, m['steps_per_epoch']))} steps; do-no-harm guard k per "
+                "setup (0 = full correction, inf = off): "
+                + (", ".join(f"{s} {k}" for s, k in m["guard_k"].items()) or "none"), ""]
+               if (m := meta.get("model")) else []),
              *([f"**Machinery check at a tiny size ({meta['test_subjects']} test subjects, train "
                 f"steps scale {meta['train_steps_scale']:g}): it shows that every stage runs and "
                 "the tables come out; it is not an accuracy result.**", ""]
@@ -521,6 +538,7 @@ def score(args, runner: Runner) -> int:
             "train_steps_scale": args.train_steps_scale,
             "machine": f"{os.cpu_count()} CPU cores, participant --nprocs {args.nprocs}",
             "model_card_sha256_16": model_digest(args.work / "model"),
+            "model": model_recipe(args.work / "model"),
             "command": "python benchmarks/accuracy/consortium.py " + shlex.join(sys.argv[1:]),
             "timings": runner.timings, "combat": fitted_on}
     text = markdown(blocks, target_rows, meta)

@@ -174,6 +174,28 @@ def test_no_worse_needs_a_paired_interval():
     assert cons.no_worse({"paired": {}})["not_worse"] is None
 
 
+def test_report_names_the_model_recipe_and_its_guard(tmp_path):
+    """The report says how many steps the model trained and where its guard switched the
+    correction off, read from the model card."""
+    import json
+
+    stage = {"epochs": 8, "steps_per_epoch": 110, "batch_size": 8}
+    card = {"config": {"stage1": stage, "stage2": stage, "stage3": {**stage, "epochs": 10}},
+            "guard": {"by_setup": {"zte": {"k": 0.25}, "dixon-nobone": {"k": "inf"}}}}
+    (tmp_path / "model.json").write_text(json.dumps(card))
+    recipe = cons.model_recipe(tmp_path)
+    assert recipe == {"steps_per_epoch": [110, 110, 110], "epochs": [8, 8, 10],
+                      "guard_k": {"dixon-nobone": "inf", "zte": "0.25"}}
+    blocks = cons.summarise_sites(_cases())
+    meta = {"date": "2026-12-04", "consortium": "paper", "train_subjects": 36,
+            "test_subjects": 60, "tracers": "PiB", "common_resolution": "8 mm",
+            "train_steps_scale": 1.0, "machine": "2 CPU cores", "model": recipe,
+            "timings": {}}
+    text = cons.markdown(blocks, cons.targets(blocks), meta)
+    assert "8/8/10 epochs of 110/110/110 steps" in text
+    assert "dixon-nobone inf, zte 0.25" in text
+
+
 @pytest.mark.parametrize("module", ["end_to_end", "consortium"])
 def test_doctests(module):
     failed, _ = doctest.testmod(sys.modules[module], optionflags=doctest.ELLIPSIS)
