@@ -263,10 +263,10 @@ class HarmonizerConfig:
         An epoch has :data:`SITE_STEPS_PER_EPOCH` steps for up to
         :data:`SITE_RECIPE_SUBJECTS` training ``subjects`` (the demo model's), and grows in
         proportion beyond them, so every subject is drawn about as often however large the
-        cohort (the paper-size benchmark's 33 subjects at 40 steps left dixon-nobone
-        uncorrected; see benchmarks/README.md). ``steps_scale`` multiplies the result (epochs
-        stay). On 2 CPU cores 12 subjects take about 10 minutes; a GPU takes ``batch_size``
-        16 at about the same cost per step.
+        cohort (the paper-size benchmark's 24 training subjects at 40 steps left
+        dixon-nobone uncorrected, at 80 steps it is corrected; see benchmarks/README.md).
+        ``steps_scale`` multiplies the result (epochs stay). On 2 CPU cores 12 subjects
+        take about 10 minutes; a GPU takes ``batch_size`` 16 at about the same cost per step.
 
         >>> cfg = HarmonizerConfig.site(steps_scale=0.5)
         >>> cfg.correction.inputs, cfg.stage3.steps_per_epoch, cfg.stage3.batch_size
